@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,6 +36,13 @@ def track(description: str, total: float | None = None) -> Iterator[Callable[[fl
     """A progress bar for one step; yields `advance(n)`. A spinner when `total` is None."""
     if not _enabled.get():
         yield lambda n=1: None
+        return
+    if not console.is_terminal:  # logs (CI, pipes): one line per finished step, no animation
+        started = time.perf_counter()
+        yield lambda n=1: None
+        console.print(
+            f"{description}: done in {time.perf_counter() - started:.1f} s", highlight=False
+        )
         return
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     if total is not None:

@@ -1,0 +1,189 @@
+"""The `shortlist` command line: thin commands over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shortlist import progress
+from shortlist.errors import ShortlistError
+from shortlist.workspace import Workspace, open_workspace
+
+out = Console()
+err = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SHORTLIST_WORKSPACE",
+    default="workspace",
+    show_default=True,
+    help="Folder holding everything a build produces (env: SHORTLIST_WORKSPACE).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.version_option(package_name="shortlist")
+@click.pass_context
+def cli(ctx: click.Context, workspace: Path, quiet: bool) -> None:
+    """shortlist: recommendations and search as a retrieval-and-ranking funnel."""
+    ctx.obj = workspace
+    ctx.with_resource(progress.enabled(not quiet))
+
+
+def _workspace(ctx: click.Context) -> Workspace:
+    return open_workspace(ctx.obj)
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the workspace with a commented shortlist.toml of every setting."""
+    path = _workspace(ctx).init()
+    out.print(f"Workspace ready; settings in [bold]{path}[/]")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write articles.csv, customers.csv, transactions_train.csv into.",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["tiny", "small", "medium", "full"]),
+    default="small",
+    show_default=True,
+    help="Preset size; `full` is the real H&M size.",
+)
+@click.option("--users", type=click.IntRange(min=1), help="Override the preset's customers.")
+@click.option("--items", type=click.IntRange(min=1), help="Override the preset's articles.")
+@click.option(
+    "--interactions", type=click.IntRange(min=1), help="Override the preset's transactions."
+)
+@click.option("--weeks", type=click.IntRange(min=1), help="Override the preset's weeks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files.")
+def generate(
+    out_dir: Path,
+    scale: str,
+    users: int | None,
+    items: int | None,
+    interactions: int | None,
+    weeks: int | None,
+    seed: int,
+) -> None:
+    """Generate an H&M-shaped data set with planted structure (see docs/generator.md)."""
+    from shortlist.data.generator import generate as run
+
+    s = run(
+        out_dir,
+        scale=scale,
+        users=users,
+        items=items,
+        interactions=interactions,
+        weeks=weeks,
+        seed=seed,
+    )
+    out.print(
+        f"Wrote {s.users:,} customers, {s.items:,} articles and {s.interactions:,} "
+        f"transactions ({s.start} to {s.end}) to [bold]{s.out_dir}[/] in {s.seconds:.1f} s"
+    )
+
+
+@cli.command()
+@click.option(
+    "--source", required=True, type=click.Path(path_type=Path), help="Folder with the source files."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hm", "generic"]),
+    help="hm: articles/customers/transactions_train.csv; generic: items, users, "
+    "interactions as .csv or .parquet. [default: from shortlist.toml, else generic]",
+)
+@click.option(
+    "--on-bad-rows",
+    type=click.Choice(["fail", "skip"]),
+    help="fail: stop at bad rows, naming file:line:column; skip: load the rest and "
+    "keep the rejected rows with reasons. [default: fail]",
+)
+@click.pass_context
+def ingest(ctx: click.Context, source: Path, fmt: str | None, on_bad_rows: str | None) -> None:
+    """Read a source folder into the workspace's offline store."""
+    from shortlist.data.ingest import ingest as run
+
+    s = run(_workspace(ctx), source, format=fmt, on_bad_rows=on_bad_rows)
+    m = s.manifest
+    _print_manifest(m)
+    if s.rejections:
+        err.print(
+            f"[yellow]{len(s.rejections):,} rejected row(s)[/], kept with reasons in "
+            f"{s.offline / 'rejected.parquet'}:"
+        )
+        for r in s.rejections[:5]:
+            err.print(f"  {r}", markup=False, highlight=False)
+    out.print(f"Ingested in {s.seconds:.1f} s into [bold]{s.offline}[/]")
+
+
+@cli.command()
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Show what the workspace's offline store holds."""
+    from shortlist.data.schema import Manifest
+
+    _print_manifest(Manifest.read(_workspace(ctx).offline))
+
+
+def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"Offline store ({m.adapter} source {m.source})", title_justify="left")
+    for col in ("table", "rows", "attributes"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for name in ("items", "users", "interactions"):
+        info = getattr(m, name)
+        kinds: dict[str, int] = {}
+        for kind in info.attributes.values():
+            kinds[kind.value] = kinds.get(kind.value, 0) + 1
+        table.add_row(name, f"{info.rows:,}", ", ".join(f"{n} {k}" for k, n in kinds.items()))
+    out.print(table)
+    out.print(
+        f"Interactions from {m.start:%Y-%m-%d %H:%M} to {m.end:%Y-%m-%d %H:%M}; "
+        f"{m.source_rows:,} source rows, {m.merged_duplicates:,} identical rows merged "
+        "into quantities"
+        + (
+            f"; rejected: {', '.join(f'{k} {v:,}' for k, v in m.rejected.items())}"
+            if m.rejected
+            else ""
+        )
+    )
+    roles = {k: v for k, v in m.roles.model_dump().items() if v}
+    if roles:
+        out.print("Roles: " + ", ".join(f"{k} = {v}" for k, v in roles.items()))
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("Aborted.")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ShortlistError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Typed settings: defaults, then the workspace's shortlist.toml, then SHORTLIST_* env, then flags.
+
+Every key is documented in `default_config.toml` (shipped in the package); unknown keys and
+out-of-range values are rejected at load time with the offending key named.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shortlist.errors import ConfigError
+
+CONFIG_FILE = "shortlist.toml"
+ENV_PREFIX = "SHORTLIST_"
+
+
+class AttributeKind(StrEnum):
+    """How an item or user attribute is modelled downstream."""
+
+    CATEGORICAL = "categorical"
+    NUMERIC = "numeric"
+    TEXT = "text"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestSettings(_Section):
+    format: Literal["hm", "generic"] = "generic"
+    on_bad_rows: Literal["fail", "skip"] = "fail"
+    item_attributes: dict[str, AttributeKind] = Field(default_factory=dict)
+    user_attributes: dict[str, AttributeKind] = Field(default_factory=dict)
+    memory_limit: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
+    threads: int = Field(0, ge=0, le=256)
+
+
+class SchemaSettings(_Section):
+    """Roles of attributes that later stages use without knowing the data's column names."""
+
+    user_age: str | None = None
+    user_region: str | None = None
+    item_group: str | None = None
+
+
+class Settings(_Section):
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def default_config_text() -> str:
+    """The commented default shortlist.toml (what `shortlist init` writes)."""
+    return (Path(__file__).parent / "default_config.toml").read_text()
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """SHORTLIST_INGEST_ON_BAD_ROWS=skip -> {"ingest": {"on_bad_rows": "skip"}}."""
+    sections = {"ingest": IngestSettings, "schema": SchemaSettings}
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}WORKSPACE":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section, model in sections.items():
+            key = rest.removeprefix(section + "_")
+            if rest.startswith(section + "_") and key in model.model_fields:
+                out.setdefault(section, {})[key] = value
+                break
+        else:
+            raise ConfigError("unknown setting in the environment", key=name)
+    return out
+
+
+def _key_of(error: Mapping[str, Any]) -> str:
+    return ".".join(str(p) for p in error["loc"]).replace("schema_", "schema")
+
+
+def load_settings(
+    workspace: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings for a workspace: defaults < shortlist.toml < SHORTLIST_* env < `overrides`.
+
+    Raises:
+        ConfigError: the TOML does not parse, or a key is unknown or out of range (names it).
+    """
+    data: dict[str, Any] = {}
+    path = workspace / CONFIG_FILE if workspace is not None else None
+    if path is not None and path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    data = _merge(data, overrides or {})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f" (in {path})" if path is not None and path.is_file() else ""
+        raise ConfigError(f"{first['msg']}{where}", key=_key_of(first)) from None

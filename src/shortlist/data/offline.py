@@ -1,0 +1,68 @@
+"""Read access to the offline store that ingest wrote (DuckDB relations over its Parquet)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from shortlist import columns as C
+from shortlist.data.reader import sql_literal
+from shortlist.data.schema import Manifest
+from shortlist.workspace import Workspace
+
+
+class OfflineStore:
+    """The items, users and interactions tables of a workspace, with their manifest.
+
+    Relations are lazy: nothing is read until a query runs, and reads of interactions in a
+    time range only open the monthly partitions they need.
+    """
+
+    def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection | None = None):
+        self.folder = workspace.offline
+        self.manifest = Manifest.read(self.folder)
+        self.con = con or duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def _path(self, name: str) -> Path:
+        return self.folder / name
+
+    def items(self) -> duckdb.DuckDBPyRelation:
+        return self.con.sql(
+            f"SELECT * FROM read_parquet({sql_literal(str(self._path('items.parquet')))})"
+        )
+
+    def users(self) -> duckdb.DuckDBPyRelation:
+        return self.con.sql(
+            f"SELECT * FROM read_parquet({sql_literal(str(self._path('users.parquet')))})"
+        )
+
+    def interactions(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> duckdb.DuckDBPyRelation:
+        """Interactions with `start <= timestamp < end` (either bound optional)."""
+        glob = sql_literal(str(self.folder / "interactions" / "**" / "*.parquet"))
+        where = []
+        if start is not None:
+            where += [
+                f"{C.TIMESTAMP} >= {sql_literal(start.isoformat())}::TIMESTAMP",
+                f"{C.MONTH} >= {sql_literal(start.strftime('%Y-%m'))}",
+            ]
+        if end is not None:
+            where += [
+                f"{C.TIMESTAMP} < {sql_literal(end.isoformat())}::TIMESTAMP",
+                f"{C.MONTH} <= {sql_literal(end.strftime('%Y-%m'))}",
+            ]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self.con.sql(
+            f"SELECT * EXCLUDE ({C.MONTH}) FROM read_parquet({glob}, hive_partitioning=true)"
+            f"{clause}"
+        )
+
+    def rejected(self) -> duckdb.DuckDBPyRelation | None:
+        path = self._path("rejected.parquet")
+        if not path.is_file():
+            return None
+        return self.con.sql(f"SELECT * FROM read_parquet({sql_literal(str(path))})")

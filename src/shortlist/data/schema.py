@@ -1,0 +1,57 @@
+"""The offline store's manifest: what ingest wrote (tables, row counts, time range, schema)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shortlist.config import AttributeKind, SchemaSettings
+from shortlist.errors import WorkspaceError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class TableInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int
+    source: str | None = None  # the file it was read from
+    # attribute name -> kind (items and users); empty for interactions
+    attributes: dict[str, AttributeKind] = Field(default_factory=dict)
+    ignored_columns: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """Written last by ingest, so a manifest on disk means a complete offline store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    adapter: str
+    source: str
+    created_at: datetime
+    items: TableInfo
+    users: TableInfo
+    interactions: TableInfo
+    start: datetime
+    end: datetime
+    source_rows: int  # interaction rows read from the source, before merging duplicates
+    merged_duplicates: int  # identical source rows folded into one row with quantity > 1
+    rejected: dict[str, int] = Field(default_factory=dict)  # reason -> count of rejected rows
+    roles: SchemaSettings = Field(default_factory=SchemaSettings)
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise WorkspaceError(
+                f"no offline store in {folder.parent}: run `shortlist ingest --source DIR` first"
+            )
+        return cls.model_validate(json.loads(path.read_text()))
