@@ -65,8 +65,13 @@ def test_hm_sample_round_trip(hm_sample, workspace):
         rebuilt[(day, user, item, price, channel)] += qty
     expected = Counter()
     for r in transactions:
-        key = (r["t_dat"], r["customer_id"], r["article_id"], float(r["price"]),
-               r["sales_channel_id"])
+        key = (
+            r["t_dat"],
+            r["customer_id"],
+            r["article_id"],
+            float(r["price"]),
+            r["sales_channel_id"],
+        )
         expected[key] += 1
     assert rebuilt == expected
 
@@ -101,5 +106,7 @@ def test_hm_unknown_article_names_line(hm_sample, tmp_path, workspace):
     (src / "transactions_train.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError) as err:
         ingest(workspace, src, format="hm")
-    assert "transactions_train.csv:11 column 'item_id': unknown item (not in articles.csv): " \
+    assert (
+        "transactions_train.csv:11 column 'item_id': unknown item (not in articles.csv): "
         "'0999999999'" in str(err.value)
+    )

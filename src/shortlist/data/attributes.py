@@ -39,7 +39,7 @@ def infer_kinds(
             f"count(*) FILTER (WHERE regexp_matches({v}, '^[+-]?0[0-9]'))",
             f"avg(len(string_split({v}, ' ')))",
         ]
-    row = con.execute(f"SELECT {', '.join(parts)} FROM read_parquet('{parquet}')").fetchone()
+    row = con.execute(f"SELECT {', '.join(parts)} FROM read_parquet('{parquet}')").fetchall()[0]
     assert row is not None  # an aggregate always returns one row
     kinds = {}
     for i, c in enumerate(columns):

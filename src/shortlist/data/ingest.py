@@ -61,12 +61,12 @@ def _q(name: str) -> str:
 
 def _connect(settings: Settings, tmp: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"SET memory_limit = {sql_literal(settings.ingest.memory_limit)}")
-    con.execute(f"SET temp_directory = {sql_literal(str(tmp))}")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = true")  # staged row i is source record i
+    con.execute(f"SET memory_limit = {sql_literal(settings.ingest.memory_limit)}").fetchall()
+    con.execute(f"SET temp_directory = {sql_literal(str(tmp))}").fetchall()
+    con.execute("SET TimeZone = 'UTC'").fetchall()
+    con.execute("SET preserve_insertion_order = true").fetchall()  # staged row i is source record i
     if settings.ingest.threads:
-        con.execute(f"SET threads = {settings.ingest.threads}")
+        con.execute(f"SET threads = {settings.ingest.threads}").fetchall()
     return con
 
 
@@ -152,12 +152,12 @@ def _write_entities(
         f"COPY (SELECT {', '.join(cols)} FROM {_scan(staged)} "
         f"WHERE file_row_number NOT IN (SELECT r FROM {bad}) ORDER BY {key}) "
         f"TO {sql_literal(str(out))} (FORMAT parquet)"
-    )
+    ).fetchall()
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {staged.table}_map AS "
         f"SELECT {idx}, {key} FROM read_parquet({sql_literal(str(out))})"
-    )
-    row = con.execute(f"SELECT count(*) FROM {staged.table}_map").fetchone()
+    ).fetchall()
+    row = con.execute(f"SELECT count(*) FROM {staged.table}_map").fetchall()[0]
     return int(row[0]) if row else 0
 
 
@@ -209,10 +209,10 @@ def _write_interactions(con: duckdb.DuckDBPyConnection, staged: Staged, out: Pat
         f"WHERE s.file_row_number NOT IN (SELECT r FROM {bad}) "
         f"GROUP BY ALL ORDER BY s.{C.TIMESTAMP}, u.{C.USER_IDX}, i.{C.ITEM_IDX}) "
         f"TO {sql_literal(str(out))} (FORMAT parquet, PARTITION_BY ({C.MONTH}))"
-    )
+    ).fetchall()
     row = con.execute(
         f"SELECT count(*) FROM read_parquet({sql_literal(str(out / '**' / '*.parquet'))})"
-    ).fetchone()
+    ).fetchall()[0]
     return int(row[0]) if row else 0
 
 
@@ -224,12 +224,12 @@ def _derive_users(con: duckdb.DuckDBPyConnection, inter: Staged, out: Path) -> i
         f"{C.USER_ID} FROM (SELECT DISTINCT {C.USER_ID} FROM {_scan(inter)} "
         f"WHERE {C.USER_ID} IS NOT NULL AND file_row_number NOT IN (SELECT r FROM {bad})) "
         f"ORDER BY {C.USER_ID}) TO {sql_literal(str(out))} (FORMAT parquet)"
-    )
+    ).fetchall()
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE users_map AS SELECT {C.USER_IDX}, {C.USER_ID} "
         f"FROM read_parquet({sql_literal(str(out))})"
-    )
-    row = con.execute("SELECT count(*) FROM users_map").fetchone()
+    ).fetchall()
+    row = con.execute("SELECT count(*) FROM users_map").fetchall()[0]
     return int(row[0]) if row else 0
 
 
@@ -338,13 +338,15 @@ def _build(
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE users_map AS SELECT NULL::INTEGER AS "
                 f"{C.USER_IDX}, NULL::VARCHAR AS {C.USER_ID} LIMIT 0"
-            )
+            ).fetchall()
     with track("Checking interactions"):
         files = {"items": items.file, "users": users.file if users else ""}
         _check_interactions(con, inter, users is not None, files)
     rejections = [r for s in (items, users, inter) if s for r in s.rejections]
     if rejections and settings.ingest.on_bad_rows == "fail":
         raise BadRowsError(_in_file_order(rejections))
+    if inter.rows - len(inter.bad_rows) == 0:
+        raise DataError("no valid interactions to load", file=inter.file)
     with track("Writing interactions by month"):
         if users is None:
             n_users = _derive_users(con, inter, new / "users.parquet")
@@ -354,9 +356,8 @@ def _build(
     bounds = con.execute(
         f"SELECT min({C.TIMESTAMP}), max({C.TIMESTAMP}) FROM "
         f"read_parquet({sql_literal(str(new / 'interactions' / '**' / '*.parquet'))})"
-    ).fetchone()
-    if n_rows == 0 or bounds is None or bounds[0] is None:
-        raise DataError("no valid interactions to load", file=inter.file)
+    ).fetchall()[0]
+    assert bounds is not None and bounds[0] is not None  # at least one valid row was written
     loaded = inter.rows - len(inter.bad_rows)
     reasons: dict[str, int] = {}
     for r in rejections:

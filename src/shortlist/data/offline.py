@@ -24,7 +24,7 @@ class OfflineStore:
         self.folder = workspace.offline
         self.manifest = Manifest.read(self.folder)
         self.con = con or duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET TimeZone = 'UTC'").fetchall()
 
     def _path(self, name: str) -> Path:
         return self.folder / name

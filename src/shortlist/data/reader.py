@@ -8,6 +8,7 @@ to the line it came from.
 from __future__ import annotations
 
 import csv
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +173,10 @@ def stage(
         con.execute(
             f"COPY (SELECT {', '.join(select)} FROM {source_sql}) TO "
             f"{sql_literal(str(out))} (FORMAT parquet)"
-        )
+        ).fetchall()
     except duckdb.Error as exc:
         raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=path.name) from None
-    rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchone()
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchall()[0]
     staged = Staged(
         table=table,
         path=out,
@@ -222,9 +223,9 @@ def _reason(kind: str, column: str | None, message: str, by_source: dict[str, So
         value = message.split('Could not convert string "', 1)[-1].split('" to', 1)[0]
         return f"cannot parse '{value}' as {by_source[column].sql_type.lower()}"
     if kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
-        return f"wrong number of fields ({message.split(': ', 1)[-1].lower()})".replace(
-            " found", ", found"
-        )
+        counts = re.findall(r"\d+", message)
+        if len(counts) == 2:
+            return f"wrong number of fields (expected {counts[0]}, found {counts[1]})"
     return message.splitlines()[0]
 
 
