@@ -13,8 +13,8 @@ from shortlist import progress
 from shortlist.errors import ShortlistError
 from shortlist.workspace import Workspace, open_workspace
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
