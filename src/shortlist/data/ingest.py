@@ -64,6 +64,7 @@ def _connect(settings: Settings, tmp: Path) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET memory_limit = {sql_literal(settings.ingest.memory_limit)}").fetchall()
     con.execute(f"SET temp_directory = {sql_literal(str(tmp))}").fetchall()
     con.execute("SET TimeZone = 'UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()  # our own bars, not DuckDB's
     con.execute("SET preserve_insertion_order = true").fetchall()  # staged row i is source record i
     if settings.ingest.threads:
         con.execute(f"SET threads = {settings.ingest.threads}").fetchall()

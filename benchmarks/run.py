@@ -1,0 +1,122 @@
+"""`make bench`: speed and memory of the long jobs at full H&M scale, as JSON in results/.
+
+Each measured run is a separate process, so its peak memory (max RSS from wait4) is its own.
+Figures are medians over `--repeat` runs; the machine is shared and noisy.
+
+    python benchmarks/run.py [--scale full|medium|small] [--repeat N] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DATA = HERE / ".data"  # generated inputs, several GB at full scale; git-ignored
+
+# Targets from the issues; a benchmark reports against them, it does not fail the build.
+TARGETS = {
+    "generate": {"seconds": 300, "peak_gb": 8},
+    "ingest": {"seconds": 60, "peak_gb": 6},
+}
+
+
+def measure(cmd: list[str]) -> dict[str, float]:
+    """Wall seconds and peak RSS (GB) of one child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{stderr}")
+    return {"seconds": seconds, "peak_gb": usage.ru_maxrss / 1024**2}
+
+
+def shortlist(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shortlist.cli", "--quiet", *args]
+
+
+def summarize(name: str, scale: str, runs: list[dict[str, float]], extra: dict) -> dict:
+    result = {
+        "benchmark": name,
+        "scale": scale,
+        "runs": runs,
+        "median_seconds": statistics.median(r["seconds"] for r in runs),
+        "max_peak_gb": max(r["peak_gb"] for r in runs),
+        "target": TARGETS.get(name) if scale == "full" else None,
+        **extra,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if result["target"]:
+        result["meets_target"] = (result["median_seconds"] <= result["target"]["seconds"]
+                                  and result["max_peak_gb"] <= result["target"]["peak_gb"])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}_{scale}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    target = result["target"]
+    verdict = "" if not target else (
+        f"  (target {target['seconds']} s, {target['peak_gb']} GB: "
+        f"{'met' if result['meets_target'] else 'MISSED'})")
+    print(f"{name:10s} {scale:7s} median {result['median_seconds']:7.1f} s  "
+          f"peak {result['max_peak_gb']:5.2f} GB  over {len(runs)} run(s){verdict}  -> {path}")
+    return result
+
+
+def bench_generate(scale: str, repeat: int) -> Path:
+    out = DATA / scale
+    runs = []
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        runs.append(measure(shortlist("generate", "--scale", scale, "--seed", "0",
+                                      "--out", str(out))))
+    size = sum(p.stat().st_size for p in out.glob("*.csv"))
+    summarize("generate", scale, runs, {"csv_bytes": size})
+    return out
+
+
+def bench_ingest(scale: str, repeat: int, source: Path) -> None:
+    ws = DATA / f"ws_{scale}"
+    runs = []
+    for _ in range(repeat):
+        runs.append(measure(shortlist("--workspace", str(ws), "ingest", "--source", str(source),
+                                      "--format", "hm")))
+    manifest = json.loads((ws / "offline" / "manifest.json").read_text())
+    summarize("ingest", scale, runs, {
+        "source_rows": manifest["source_rows"],
+        "interactions": manifest["interactions"]["rows"],
+        "users": manifest["users"]["rows"], "items": manifest["items"]["rows"],
+    })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "full"),
+                        choices=["small", "medium", "full"])
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
+    parser.add_argument("--only", nargs="*", default=None, help="generate, ingest")
+    args = parser.parse_args()
+    only = set(args.only or TARGETS)
+    source = DATA / args.scale
+    if "generate" in only or not (source / "transactions_train.csv").is_file():
+        # The generator is slow at full scale: one run unless more are asked for explicitly.
+        source = bench_generate(args.scale, 1 if args.scale == "full" and not args.only
+                                else args.repeat)
+    if "ingest" in only:
+        bench_ingest(args.scale, args.repeat, source)
+
+
+if __name__ == "__main__":
+    main()
