@@ -13,8 +13,9 @@ from shortlist import progress
 from shortlist.errors import ShortlistError
 from shortlist.workspace import Workspace, open_workspace
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Logs and pipes get a wide fixed width, so tables are not squeezed to 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -139,6 +140,78 @@ def info(ctx: click.Context) -> None:
     from shortlist.data.schema import Manifest
 
     _print_manifest(Manifest.read(_workspace(ctx).offline))
+
+
+@cli.command()
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    help="Source folder; ingested first unless the workspace already holds it.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hm", "generic"]),
+    help="Layout of --source. [default: from shortlist.toml, else generic]",
+)
+@click.option(
+    "--windows",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Consecutive target windows ending at the end of the data; metrics averaged.",
+)
+@click.option(
+    "--holdout-days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Length of each target window.",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Recommendations per user.",
+)
+@click.option("--methods", help="Comma-separated methods. [default: all baselines]")
+@click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    source: Path | None,
+    fmt: str | None,
+    windows: int,
+    holdout_days: int,
+    k: int,
+    methods: str | None,
+    json_out: str | None,
+) -> None:
+    """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
+    import json
+
+    from shortlist.data.ingest import ingest as run_ingest
+    from shortlist.data.ingest import is_current
+    from shortlist.data.offline import OfflineStore
+    from shortlist.eval.data import load_dataset
+    from shortlist.eval.evaluate import evaluate as run
+    from shortlist.eval.evaluate import resolve_methods
+    from shortlist.eval.report import report_table
+
+    ws = _workspace(ctx)
+    chosen = resolve_methods([m.strip() for m in methods.split(",")] if methods else None)
+    if source is not None and not is_current(ws, source, fmt):
+        run_ingest(ws, source, format=fmt)
+    data = load_dataset(OfflineStore(ws))
+    report = run(data, chosen, n_windows=windows, holdout_days=holdout_days, k=k)
+    text = json.dumps(report, indent=2)
+    (err if json_out == "-" else out).print(report_table(report))
+    if json_out == "-":
+        click.echo(text)
+    elif json_out:
+        Path(json_out).write_text(text + "\n")
+        out.print(f"Report written to [bold]{json_out}[/]")
 
 
 def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]

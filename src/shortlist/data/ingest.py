@@ -379,9 +379,38 @@ def _build(
         merged_duplicates=loaded - n_rows,
         rejected=reasons,
         roles=layout.roles,
+        source_files=source_fingerprint(layout),
     )
     manifest.write(new)
     return manifest, _in_file_order(rejections)
+
+
+def source_fingerprint(layout: SourceLayout) -> dict[str, list[int]]:
+    """Size and modification time of each source file, to tell when a re-ingest is needed."""
+    tables = [layout.items, layout.users, layout.interactions]
+    return {
+        t.path.name: [t.path.stat().st_size, t.path.stat().st_mtime_ns]
+        for t in tables
+        if t is not None
+    }
+
+
+def is_current(workspace: Workspace, source: str | Path, format: str | None = None) -> bool:
+    """True when the workspace's offline store was ingested from these unchanged files."""
+    from shortlist.data.schema import Manifest
+
+    try:
+        manifest = Manifest.read(workspace.offline)
+    except Exception:  # no store, or one from an older format: not current
+        return False
+    settings = workspace.settings({"ingest": {"format": format}} if format else None)
+    try:
+        layout = _layout(Path(source), settings)
+    except DataError:
+        return False
+    return manifest.adapter == layout.adapter and manifest.source_files == source_fingerprint(
+        layout
+    )
 
 
 def _kinds(

@@ -25,25 +25,35 @@ class OfflineStore:
         self.manifest = Manifest.read(self.folder)
         self.con = con or duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
+        self.con.execute("SET enable_progress_bar = false").fetchall()
+        # Views named like the tables, so callers can write plain SQL against the store.
+        glob = sql_literal(str(self.folder / "interactions" / "**" / "*.parquet"))
+        for name, source in (
+            ("items", f"read_parquet({sql_literal(str(self._path('items.parquet')))})"),
+            ("users", f"read_parquet({sql_literal(str(self._path('users.parquet')))})"),
+            ("interactions", f"read_parquet({glob}, hive_partitioning=true)"),
+        ):
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {source}"
+            ).fetchall()
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run SQL over the views `items`, `users` and `interactions`."""
+        return self.con.sql(query)
 
     def _path(self, name: str) -> Path:
         return self.folder / name
 
     def items(self) -> duckdb.DuckDBPyRelation:
-        return self.con.sql(
-            f"SELECT * FROM read_parquet({sql_literal(str(self._path('items.parquet')))})"
-        )
+        return self.con.sql("SELECT * FROM items")
 
     def users(self) -> duckdb.DuckDBPyRelation:
-        return self.con.sql(
-            f"SELECT * FROM read_parquet({sql_literal(str(self._path('users.parquet')))})"
-        )
+        return self.con.sql("SELECT * FROM users")
 
     def interactions(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> duckdb.DuckDBPyRelation:
         """Interactions with `start <= timestamp < end` (either bound optional)."""
-        glob = sql_literal(str(self.folder / "interactions" / "**" / "*.parquet"))
         where = []
         if start is not None:
             where += [
@@ -56,10 +66,7 @@ class OfflineStore:
                 f"{C.MONTH} <= {sql_literal(end.strftime('%Y-%m'))}",
             ]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        return self.con.sql(
-            f"SELECT * EXCLUDE ({C.MONTH}) FROM read_parquet({glob}, hive_partitioning=true)"
-            f"{clause}"
-        )
+        return self.con.sql(f"SELECT * EXCLUDE ({C.MONTH}) FROM interactions{clause}")
 
     def rejected(self) -> duckdb.DuckDBPyRelation | None:
         path = self._path("rejected.parquet")

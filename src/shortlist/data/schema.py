@@ -43,6 +43,8 @@ class Manifest(BaseModel):
     merged_duplicates: int  # identical source rows folded into one row with quantity > 1
     rejected: dict[str, int] = Field(default_factory=dict)  # reason -> count of rejected rows
     roles: SchemaSettings = Field(default_factory=SchemaSettings)
+    # file name -> [size in bytes, modification time in ns]: tells whether the source changed
+    source_files: dict[str, list[int]] = Field(default_factory=dict)
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")

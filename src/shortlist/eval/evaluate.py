@@ -1,0 +1,139 @@
+"""Run methods through the last-week protocol over several windows and collect the metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from statistics import mean
+from typing import Any
+
+import numpy as np
+
+from shortlist.errors import ConfigError
+from shortlist.eval.baselines import BASELINES, Recommender, TrainData
+from shortlist.eval.data import Dataset, from_us
+from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
+from shortlist.eval.protocol import Targets, Window, targets, windows
+from shortlist.progress import track
+
+MethodFactory = Callable[[], Recommender]
+
+
+def resolve_methods(names: Sequence[str] | None) -> dict[str, MethodFactory]:
+    """Method factories by name (default: every baseline), rejecting unknown names."""
+    available: dict[str, MethodFactory] = dict(BASELINES)
+    chosen = list(names) if names else list(available)
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise ConfigError(
+            f"unknown method '{unknown[0]}' (choose from {', '.join(available)})", key="methods"
+        )
+    return {n: available[n] for n in chosen}
+
+
+def score(recs: np.ndarray, tg: Targets, k: int) -> dict[str, float]:
+    """Mean metrics over the window's users (rows of `recs` follow `tg.users`)."""
+    aps, recalls, ndcgs = [], [], []
+    for i, row in enumerate(recs.tolist()):
+        rel = tg.of(i).tolist()
+        aps.append(average_precision(row, rel, k))
+        recalls.append(recall(row, rel, k))
+        ndcgs.append(ndcg(row, rel, k))
+    return {
+        "map": float(np.mean(aps)),
+        "recall": float(np.mean(recalls)),
+        "ndcg": float(np.mean(ndcgs)),
+    }
+
+
+def evaluate(
+    data: Dataset,
+    methods: dict[str, MethodFactory],
+    *,
+    n_windows: int = 1,
+    holdout_days: int = 7,
+    k: int = 12,
+) -> dict[str, Any]:
+    """Every method on every window; the result follows the `shortlist evaluate --json` contract.
+
+    Raises:
+        ConfigError: bad protocol arguments, or a window with no history before it.
+    """
+    if n_windows < 1 or holdout_days < 1 or k < 1:
+        raise ConfigError("windows, holdout days and k must be at least 1")
+    inter = data.interactions
+    wins = windows(int(inter.time[-1]), holdout_days, n_windows)
+    if wins[0].cutoff <= int(inter.time[0]):
+        raise ConfigError(
+            f"{n_windows} window(s) of {holdout_days} days leave no history before the first "
+            f"cutoff {from_us(wins[0].cutoff):%Y-%m-%d}; use fewer windows or shorter ones",
+            key="windows",
+        )
+    per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    with track("Evaluating", total=len(wins) * len(methods)) as advance:
+        for win in wins:
+            _evaluate_window(data, win, methods, k, per_method, advance)
+    return {
+        "dataset": {
+            "users": data.n_users,
+            "items": data.n_items,
+            "interactions": len(inter),
+            "start": from_us(int(inter.time[0])).isoformat(),
+            "end": from_us(int(inter.time[-1])).isoformat(),
+        },
+        "protocol": {
+            "holdout_days": holdout_days,
+            "windows": n_windows,
+            "k": k,
+            "cutoffs": [from_us(w.cutoff).isoformat() for w in wins],
+        },
+        "methods": {name: _summary(rows, k) for name, rows in per_method.items()},
+    }
+
+
+def _evaluate_window(
+    data: Dataset,
+    win: Window,
+    methods: dict[str, MethodFactory],
+    k: int,
+    out: dict[str, list[dict[str, Any]]],
+    advance: Callable[[float], None],
+) -> None:
+    train = TrainData(
+        data.interactions.between(None, win.cutoff),
+        win.cutoff,
+        data.n_users,
+        data.n_items,
+        data.user_age,
+    )
+    tg = targets(data.interactions.between(win.cutoff, win.end))
+    for name, factory in methods.items():
+        started = time.perf_counter()
+        recs = factory().fit(train).recommend(tg.users, k)
+        metrics = score(recs, tg, k)
+        out[name].append(
+            {
+                "cutoff": from_us(win.cutoff).isoformat(),
+                f"map@{k}": metrics["map"],
+                f"recall@{k}": metrics["recall"],
+                f"ndcg@{k}": metrics["ndcg"],
+                f"coverage@{k}": coverage(recs, data.n_items),
+                "users_scored": len(tg.users),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        advance(1)
+
+
+def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """Metrics averaged over windows (each window weighs the same, whatever its user count)."""
+    keys = [f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"coverage@{k}"]
+    return {
+        **{key: mean(r[key] for r in rows) for key in keys},
+        "users_scored": sum(r["users_scored"] for r in rows),
+        "seconds": round(sum(r["seconds"] for r in rows), 3),
+        "per_window": [
+            {"cutoff": r["cutoff"], f"map@{k}": r[f"map@{k}"], "users_scored": r["users_scored"]}
+            for r in rows
+        ],
+    }

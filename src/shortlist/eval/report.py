@@ -1,0 +1,32 @@
+"""The evaluation report on the terminal: one row per method, best MAP first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    k = report["protocol"]["k"]
+    p = report["protocol"]
+    title = (
+        f"Last-{p['holdout_days']}-days protocol, {p['windows']} window(s), "
+        f"cutoffs {p['cutoffs'][0][:10]} .. {p['cutoffs'][-1][:10]}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("method")
+    for col in (f"MAP@{k}", f"recall@{k}", f"NDCG@{k}", f"coverage@{k}", "users", "seconds"):
+        table.add_column(col, justify="right")
+    ranked = sorted(report["methods"].items(), key=lambda kv: -kv[1][f"map@{k}"])
+    for name, m in ranked:
+        table.add_row(
+            name,
+            f"{m[f'map@{k}']:.5f}",
+            f"{m[f'recall@{k}']:.4f}",
+            f"{m[f'ndcg@{k}']:.4f}",
+            f"{m[f'coverage@{k}']:.4f}",
+            f"{m['users_scored']:,}",
+            f"{m['seconds']:.1f}",
+        )
+    return table
