@@ -1,0 +1,149 @@
+"""The protocol end to end: windows, no peeking past the cutoff, the JSON contract, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from shortlist.errors import ConfigError
+from shortlist.eval.baselines import Popular, TrainData
+from shortlist.eval.data import US_PER_DAY, Dataset, Interactions, from_us, to_us
+from shortlist.eval.evaluate import evaluate, resolve_methods
+from shortlist.eval.protocol import targets, windows
+
+
+def test_windows_end_at_midnight_after_last_day():
+    last = to_us(datetime(2020, 9, 22))
+    wins = windows(last, 7, 3)
+    assert [from_us(w.cutoff).date().isoformat() for w in wins] == [
+        "2020-09-02",
+        "2020-09-09",
+        "2020-09-16",
+    ]
+    assert from_us(wins[-1].end) == datetime(2020, 9, 23)
+    assert all(a.end == b.cutoff for a, b in zip(wins, wins[1:], strict=False))
+
+
+def test_targets_are_distinct_items_per_user():
+    inter = Interactions(
+        np.array([2, 1, 2, 2], np.int32),
+        np.array([5, 5, 6, 5], np.int32),
+        np.zeros(4, np.int64),
+        np.ones(4, np.int32),
+    )
+    tg = targets(inter)
+    assert tg.users.tolist() == [1, 2]
+    assert tg.of(0).tolist() == [5] and tg.of(1).tolist() == [5, 6]
+
+
+@dataclass
+class Spy:
+    """Records what it was shown, and recommends what the user will buy (a perfect oracle)."""
+
+    name: str = "spy"
+    seen_max: list[int] = field(default_factory=list)
+    future: dict[int, list[int]] = field(default_factory=dict)
+
+    def fit(self, data: TrainData):
+        self.seen_max.append(int(data.interactions.time.max()))
+        self.cutoff = data.cutoff
+        return self
+
+    def recommend(self, users, k):
+        return np.array([(self.future[u] + [-1] * k)[:k] for u in users.tolist()], np.int32)
+
+
+def _dataset(days: int = 30, n_users: int = 6, n_items: int = 8) -> Dataset:
+    rng = np.random.default_rng(1)
+    n = 400
+    time = np.sort(rng.integers(0, days * US_PER_DAY, n))
+    inter = Interactions(
+        rng.integers(0, n_users, n).astype(np.int32),
+        rng.integers(0, n_items, n).astype(np.int32),
+        time.astype(np.int64),
+        np.ones(n, np.int32),
+    )
+    return Dataset(inter, n_users, n_items, None, None)
+
+
+def test_methods_never_see_the_target_window_and_oracle_scores_one():
+    data = _dataset()
+    spy = Spy()
+
+    # The oracle is told each window's answers just before it is asked.
+    wins = windows(int(data.interactions.time[-1]), 7, 3)
+    answers = [targets(data.interactions.between(w.cutoff, w.end)) for w in wins]
+
+    calls = iter(answers)
+
+    def factory():
+        tg = next(calls)
+        spy.future = {int(u): tg.of(i).tolist() for i, u in enumerate(tg.users)}
+        return spy
+
+    report = evaluate(data, {"spy": factory}, n_windows=3, holdout_days=7, k=12)
+    for w, seen in zip(wins, spy.seen_max, strict=True):
+        assert seen < w.cutoff
+    assert report["methods"]["spy"]["map@12"] == pytest.approx(1.0)
+    assert report["methods"]["spy"]["recall@12"] == pytest.approx(1.0)
+
+
+def test_report_contract():
+    report = evaluate(_dataset(), {"popular": Popular}, n_windows=2, holdout_days=7)
+    assert set(report) == {"dataset", "protocol", "methods"}
+    assert set(report["dataset"]) == {"users", "items", "interactions", "start", "end"}
+    assert report["protocol"]["windows"] == 2 and len(report["protocol"]["cutoffs"]) == 2
+    m = report["methods"]["popular"]
+    for key in ("map@12", "recall@12", "ndcg@12", "users_scored", "per_window"):
+        assert key in m
+    assert [set(w) >= {"cutoff", "map@12"} for w in m["per_window"]] == [True, True]
+    assert m["map@12"] == pytest.approx(np.mean([w["map@12"] for w in m["per_window"]]))
+
+
+def test_bad_protocol_arguments():
+    with pytest.raises(ConfigError, match="leave no history"):
+        evaluate(_dataset(days=30), {"popular": Popular}, n_windows=5, holdout_days=7)
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        resolve_methods(["popular", "nope"])
+
+
+def test_cli_on_hm_sample_matches_the_published_cross_check(hm_sample, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shortlist.cli",
+            "-q",
+            "-w",
+            str(tmp_path / "ws"),
+            "evaluate",
+            "--source",
+            str(hm_sample),
+            "--format",
+            "hm",
+            "--windows",
+            "12",
+            "--json",
+            "-",
+            "--methods",
+            "popular,repurchase_trending",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["protocol"]["cutoffs"][-1] == "2020-09-16T00:00:00"
+    assert report["dataset"]["users"] == 687
+    methods = report["methods"]
+    # shared/data/hm-sample/README.md: popular about 0.0005, own items + top items about 0.011
+    assert 0.0002 < methods["popular"]["map@12"] < 0.0015
+    assert 0.008 < methods["repurchase_trending"]["map@12"] < 0.015
+    assert "repurchase_trending" in result.stderr  # the table goes to stderr with --json -
