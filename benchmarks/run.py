@@ -28,6 +28,8 @@ DATA = HERE / ".data"  # generated inputs, several GB at full scale; git-ignored
 TARGETS = {
     "generate": {"seconds": 300, "peak_gb": 8},
     "ingest": {"seconds": 60, "peak_gb": 6},
+    "features": None,  # no target given; measured so regressions show
+    "evaluate": {"seconds": 600},  # all baselines, one window
 }
 
 
@@ -56,22 +58,34 @@ def summarize(name: str, scale: str, runs: list[dict[str, float]], extra: dict) 
         "max_peak_gb": max(r["peak_gb"] for r in runs),
         "target": TARGETS.get(name) if scale == "full" else None,
         **extra,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if result["target"]:
-        result["meets_target"] = (result["median_seconds"] <= result["target"]["seconds"]
-                                  and result["max_peak_gb"] <= result["target"]["peak_gb"])
+    target = result["target"]
+    if target:
+        result["meets_target"] = result["median_seconds"] <= target["seconds"] and result[
+            "max_peak_gb"
+        ] <= target.get("peak_gb", float("inf"))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}_{scale}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    target = result["target"]
-    verdict = "" if not target else (
-        f"  (target {target['seconds']} s, {target['peak_gb']} GB: "
-        f"{'met' if result['meets_target'] else 'MISSED'})")
-    print(f"{name:10s} {scale:7s} median {result['median_seconds']:7.1f} s  "
-          f"peak {result['max_peak_gb']:5.2f} GB  over {len(runs)} run(s){verdict}  -> {path}")
+    verdict = (
+        ""
+        if not target
+        else (
+            f"  (target {target['seconds']} s"
+            + (f", {target['peak_gb']} GB" if "peak_gb" in target else "")
+            + f": {'met' if result['meets_target'] else 'MISSED'})"
+        )
+    )
+    print(
+        f"{name:10s} {scale:7s} median {result['median_seconds']:7.1f} s  "
+        f"peak {result['max_peak_gb']:5.2f} GB  over {len(runs)} run(s){verdict}  -> {path}"
+    )
     return result
 
 
@@ -80,8 +94,9 @@ def bench_generate(scale: str, repeat: int) -> Path:
     runs = []
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        runs.append(measure(shortlist("generate", "--scale", scale, "--seed", "0",
-                                      "--out", str(out))))
+        runs.append(
+            measure(shortlist("generate", "--scale", scale, "--seed", "0", "--out", str(out)))
+        )
     size = sum(p.stat().st_size for p in out.glob("*.csv"))
     summarize("generate", scale, runs, {"csv_bytes": size})
     return out
@@ -91,31 +106,78 @@ def bench_ingest(scale: str, repeat: int, source: Path) -> None:
     ws = DATA / f"ws_{scale}"
     runs = []
     for _ in range(repeat):
-        runs.append(measure(shortlist("--workspace", str(ws), "ingest", "--source", str(source),
-                                      "--format", "hm")))
+        runs.append(
+            measure(
+                shortlist(
+                    "--workspace", str(ws), "ingest", "--source", str(source), "--format", "hm"
+                )
+            )
+        )
     manifest = json.loads((ws / "offline" / "manifest.json").read_text())
-    summarize("ingest", scale, runs, {
-        "source_rows": manifest["source_rows"],
-        "interactions": manifest["interactions"]["rows"],
-        "users": manifest["users"]["rows"], "items": manifest["items"]["rows"],
-    })
+    summarize(
+        "ingest",
+        scale,
+        runs,
+        {
+            "source_rows": manifest["source_rows"],
+            "interactions": manifest["interactions"]["rows"],
+            "users": manifest["users"]["rows"],
+            "items": manifest["items"]["rows"],
+        },
+    )
+
+
+def bench_features(scale: str, repeat: int) -> None:
+    ws = DATA / f"ws_{scale}"
+    runs = [measure(shortlist("--workspace", str(ws), "features")) for _ in range(repeat)]
+    summarize("features", scale, runs, {})
+
+
+def bench_evaluate(scale: str, repeat: int) -> None:
+    ws = DATA / f"ws_{scale}"
+    report = RESULTS / f"evaluate_{scale}_report.json"
+    runs = [
+        measure(
+            shortlist("--workspace", str(ws), "evaluate", "--windows", "1", "--json", str(report))
+        )
+        for _ in range(repeat)
+    ]
+    methods = json.loads(report.read_text())["methods"]
+    summarize(
+        "evaluate",
+        scale,
+        runs,
+        {
+            "map@12": {name: m["map@12"] for name, m in methods.items()},
+            "method_seconds": {name: m["seconds"] for name, m in methods.items()},
+        },
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "full"),
-                        choices=["small", "medium", "full"])
+    parser.add_argument(
+        "--scale",
+        default=os.environ.get("BENCH_SCALE", "full"),
+        choices=["small", "medium", "full"],
+    )
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
-    parser.add_argument("--only", nargs="*", default=None, help="generate, ingest")
+    parser.add_argument("--only", nargs="*", default=None, choices=list(TARGETS))
     args = parser.parse_args()
     only = set(args.only or TARGETS)
     source = DATA / args.scale
     if "generate" in only or not (source / "transactions_train.csv").is_file():
         # The generator is slow at full scale: one run unless more are asked for explicitly.
-        source = bench_generate(args.scale, 1 if args.scale == "full" and not args.only
-                                else args.repeat)
-    if "ingest" in only:
+        source = bench_generate(
+            args.scale, 1 if args.scale == "full" and not args.only else args.repeat
+        )
+    if "ingest" in only or not (DATA / f"ws_{args.scale}" / "offline").is_dir():
         bench_ingest(args.scale, args.repeat, source)
+    if "features" in only:
+        bench_features(args.scale, args.repeat)
+    if "evaluate" in only:
+        # Minutes per run at full scale: one run unless more are asked for explicitly.
+        bench_evaluate(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from shortlist.eval.data import Dataset, from_us
 from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
 from shortlist.eval.protocol import Targets, Window, targets, windows
 from shortlist.progress import track
+from shortlist.workspace import Workspace
 
 MethodFactory = Callable[[], Recommender]
 
@@ -89,6 +90,27 @@ def evaluate(
         },
         "methods": {name: _summary(rows, k) for name, rows in per_method.items()},
     }
+
+
+def evaluate_workspace(
+    workspace: Workspace,
+    methods: Sequence[str] | None = None,
+    *,
+    n_windows: int = 1,
+    holdout_days: int = 7,
+    k: int = 12,
+) -> dict[str, Any]:
+    """`evaluate` on a workspace's offline store, methods named (default: every baseline)."""
+    from shortlist.data.offline import OfflineStore
+    from shortlist.eval.data import load_dataset
+
+    return evaluate(
+        load_dataset(OfflineStore(workspace)),
+        resolve_methods(methods),
+        n_windows=n_windows,
+        holdout_days=holdout_days,
+        k=k,
+    )
 
 
 def _evaluate_window(
