@@ -31,25 +31,42 @@ def enabled(on: bool = True) -> Iterator[None]:
         _enabled.reset(token)
 
 
+Advance = Callable[..., None]  # advance(n=1, note=None): n steps done; note shown beside the bar
+
+
 @contextmanager
-def track(description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-    """A progress bar for one step; yields `advance(n)`. A spinner when `total` is None."""
+def track(description: str, total: float | None = None) -> Iterator[Advance]:
+    """A progress bar for one step; yields `advance(n=1, note=None)`.
+
+    A spinner when `total` is None. `note` (e.g. "loss 1.23, 5,000 ex/s") replaces the text
+    shown after the description. Outside a terminal, one line per finished step instead.
+    """
     if not _enabled.get():
-        yield lambda n=1: None
+        yield lambda n=1, note=None: None
         return
-    if not console.is_terminal:  # logs (CI, pipes): one line per finished step, no animation
-        started = time.perf_counter()
-        yield lambda n=1: None
+    if not console.is_terminal:
+        started, last = time.perf_counter(), [""]
+
+        def remember(n: float = 1, note: str | None = None) -> None:
+            if note:
+                last[0] = f" ({note})"
+
+        yield remember
         console.print(
-            f"{description}: done in {time.perf_counter() - started:.1f} s", highlight=False
+            f"{description}: done in {time.perf_counter() - started:.1f} s{last[0]}",
+            highlight=False,
         )
         return
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     if total is not None:
         columns.append(MofNCompleteColumn())
-    columns.append(TimeElapsedColumn())
+    columns += [TimeElapsedColumn(), TextColumn("{task.fields[note]}")]
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        task = bar.add_task(description, total=total, note="")
+
+        def advance(n: float = 1, note: str | None = None) -> None:
+            bar.update(task, advance=n, **({"note": note} if note is not None else {}))
+
+        yield advance
         if total is not None:
             bar.update(task, completed=total)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+import pandas as pd
 
 from shortlist import columns as C
 from shortlist.data.offline import OfflineStore
@@ -89,3 +90,10 @@ def load_dataset(store: OfflineStore) -> Dataset:
             .astype(np.int32)
         )
     return Dataset(inter, m.users.rows, m.items.rows, age, group)
+
+
+def load_tables(store: OfflineStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The items and users tables as frames sorted by idx (row i is idx i), attributes only."""
+    items = store.sql(f"SELECT * EXCLUDE ({C.ITEM_ID}) FROM items ORDER BY {C.ITEM_IDX}").df()
+    users = store.sql(f"SELECT * EXCLUDE ({C.USER_ID}) FROM users ORDER BY {C.USER_IDX}").df()
+    return items.drop(columns=[C.ITEM_IDX]), users.drop(columns=[C.USER_IDX])

@@ -1,0 +1,58 @@
+"""Purchase histories by user, looked up as of any day without copying the interactions.
+
+Interactions are sorted by (user, day) once; the history of a user as of day d is the run of
+rows just before the first row of (user, d). Training rows and requests share this lookup, so
+the model is trained on exactly the history it will see when serving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shortlist.eval.data import US_PER_DAY, Interactions
+
+_DAY_SPAN = 1_000_000  # key = user * span + day; days since 1970 stay far below it
+
+
+class HistoryIndex:
+    """Per-user purchase sequences sorted by day (rows of one day keep their order)."""
+
+    def __init__(self, inter: Interactions):
+        day = (inter.time // US_PER_DAY).astype(np.int64)
+        order = np.lexsort((day, inter.user))
+        self.user = inter.user[order]
+        self.item = inter.item[order]
+        self.day = day[order]
+        self.key = self.user.astype(np.int64) * _DAY_SPAN + self.day
+
+    def start_of(self, users: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """Position of the first row of (user, day) or where it would be: history ends before."""
+        return np.searchsorted(self.key, users.astype(np.int64) * _DAY_SPAN + days, side="left")
+
+    def lookup(
+        self, users: np.ndarray, days: np.ndarray, length: int, half_life_days: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Last `length` purchases strictly before `days`, most recent first.
+
+        Returns:
+            items (b, length) int64: item idx + 1, 0 where the history is shorter;
+            weights (b, length) float32: 0.5 ** (age / half-life), normalised to sum 1 per row
+            (all zero for users without history).
+        """
+        end = self.start_of(users, days)
+        pos = end[:, None] - 1 - np.arange(length)[None, :]  # (b, length)
+        valid = pos >= 0
+        pos = np.where(valid, pos, 0)
+        valid &= self.user[pos] == users[:, None]
+        items = np.where(valid, self.item[pos].astype(np.int64) + 1, 0)
+        age = (days[:, None] - self.day[pos]).astype(np.float64)
+        weights = np.where(valid, np.power(0.5, age / half_life_days), 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+        return items, weights.astype(np.float32)
+
+
+def season(days: np.ndarray) -> np.ndarray:
+    """(b, 2) position in the year as sin/cos, so week 52 sits next to week 1."""
+    angle = 2 * np.pi * ((days % 365.2425) / 365.2425)
+    return np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)

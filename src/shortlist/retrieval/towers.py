@@ -1,0 +1,122 @@
+"""The two towers: a user (query) encoder and an item encoder mapping into one embedding space.
+
+Retrieval scores a user against every item by inner product of unit vectors, so the towers
+never see each other at serving time: items are encoded once into the ANN index, users per
+request. Both towers combine an id embedding with attribute embeddings; the id part is dropped
+at random during training so that attributes alone give a usable vector (cold start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Sizes of both towers; saved as JSON beside the weights."""
+
+    n_users: int
+    n_items: int
+    item_cat_width: int
+    item_text_width: int
+    item_numeric: int
+    user_cat_width: int
+    user_numeric: int
+    dim: int = 64
+    hidden: int = 128
+    cat_buckets: int = 1 << 16
+    text_buckets: int = 1 << 17
+    history: int = 20
+    history_half_life_days: float = 60.0
+    id_dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(width_in: int, hidden: int, dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+
+def _drop_ids(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero whole id vectors with probability p, so the other inputs learn to stand alone."""
+    if not training or p <= 0:
+        return x
+    keep = (torch.rand(x.shape[0], 1, device=x.device) >= p).to(x.dtype)
+    return x * keep
+
+
+class ItemTower(nn.Module):
+    """item id + `attr=value` tokens + text tokens + numeric attributes -> unit vector."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ids = nn.Embedding(cfg.n_items, cfg.dim, sparse=True)
+        self.cats = nn.EmbeddingBag(
+            cfg.cat_buckets, cfg.dim, mode="mean", padding_idx=0, sparse=True
+        )
+        self.text = nn.EmbeddingBag(
+            cfg.text_buckets, cfg.dim, mode="mean", padding_idx=0, sparse=True
+        )
+        self.mlp = _mlp(3 * cfg.dim + cfg.item_numeric, cfg.hidden, cfg.dim)
+        for table in (self.ids, self.cats, self.text):
+            nn.init.normal_(table.weight, std=0.05)
+
+    def forward(
+        self, items: torch.Tensor, cats: torch.Tensor, text: torch.Tensor, numeric: torch.Tensor
+    ) -> torch.Tensor:
+        # items (b,), cats (b, wc), text (b, wt), numeric (b, n) -> (b, dim)
+        parts = [
+            _drop_ids(self.ids(items), self.cfg.id_dropout, self.training),
+            self.cats(cats),
+            self.text(text) if text.shape[1] else torch.zeros_like(self.cats(cats)),
+            numeric,
+        ]
+        return nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+class UserTower(nn.Module):
+    """user id + attributes + recency-weighted recent purchases + season -> unit vector.
+
+    The history part pools the user's last purchases at request time, so a purchase made a
+    minute ago moves the user's vector without retraining.
+    """
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ids = nn.Embedding(cfg.n_users, cfg.dim, sparse=True)
+        self.cats = nn.EmbeddingBag(
+            cfg.cat_buckets, cfg.dim, mode="mean", padding_idx=0, sparse=True
+        )
+        # item ids shifted by one: 0 pads short histories
+        self.history = nn.EmbeddingBag(
+            cfg.n_items + 1, cfg.dim, mode="sum", padding_idx=0, sparse=True
+        )
+        self.mlp = _mlp(3 * cfg.dim + cfg.user_numeric + 2, cfg.hidden, cfg.dim)
+        for table in (self.ids, self.cats, self.history):
+            nn.init.normal_(table.weight, std=0.05)
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        cats: torch.Tensor,
+        numeric: torch.Tensor,
+        history: torch.Tensor,
+        history_weight: torch.Tensor,
+        season: torch.Tensor,
+    ) -> torch.Tensor:
+        # users (b,), cats (b, wc), numeric (b, n), history and weights (b, h), season (b, 2)
+        pooled = self.history(history, per_sample_weights=history_weight)
+        parts = [
+            _drop_ids(self.ids(users), self.cfg.id_dropout, self.training),
+            self.cats(cats),
+            numeric,
+            pooled,
+            season,
+        ]
+        return nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)

@@ -1,0 +1,276 @@
+"""Training and using the two-tower retrieval model (sklearn-style: fit, then encode).
+
+Loss: in-batch sampled softmax. Each user in a batch must pick its own purchase among every
+item in the batch; popular items appear in many batches as negatives, so each logit is
+corrected by the item's log sampling probability (log-Q) to avoid punishing popularity itself.
+Items that appear twice in a batch are not treated as negatives of each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shortlist.config import AttributeKind
+from shortlist.eval.data import US_PER_DAY, Interactions
+from shortlist.progress import track
+from shortlist.retrieval.encoding import NumericStats, encode_table
+from shortlist.retrieval.history import HistoryIndex, season
+from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower
+
+
+@dataclass(frozen=True)
+class TwoTowerSettings:
+    dim: int = 64
+    hidden: int = 128
+    epochs: int = 4
+    batch_size: int = 2048
+    lr: float = 0.003
+    temperature: float = 0.05
+    history: int = 20
+    train_days: int = 182  # training examples: purchases in this span before validation
+    val_days: int = 7  # held-out span before the cutoff, for early stopping on recall@100
+    patience: int = 1  # epochs without a better validation recall before stopping
+    random_negatives: int = 0  # extra uniformly sampled negatives per batch
+    id_dropout: float = 0.2
+    seed: int = 0
+
+
+def numeric_columns(kinds: dict[str, AttributeKind]) -> list[str]:
+    return [c for c, k in kinds.items() if k == AttributeKind.NUMERIC]
+
+
+class TwoTower:
+    """User and item towers trained on purchases; see the module docstring for the loss."""
+
+    def __init__(self, settings: TwoTowerSettings | None = None):
+        self.settings = settings or TwoTowerSettings()
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _encode(
+        self,
+        items: pd.DataFrame,
+        item_kinds: dict[str, AttributeKind],
+        users: pd.DataFrame,
+        user_kinds: dict[str, AttributeKind],
+    ) -> None:
+        cfg = self.config_
+        self.item_inputs_ = encode_table(
+            items,
+            item_kinds,
+            self.item_stats_,
+            cat_buckets=cfg.cat_buckets,
+            text_buckets=cfg.text_buckets,
+        )
+        self.user_inputs_ = encode_table(
+            users,
+            user_kinds,
+            self.user_stats_,
+            cat_buckets=cfg.cat_buckets,
+            text_buckets=cfg.text_buckets,
+        )
+
+    def _item_batch(self, items: np.ndarray) -> torch.Tensor:
+        t = self.item_inputs_
+        return self.item_tower_(
+            torch.from_numpy(items.astype(np.int64)),
+            torch.from_numpy(t.categorical[items]),
+            torch.from_numpy(t.text[items]),
+            torch.from_numpy(t.numeric[items]),
+        )
+
+    def _user_batch(self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex) -> torch.Tensor:
+        t, cfg = self.user_inputs_, self.config_
+        h_items, h_weights = hist.lookup(users, days, cfg.history, cfg.history_half_life_days)
+        return self.user_tower_(
+            torch.from_numpy(users.astype(np.int64)),
+            torch.from_numpy(t.categorical[users]),
+            torch.from_numpy(t.numeric[users]),
+            torch.from_numpy(h_items),
+            torch.from_numpy(h_weights),
+            torch.from_numpy(season(days)),
+        )
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        items: pd.DataFrame,
+        item_kinds: dict[str, AttributeKind],
+        users: pd.DataFrame,
+        user_kinds: dict[str, AttributeKind],
+        inter: Interactions,
+        cutoff: int,
+    ) -> TwoTower:
+        """Train on purchases before `cutoff` (µs); the last `val_days` pick the best epoch.
+
+        `items` and `users` are the offline store's tables sorted by idx; text attributes feed
+        the item tower's text bag, categorical ones the token bags, numeric ones the MLPs.
+        """
+        s = self.settings
+        torch.manual_seed(s.seed)
+        rng = np.random.default_rng(s.seed)
+        self.item_stats_ = NumericStats.fit(items, numeric_columns(item_kinds))
+        self.user_stats_ = NumericStats.fit(users, numeric_columns(user_kinds))
+        self.item_kinds_, self.user_kinds_ = dict(item_kinds), dict(user_kinds)
+        probe = TowerConfig(len(users), len(items), 1, 0, 0, 1, 0)
+        self.config_ = probe
+        self._encode(items, item_kinds, users, user_kinds)
+        self.config_ = TowerConfig(
+            n_users=len(users),
+            n_items=len(items),
+            item_cat_width=self.item_inputs_.categorical.shape[1],
+            item_text_width=self.item_inputs_.text.shape[1],
+            item_numeric=self.item_inputs_.numeric.shape[1],
+            user_cat_width=self.user_inputs_.categorical.shape[1],
+            user_numeric=self.user_inputs_.numeric.shape[1],
+            dim=s.dim,
+            hidden=s.hidden,
+            history=s.history,
+            id_dropout=s.id_dropout,
+        )
+        self.item_tower_ = ItemTower(self.config_)
+        self.user_tower_ = UserTower(self.config_)
+        hist = HistoryIndex(inter)
+        cutoff_day = cutoff // US_PER_DAY
+        val_day = cutoff_day - s.val_days
+        rows = np.flatnonzero((hist.day >= val_day - s.train_days) & (hist.day < val_day))
+        val = hist.day >= val_day
+        counts = np.bincount(hist.item[rows], minlength=len(items)).astype(np.float64)
+        log_q = torch.from_numpy(
+            np.log((counts + 1) / (counts.sum() + len(items))).astype(np.float32)
+        )
+        sparse = [
+            p
+            for m in (self.item_tower_, self.user_tower_)
+            for n, p in m.named_parameters()
+            if n.split(".")[0] in ("ids", "cats", "text", "history")
+        ]
+        dense = [
+            p
+            for m in (self.item_tower_, self.user_tower_)
+            for n, p in m.named_parameters()
+            if n.split(".")[0] not in ("ids", "cats", "text", "history")
+        ]
+        optimizers = [torch.optim.SparseAdam(sparse, lr=s.lr), torch.optim.Adam(dense, lr=s.lr)]
+        self.history_: list[dict[str, float]] = []
+        best, best_recall, stale = None, -1.0, 0
+        for epoch in range(s.epochs):
+            loss = self._epoch(epoch, rows, hist, log_q, optimizers, rng)
+            recall = self._validate(hist, val, val_day)
+            self.history_.append({"epoch": epoch + 1, "loss": loss, "val_recall@100": recall})
+            if recall > best_recall:
+                best_recall, stale = recall, 0
+                best = (
+                    copy.deepcopy(self.item_tower_.state_dict()),
+                    copy.deepcopy(self.user_tower_.state_dict()),
+                )
+            else:
+                stale += 1
+                if stale > s.patience:
+                    break
+        if best is not None:
+            self.item_tower_.load_state_dict(best[0])
+            self.user_tower_.load_state_dict(best[1])
+        self.item_vectors_ = self.encode_items()
+        return self
+
+    def _epoch(
+        self,
+        epoch: int,
+        rows: np.ndarray,
+        hist: HistoryIndex,
+        log_q: torch.Tensor,
+        optimizers: list[torch.optim.Optimizer],
+        rng: np.random.Generator,
+    ) -> float:
+        s = self.settings
+        self.item_tower_.train()
+        self.user_tower_.train()
+        order = rng.permutation(rows)
+        n_batches = max(1, len(order) // s.batch_size)  # the ragged tail is dropped
+        losses, started = [], time.perf_counter()
+        with track(f"Training two-tower, epoch {epoch + 1}/{s.epochs}", total=n_batches) as adv:
+            for b in range(n_batches):
+                p = order[b * s.batch_size : (b + 1) * s.batch_size]
+                items = hist.item[p]
+                if s.random_negatives:
+                    extra = rng.integers(0, self.config_.n_items, s.random_negatives)
+                    cand = np.concatenate([items, extra])
+                else:
+                    cand = items
+                u = self._user_batch(hist.user[p], hist.day[p], hist)  # (b, dim)
+                v = self._item_batch(cand)  # (b + extra, dim)
+                logits = u @ v.T / s.temperature - log_q[torch.from_numpy(cand.astype(np.int64))]
+                cand_t = torch.from_numpy(cand.astype(np.int64))
+                own = torch.from_numpy(items.astype(np.int64))
+                same = own[:, None] == cand_t[None, :]  # (b, b + extra)
+                same[torch.arange(len(p)), torch.arange(len(p))] = False
+                logits = logits.masked_fill(same, float("-inf"))
+                loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(p)))
+                for opt in optimizers:
+                    opt.zero_grad()
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
+                losses.append(loss.item())
+                rate = (b + 1) * s.batch_size / (time.perf_counter() - started)
+                adv(1, f"loss {np.mean(losses[-50:]):.3f}, {rate:,.0f} ex/s")
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def _validate(self, hist: HistoryIndex, val: np.ndarray, val_day: int) -> float:
+        """Mean recall@100 of the held-out purchases, users encoded as of the split day."""
+        if not val.any():
+            return 0.0
+        users, first = np.unique(hist.user[val], return_index=True)
+        items = self.encode_items()
+        user_vecs = self.encode_users(users, np.full(len(users), val_day), hist)
+        top = _top_k(user_vecs, items, 100)
+        bought: dict[int, set[int]] = {}
+        for u, i in zip(hist.user[val].tolist(), hist.item[val].tolist(), strict=True):
+            bought.setdefault(u, set()).add(i)
+        recalls = [
+            len(bought[u].intersection(row)) / len(bought[u])
+            for u, row in zip(users.tolist(), top.tolist(), strict=True)
+        ]
+        return float(np.mean(recalls))
+
+    # -- encoding ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_items(self, batch: int = 8192) -> np.ndarray:
+        """(n_items, dim) unit vectors for the whole catalogue."""
+        self.item_tower_.eval()
+        n = self.config_.n_items
+        return np.vstack(
+            [self._item_batch(np.arange(i, min(n, i + batch))).numpy() for i in range(0, n, batch)]
+        )
+
+    @torch.no_grad()
+    def encode_users(
+        self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 8192
+    ) -> np.ndarray:
+        """(len(users), dim) unit vectors as of `days` (days since the epoch, history before)."""
+        self.user_tower_.eval()
+        out = [
+            self._user_batch(users[i : i + batch], days[i : i + batch], hist).numpy()
+            for i in range(0, len(users), batch)
+        ]
+        return np.vstack(out) if out else np.zeros((0, self.config_.dim), np.float32)
+
+    def settings_dict(self) -> dict:
+        return asdict(self.settings)
+
+
+def _top_k(queries: np.ndarray, items: np.ndarray, k: int, batch: int = 4096) -> np.ndarray:
+    """Exact top-k item ids by inner product, (q, k)."""
+    k = min(k, len(items))
+    out = []
+    items_t = torch.from_numpy(items)
+    for i in range(0, len(queries), batch):
+        scores = torch.from_numpy(queries[i : i + batch]) @ items_t.T
+        out.append(torch.topk(scores, k, dim=1).indices.numpy())
+    return np.vstack(out) if out else np.zeros((0, k), np.int64)
