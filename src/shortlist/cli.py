@@ -175,7 +175,14 @@ def info(ctx: click.Context) -> None:
     show_default=True,
     help="Recommendations per user.",
 )
-@click.option("--methods", help="Comma-separated methods. [default: all baselines]")
+@click.option(
+    "--methods", help="Comma-separated methods: the baselines and two_tower. [default: baselines]"
+)
+@click.option(
+    "--candidates",
+    is_flag=True,
+    help="Also report each candidate source's recall at 50/100/300/500 candidates.",
+)
 @click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
 @click.pass_context
 def evaluate(
@@ -186,6 +193,7 @@ def evaluate(
     holdout_days: int,
     k: int,
     methods: str | None,
+    candidates: bool,
     json_out: str | None,
 ) -> None:
     """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
@@ -197,16 +205,20 @@ def evaluate(
     from shortlist.eval.data import load_dataset
     from shortlist.eval.evaluate import evaluate as run
     from shortlist.eval.evaluate import resolve_methods
-    from shortlist.eval.report import report_table
+    from shortlist.eval.report import candidates_table, report_table
 
     ws = _workspace(ctx)
     chosen = resolve_methods([m.strip() for m in methods.split(",")] if methods else None)
     if source is not None and not is_current(ws, source, fmt):
         run_ingest(ws, source, format=fmt)
     data = load_dataset(OfflineStore(ws))
-    report = run(data, chosen, n_windows=windows, holdout_days=holdout_days, k=k)
+    report = run(
+        data, chosen, n_windows=windows, holdout_days=holdout_days, k=k, candidates=candidates
+    )
     text = json.dumps(report, indent=2)
     (err if json_out == "-" else out).print(report_table(report))
+    if "candidates" in report:
+        (err if json_out == "-" else out).print(candidates_table(report))
     if json_out == "-":
         click.echo(text)
     elif json_out:
@@ -238,6 +250,15 @@ def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]
     roles = {k: v for k, v in m.roles.model_dump().items() if v}
     if roles:
         out.print("Roles: " + ", ".join(f"{k} = {v}" for k, v in roles.items()))
+
+
+def _register_plugins() -> None:
+    from shortlist.cli_features import features
+
+    cli.add_command(features)
+
+
+_register_plugins()
 
 
 def main() -> None:

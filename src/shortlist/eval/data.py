@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from shortlist import columns as C
+from shortlist.config import AttributeKind
 from shortlist.data.offline import OfflineStore
 
 US_PER_DAY = 86_400_000_000
@@ -51,12 +52,24 @@ class Dataset:
     interactions: Interactions
     n_users: int
     n_items: int
-    user_age: np.ndarray | None  # float64 per user_idx, NaN unknown; None without an age role
-    item_group: np.ndarray | None  # int32 code per item_idx of the item_group role, or None
+    user_age: np.ndarray | None = None  # float64 per user_idx, NaN unknown; None: no age role
+    item_group: np.ndarray | None = None  # int32 code per item_idx (item_group role) or None
+    user_region: np.ndarray | None = None  # int32 code per user_idx (user_region role) or None
+    items: pd.DataFrame | None = None  # attributes by item_idx (row i is item i)
+    users: pd.DataFrame | None = None  # attributes by user_idx
+    item_kinds: dict[str, AttributeKind] = field(default_factory=dict)
+    user_kinds: dict[str, AttributeKind] = field(default_factory=dict)
+
+
+def _codes(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
+    """Dense int codes of a role column (-1 for missing), or None when the role is unset."""
+    if not column or column not in frame.columns:
+        return None
+    return pd.factorize(frame[column], sort=True)[0].astype(np.int32)
 
 
 def load_dataset(store: OfflineStore) -> Dataset:
-    """Read interactions (sorted by time) and the role attributes the baselines use."""
+    """Interactions sorted by time, the item and user tables, and their role columns."""
     m = store.manifest
     table = store.sql(
         f"SELECT {C.USER_IDX}, {C.ITEM_IDX}, epoch_us({C.TIMESTAMP}), {C.QUANTITY} "
@@ -68,28 +81,22 @@ def load_dataset(store: OfflineStore) -> Dataset:
         table.column(2).to_numpy().astype(np.int64),
         table.column(3).to_numpy().astype(np.int32),
     )
+    items, users = load_tables(store)
     age = None
-    if m.roles.user_age and m.roles.user_age in m.users.attributes:
-        age = (
-            store.sql(f'SELECT "{m.roles.user_age}"::DOUBLE FROM users ORDER BY {C.USER_IDX}')
-            .to_arrow_table()
-            .column(0)
-            .to_numpy(zero_copy_only=False)
-            .astype(np.float64)
-        )
-    group = None
-    if m.roles.item_group and m.roles.item_group in m.items.attributes:
-        group = (
-            store.sql(
-                f'SELECT dense_rank() OVER (ORDER BY "{m.roles.item_group}") - 1 AS g'
-                f", {C.ITEM_IDX} FROM items ORDER BY {C.ITEM_IDX}"
-            )
-            .to_arrow_table()
-            .column(0)
-            .to_numpy()
-            .astype(np.int32)
-        )
-    return Dataset(inter, m.users.rows, m.items.rows, age, group)
+    if m.roles.user_age and m.roles.user_age in users.columns:
+        age = pd.to_numeric(users[m.roles.user_age], errors="coerce").to_numpy(np.float64)
+    return Dataset(
+        inter,
+        m.users.rows,
+        m.items.rows,
+        age,
+        _codes(items, m.roles.item_group),
+        _codes(users, m.roles.user_region),
+        items,
+        users,
+        dict(m.items.attributes),
+        dict(m.users.attributes),
+    )
 
 
 def load_tables(store: OfflineStore) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -11,19 +11,24 @@ import numpy as np
 
 from shortlist.errors import ConfigError
 from shortlist.eval.baselines import BASELINES, Recommender, TrainData
+from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
 from shortlist.eval.data import Dataset, from_us
 from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
 from shortlist.eval.protocol import Targets, Window, targets, windows
 from shortlist.progress import track
+from shortlist.retrieval.sources import TwoTowerSource, default_sources
 from shortlist.workspace import Workspace
 
 MethodFactory = Callable[[], Recommender]
 
 
+TWO_TOWER = "two_tower"  # top-k straight from the two-tower model's nearest items
+
+
 def resolve_methods(names: Sequence[str] | None) -> dict[str, MethodFactory]:
     """Method factories by name (default: every baseline), rejecting unknown names."""
-    available: dict[str, MethodFactory] = dict(BASELINES)
-    chosen = list(names) if names else list(available)
+    available: dict[str, MethodFactory] = {**BASELINES, TWO_TOWER: TwoTowerSource}  # type: ignore[dict-item]
+    chosen = list(names) if names else list(BASELINES)
     unknown = [n for n in chosen if n not in available]
     if unknown:
         raise ConfigError(
@@ -54,8 +59,12 @@ def evaluate(
     n_windows: int = 1,
     holdout_days: int = 7,
     k: int = 12,
+    candidates: bool = False,
 ) -> dict[str, Any]:
     """Every method on every window; the result follows the `shortlist evaluate --json` contract.
+
+    With `candidates`, also the candidate sources' recall (see eval/candidates.py), reported
+    under "candidates".
 
     Raises:
         ConfigError: bad protocol arguments, or a window with no history before it.
@@ -71,9 +80,13 @@ def evaluate(
             key="windows",
         )
     per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    per_window_candidates: list[dict[str, dict[str, float]]] = []
     with track("Evaluating", total=len(wins) * len(methods)) as advance:
         for win in wins:
-            _evaluate_window(data, win, methods, k, per_method, advance)
+            cands = _evaluate_window(data, win, methods, k, per_method, advance, candidates)
+            if cands is not None:
+                per_window_candidates.append(cands)
+    extra = {"candidates": average(per_window_candidates)} if per_window_candidates else {}
     return {
         "dataset": {
             "users": data.n_users,
@@ -89,6 +102,7 @@ def evaluate(
             "cutoffs": [from_us(w.cutoff).isoformat() for w in wins],
         },
         "methods": {name: _summary(rows, k) for name, rows in per_method.items()},
+        **extra,
     }
 
 
@@ -99,6 +113,7 @@ def evaluate_workspace(
     n_windows: int = 1,
     holdout_days: int = 7,
     k: int = 12,
+    candidates: bool = False,
 ) -> dict[str, Any]:
     """`evaluate` on a workspace's offline store, methods named (default: every baseline)."""
     from shortlist.data.offline import OfflineStore
@@ -110,6 +125,7 @@ def evaluate_workspace(
         n_windows=n_windows,
         holdout_days=holdout_days,
         k=k,
+        candidates=candidates,
     )
 
 
@@ -119,19 +135,29 @@ def _evaluate_window(
     methods: dict[str, MethodFactory],
     k: int,
     out: dict[str, list[dict[str, Any]]],
-    advance: Callable[[float], None],
-) -> None:
-    train = TrainData(
-        data.interactions.between(None, win.cutoff),
-        win.cutoff,
-        data.n_users,
-        data.n_items,
-        data.user_age,
-    )
+    advance: Callable[..., None],
+    candidates: bool,
+) -> dict[str, dict[str, float]] | None:
+    train = TrainData.before(data, win.cutoff)
     tg = targets(data.interactions.between(win.cutoff, win.end))
+    results, report, source_seconds = None, None, 0.0
+    if candidates:
+        started = time.perf_counter()
+        sources = default_sources(two_tower=True)
+        results = fit_sources(sources, train, tg.users, max(BUDGETS))
+        report = candidate_report(results, tg)
+        source_seconds = time.perf_counter() - started
     for name, factory in methods.items():
         started = time.perf_counter()
-        recs = factory().fit(train).recommend(tg.users, k)
+        if name == TWO_TOWER:
+            # the source's own ranking, no popularity fill: what the ANN alone retrieves
+            if results is None:
+                results = {TWO_TOWER: TwoTowerSource().fit(train).candidates(tg.users, k)}
+            else:
+                started -= source_seconds  # the two-tower was trained with the sources
+            recs = results[TWO_TOWER][0][:, :k]
+        else:
+            recs = factory().fit(train).recommend(tg.users, k)
         metrics = score(recs, tg, k)
         out[name].append(
             {
@@ -145,6 +171,7 @@ def _evaluate_window(
             }
         )
         advance(1)
+    return report
 
 
 def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:

@@ -30,3 +30,26 @@ def report_table(report: dict[str, Any]) -> Table:
             f"{m['seconds']:.1f}",
         )
     return table
+
+
+def candidates_table(report: dict[str, Any]) -> Table:
+    """Recall of next-window purchases per candidate source and for the union."""
+    cands = report["candidates"]
+    budgets = sorted(
+        int(key.split("@")[1]) for key in next(iter(cands.values())) if key.startswith("recall@")
+    )
+    table = Table(
+        title="Candidate recall (share of next-window purchases among the candidates)",
+        title_justify="left",
+    )
+    table.add_column("source")
+    for n in budgets:
+        table.add_column(f"recall@{n}", justify="right")
+    table.add_column(f"mean candidates@{budgets[-1]}", justify="right")
+    for name, stats in cands.items():
+        table.add_row(
+            name,
+            *[f"{stats[f'recall@{n}']:.4f}" for n in budgets],
+            f"{stats['mean_candidates']:.1f}",
+        )
+    return table

@@ -1,0 +1,53 @@
+"""`shortlist features`: materialize the feature groups into the workspace's feature store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shortlist.workspace import open_workspace
+
+out = Console(soft_wrap=True)
+# Spelled out so that `shortlist --help` does not import Ibis; a test keeps them in step with
+# shortlist.features.engine.ENGINES and shortlist.features.groups.GROUPS.
+ENGINE_CHOICES = ("duckdb", "pyspark")
+GROUP_CHOICES = ("items", "users", "user_category", "history")
+
+
+@click.command()
+@click.option(
+    "--cutoff",
+    help="Use interactions before this ISO date/datetime (UTC unless it has an offset). "
+    "[default: midnight after the last interaction]",
+)
+@click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="duckdb", show_default=True)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    type=click.Choice(GROUP_CHOICES),
+    help="Only this group (repeatable). [default: all]",
+)
+@click.pass_context
+def features(ctx: click.Context, cutoff: str | None, engine: str, groups: tuple[str, ...]) -> None:
+    """Compute feature groups as of a cutoff and write a new version of each."""
+    from shortlist.features.materialize import materialize
+
+    workspace = open_workspace(ctx.obj if isinstance(ctx.obj, Path | str) else None)
+    s = materialize(workspace, cutoff=cutoff, engine=engine, groups=groups or None)
+    table = Table(title=f"Features as of {s.cutoff:%Y-%m-%d %H:%M} UTC ({s.engine})")
+    for col in ("group", "version", "rows", "features", "seconds"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for v in s.written:
+        table.add_row(
+            v.path.split("/")[0],
+            str(v.version),
+            f"{v.rows:,}",
+            str(len(v.features)),
+            f"{v.seconds:.1f}",
+        )
+    out.print(table)
+    out.print(f"Written in {s.seconds:.1f} s to [bold]{s.folder}[/]")

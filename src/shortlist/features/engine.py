@@ -1,0 +1,167 @@
+"""Ibis backends for feature pipelines (DuckDB by default, PySpark local) and the store's tables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import ibis.expr.types as ir
+from ibis.backends import BaseBackend
+
+from shortlist import columns as C
+from shortlist.config import AttributeKind
+from shortlist.data.reader import sql_literal
+from shortlist.data.schema import Manifest
+from shortlist.errors import ConfigError
+from shortlist.features.base import timestamp_literal
+from shortlist.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+ENGINES = ("duckdb", "pyspark")
+
+
+def java_available() -> bool:
+    """PySpark needs a JVM: JAVA_HOME or `java` on the PATH."""
+    home = os.environ.get("JAVA_HOME")
+    return bool(home and os.path.exists(os.path.join(home, "bin", "java"))) or bool(
+        shutil.which("java")
+    )
+
+
+def _import_spark() -> type[SparkSession]:
+    # PySpark 4 warns on import and on every pandas conversion under pandas 3 (Ibis converts
+    # on each execute); the conversions done here are plain columns, which work.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("the pyspark engine needs `pip install pyspark`") from None
+    return SparkSession
+
+
+def spark_running() -> bool:
+    """Whether this process already has an active Spark session (then it is not ours to stop)."""
+    return _import_spark().getActiveSession() is not None
+
+
+def spark_session(
+    master: str = "local[2]", shuffle_partitions: int = 4, driver_memory: str = "2g"
+) -> SparkSession:
+    """A local SparkSession set up like the DuckDB side: UTC, naive timestamps, quiet.
+
+    getOrCreate: an existing session is reused (its settings were fixed when it started, except
+    the SQL ones set below), so tests and the CLI share one JVM per process.
+    """
+    if not java_available():
+        raise ConfigError("PySpark needs Java (set JAVA_HOME or put java on the PATH)")
+    session = _import_spark()
+    spark = (
+        session.builder.master(master)
+        .appName("shortlist-features")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    return configure_spark(spark)
+
+
+def configure_spark(spark: SparkSession) -> SparkSession:
+    """The SQL settings the feature definitions rely on; runtime ones, so any session takes them.
+
+    UTC, and timestamps without time zone as DuckDB and the offline store have them: otherwise
+    feature_time would come back zone-aware from Spark and naive from DuckDB.
+    """
+    for key, value in {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.timestampType": "TIMESTAMP_NTZ",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    }.items():
+        spark.conf.set(key, value)
+    return spark
+
+
+def connect(
+    engine: str = "duckdb",
+    *,
+    spark: SparkSession | None = None,
+    temp_directory: Path | None = None,
+) -> BaseBackend:
+    """An Ibis backend: in-memory DuckDB, or PySpark over `spark` (default: a local session).
+
+    A given Spark session (a cluster's, say) gets the settings of configure_spark.
+
+    temp_directory: where DuckDB spills joins and aggregations larger than memory (user x
+    category at full scale); by default DuckDB's own choice.
+    """
+    if engine == "duckdb":
+        con = ibis.duckdb.connect()
+        raw: Any = con.con  # the DuckDB connection underneath
+        raw.execute("SET TimeZone = 'UTC'").fetchall()
+        raw.execute("SET enable_progress_bar = false").fetchall()
+        if temp_directory is not None:
+            raw.execute(f"SET temp_directory = {sql_literal(str(temp_directory))}").fetchall()
+        return con
+    if engine == "pyspark":
+        return ibis.pyspark.connect(configure_spark(spark) if spark else spark_session())
+    raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def engine_name(con: BaseBackend) -> str:
+    return str(con.name)
+
+
+@dataclass
+class OfflineTables:
+    """The offline store's tables as lazy Ibis tables on one backend, with the manifest."""
+
+    con: BaseBackend
+    manifest: Manifest
+    items: ir.Table
+    users: ir.Table
+    interactions: ir.Table  # all of them, without the partition column
+
+    @property
+    def engine(self) -> str:
+        return engine_name(self.con)
+
+    def interactions_before(self, cutoff: datetime) -> ir.Table:
+        """Interactions with timestamp < cutoff: everything a snapshot at `cutoff` may see."""
+        t = self.interactions
+        return t.filter(t[C.TIMESTAMP] < timestamp_literal(cutoff))
+
+    def attributes(self, table: str, *kinds: AttributeKind) -> list[str]:
+        """Attribute columns of "items" or "users" of the given kinds, in table order."""
+        info = getattr(self.manifest, table)
+        return [a for a, k in info.attributes.items() if k in kinds]
+
+
+def load_tables(workspace: Workspace, con: BaseBackend) -> OfflineTables:
+    """Register the workspace's offline store with `con` (reads nothing yet)."""
+    manifest = Manifest.read(workspace.offline)
+    folder = workspace.offline
+    if engine_name(con) == "duckdb":
+        inter = con.read_parquet(
+            str(folder / "interactions" / "**" / "*.parquet"), hive_partitioning=True
+        )
+    else:  # Spark discovers month=YYYY-MM partitions from the folder itself
+        inter = con.read_parquet(str(folder / "interactions"))
+    if C.MONTH in inter.columns:
+        inter = inter.drop(C.MONTH)
+    return OfflineTables(
+        con=con,
+        manifest=manifest,
+        items=con.read_parquet(str(folder / "items.parquet")),
+        users=con.read_parquet(str(folder / "users.parquet")),
+        interactions=inter,
+    )

@@ -1,0 +1,125 @@
+"""Compute feature groups as of a cutoff and write them to the feature store (what the CLI runs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ibis.backends import BaseBackend
+
+from shortlist.data.schema import Manifest
+from shortlist.errors import ConfigError
+from shortlist.features import groups as G
+from shortlist.features.base import FeatureOptions, to_utc_naive
+from shortlist.features.engine import ENGINES, connect, engine_name, load_tables, spark_running
+from shortlist.features.store import FeatureStore, FeatureVersion
+from shortlist.progress import track
+from shortlist.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class MaterializeSummary:
+    cutoff: datetime
+    engine: str
+    folder: Path  # <workspace>/features
+    written: list[FeatureVersion]  # one per group, in materialization order
+    seconds: float
+
+
+def default_cutoff(manifest: Manifest) -> datetime:
+    """Midnight UTC after the last interaction: a snapshot that sees all the data."""
+    last = manifest.end
+    return datetime(last.year, last.month, last.day) + timedelta(days=1)
+
+
+def _spill(workspace: Workspace) -> Path:
+    # Beside the data rather than in the working directory, where DuckDB would put it.
+    return FeatureStore(workspace).root / ".tmp"
+
+
+@contextmanager
+def _backend(engine: str, con: BaseBackend | None, spill: Path) -> Iterator[BaseBackend]:
+    """`con` as given, or a new backend; a Spark session started here is stopped at the end."""
+    if con is not None:
+        yield con
+        return
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    started_spark = engine == "pyspark" and not spark_running()
+    backend = connect(engine, temp_directory=spill)
+    try:
+        yield backend
+    finally:
+        # Ibis' PySpark disconnect() stops the session: only for one this call started.
+        if engine == "duckdb" or started_spark:
+            backend.disconnect()
+
+
+def _run(
+    workspace: Workspace,
+    con: BaseBackend,
+    cutoff: datetime,
+    names: list[str],
+    options: FeatureOptions,
+) -> MaterializeSummary:
+    started = time.perf_counter()
+    src = load_tables(workspace, con)
+    store = FeatureStore(workspace)
+    written = []
+    for name in names:
+        with track(f"Computing {name} features as of {cutoff:%Y-%m-%d %H:%M}"):
+            frame = G.build(name, src, cutoff, options)
+            written.append(store.write(frame, cutoff, con))
+    return MaterializeSummary(
+        cutoff=cutoff,
+        engine=engine_name(con),
+        folder=store.root,
+        written=written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def materialize(
+    workspace: Workspace,
+    cutoff: datetime | str | None = None,
+    engine: str = "duckdb",
+    groups: Iterable[str] | None = None,
+    *,
+    options: FeatureOptions | None = None,
+    con: BaseBackend | None = None,
+) -> MaterializeSummary:
+    """Compute `groups` (default: all) from interactions before `cutoff`, write a new version each.
+
+    cutoff: ISO string or datetime (aware ones are converted to UTC); default: midnight after
+    the last interaction. con: an open backend to use instead of starting `engine` (tests share
+    one Spark session this way).
+
+    Raises:
+        WorkspaceError: nothing ingested yet.
+        ConfigError: unknown engine or group, unparsable cutoff, Java missing for pyspark.
+    """
+    names = G.resolve(groups)
+    when = default_cutoff(Manifest.read(workspace.offline)) if cutoff is None else cutoff
+    with _backend(engine, con, _spill(workspace)) as backend:
+        return _run(workspace, backend, to_utc_naive(when), names, options or FeatureOptions())
+
+
+def materialize_snapshots(
+    workspace: Workspace,
+    cutoffs: Sequence[datetime | str],
+    engine: str = "duckdb",
+    groups: Iterable[str] | None = None,
+    *,
+    options: FeatureOptions | None = None,
+    con: BaseBackend | None = None,
+) -> list[MaterializeSummary]:
+    """A time series of snapshots (e.g. weekly cutoffs) for point-in-time training sets."""
+    names = G.resolve(groups)
+    opts = options or FeatureOptions()
+    Manifest.read(workspace.offline)  # fail before starting an engine
+    with _backend(engine, con, _spill(workspace)) as backend:
+        return [_run(workspace, backend, to_utc_naive(c), names, opts) for c in cutoffs]

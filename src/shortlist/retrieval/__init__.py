@@ -1,0 +1,1 @@
+"""Retrieval: the two-tower model, the ANN index and the candidate sources."""

@@ -1,0 +1,282 @@
+"""Candidate sources: each proposes up to k items per user, with a score, tagged by name.
+
+Sources share one signature (fit on the past, then `candidates(users, k)`), so the union can
+keep, for every candidate, which sources proposed it and at what rank: the single most useful
+ranking feature found by the 3rd-place H&M team.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from shortlist.eval.baselines import CoPurchase, TrainData, decayed_matrix, top_items
+from shortlist.eval.data import US_PER_DAY, Interactions
+from shortlist.features.buckets import age_bucket
+
+Candidates = tuple[np.ndarray, np.ndarray]  # items (n, k) int32, -1 padded; scores (n, k) f32
+
+
+class Source(Protocol):
+    name: str
+
+    def fit(self, data: TrainData) -> Self: ...
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates: ...
+
+
+def top_k_scored(scores: sp.csr_matrix, k: int) -> Candidates:
+    """Per row, the k best columns and their scores (ties by column id), -1/NaN padded."""
+    items = np.full((scores.shape[0], k), -1, dtype=np.int32)
+    values = np.full((scores.shape[0], k), np.nan, dtype=np.float32)
+    for r in range(scores.shape[0]):
+        lo, hi = scores.indptr[r], scores.indptr[r + 1]
+        if lo == hi:
+            continue
+        cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
+        best = np.lexsort((cols, -vals))[:k]
+        items[r, : len(best)] = cols[best]
+        values[r, : len(best)] = vals[best]
+    return items, values
+
+
+@dataclass
+class Repurchase:
+    """The user's own purchases, weighted by units and recency (half-life in days)."""
+
+    half_life_days: float = 30
+    name: str = "repurchase"
+    scores_: sp.csr_matrix | None = None
+
+    def fit(self, data: TrainData) -> Self:
+        self.scores_ = decayed_matrix(
+            data.interactions, data.cutoff, data.n_users, data.n_items, self.half_life_days
+        )
+        return self
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        assert self.scores_ is not None, "fit first"
+        return top_k_scored(self.scores_[users], k)
+
+
+@dataclass
+class CoPurchaseSource:
+    """Items bought in the same baskets as the user's recent purchases (seeds excluded)."""
+
+    name: str = "copurchase"
+    model_: CoPurchase = field(default_factory=CoPurchase)
+
+    def fit(self, data: TrainData) -> Self:
+        self.model_.fit(data)
+        return self
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        seeds = self.model_.seeds_[users]
+        scores = (seeds @ self.model_.cooc_).tocsr()
+        scores = (scores - scores.multiply(seeds > 0)).tocsr()
+        scores.eliminate_zeros()
+        return top_k_scored(scores, k)
+
+
+@dataclass
+class Trending:
+    """Most units sold in the last `days`, within the user's segment when one is known.
+
+    segment: "age" (age bucket), "region" (the user_region role) or None (everyone alike).
+    Users outside any segment, and segments with too few sales, fall back to the global list.
+    """
+
+    days: float = 7
+    segment: str | None = None
+    name: str = "trending"
+    global_: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    by_segment_: dict[int, np.ndarray] = field(default_factory=dict)
+    segment_of_: np.ndarray | None = None
+    units_: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def _segments(self, data: TrainData) -> np.ndarray | None:
+        ds = data.dataset
+        if self.segment == "age" and data.user_age is not None:
+            return age_bucket(data.user_age).astype(np.int32)
+        if self.segment == "region" and ds is not None and ds.user_region is not None:
+            return ds.user_region
+        return None
+
+    def fit(self, data: TrainData, cap: int = 1000) -> Self:
+        recent = data.last_days(self.days)
+        self.units_ = np.bincount(recent.item, weights=recent.quantity, minlength=data.n_items)
+        self.global_ = top_items(recent, data.n_items, cap)
+        self.segment_of_ = self._segments(data)
+        self.by_segment_ = {}
+        if self.segment_of_ is not None:
+            seg = self.segment_of_[recent.user]
+            for s in np.unique(seg[seg >= 0]):
+                m = seg == s
+                sub = Interactions(
+                    recent.user[m], recent.item[m], recent.time[m], recent.quantity[m]
+                )
+                self.by_segment_[int(s)] = top_items(sub, data.n_items, cap)
+        return self
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        items = np.full((len(users), k), -1, np.int32)
+        segs = self.segment_of_[users] if self.segment_of_ is not None else np.full(len(users), -1)
+        for s in np.unique(segs):
+            own = self.by_segment_.get(int(s), np.empty(0, np.int32))
+            ranked = np.concatenate([own, self.global_[~np.isin(self.global_, own)]])[:k]
+            items[np.flatnonzero(segs == s), : len(ranked)] = ranked
+        scores = np.where(items >= 0, self.units_[np.maximum(items, 0)], np.nan)
+        return items, scores.astype(np.float32)
+
+
+@dataclass
+class SameGroup:
+    """Other items of the groups the user bought from (e.g. other colours of one product).
+
+    Needs the item_group role; without it the source proposes nothing. Score: the user's
+    recency-weighted purchases in the group times the item's share of the group's recent sales.
+    """
+
+    half_life_days: float = 30
+    popularity_days: float = 28
+    name: str = "same_group"
+    user_groups_: sp.csr_matrix | None = None
+    group_items_: sp.csr_matrix | None = None
+    bought_: sp.csr_matrix | None = None
+
+    def fit(self, data: TrainData) -> Self:
+        group = data.dataset.item_group if data.dataset is not None else None
+        if group is None:
+            return self
+        n_groups = int(group.max()) + 1
+        item_to_group = sp.csr_matrix(
+            (np.ones(data.n_items), (np.arange(data.n_items), group)),
+            shape=(data.n_items, n_groups),
+        )
+        self.bought_ = decayed_matrix(
+            data.interactions, data.cutoff, data.n_users, data.n_items, self.half_life_days
+        )
+        self.user_groups_ = (self.bought_ @ item_to_group).tocsr()
+        recent = data.last_days(self.popularity_days)
+        units = np.bincount(recent.item, weights=recent.quantity, minlength=data.n_items) + 0.1
+        group_units = np.bincount(group, weights=units, minlength=n_groups)
+        share = units / group_units[group]
+        self.group_items_ = sp.csr_matrix(
+            (share, (group, np.arange(data.n_items))), shape=(n_groups, data.n_items)
+        )
+        return self
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        if self.user_groups_ is None or self.group_items_ is None or self.bought_ is None:
+            return (
+                np.full((len(users), k), -1, np.int32),
+                np.full((len(users), k), np.nan, np.float32),
+            )
+        seeds = self.bought_[users]
+        scores = (self.user_groups_[users] @ self.group_items_).tocsr()
+        scores = (scores - scores.multiply(seeds > 0)).tocsr()
+        scores.eliminate_zeros()
+        return top_k_scored(scores, k)
+
+
+@dataclass
+class TwoTowerSource:
+    """Nearest items to the user's two-tower vector (exact inner-product search here)."""
+
+    settings: object | None = None
+    name: str = "two_tower"
+    model_: object | None = None
+
+    def fit(self, data: TrainData) -> Self:
+        from shortlist.retrieval.history import HistoryIndex
+        from shortlist.retrieval.two_tower import TwoTower
+
+        ds = data.dataset
+        if ds is None or ds.items is None or ds.users is None:
+            raise ValueError("the two-tower source needs the item and user tables")
+        self.model_ = TwoTower(self.settings).fit(  # type: ignore[arg-type]
+            ds.items, ds.item_kinds, ds.users, ds.user_kinds, data.interactions, data.cutoff
+        )
+        self.history_ = HistoryIndex(data.interactions)
+        self.day_ = data.cutoff // US_PER_DAY
+        return self
+
+    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        import torch
+
+        model = self.model_
+        assert model is not None, "fit first"
+        vecs = model.encode_users(
+            users,
+            np.full(len(users), self.day_),  # type: ignore[attr-defined]
+            self.history_,
+        )
+        items_t = torch.from_numpy(model.item_vectors_)  # type: ignore[attr-defined]
+        out_i = np.full((len(users), k), -1, np.int32)
+        out_s = np.full((len(users), k), np.nan, np.float32)
+        kk = min(k, items_t.shape[0])
+        for lo in range(0, len(users), 4096):
+            scores = torch.from_numpy(vecs[lo : lo + 4096]) @ items_t.T
+            top = torch.topk(scores, kk, dim=1)
+            out_i[lo : lo + 4096, :kk] = top.indices.numpy()
+            out_s[lo : lo + 4096, :kk] = top.values.numpy()
+        return out_i, out_s
+
+
+def union(
+    results: dict[str, Candidates], budget: int, chunk: int = 4096
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Round-robin by rank over the sources (in order) until `budget` distinct items per user.
+
+    Returns:
+        items (n, budget) int32, -1 padded, and per source a (n, budget) int16 matrix of the
+        rank (1-based) at which that source proposed each candidate, 0 where it did not.
+    """
+    names = list(results)
+    n = next(iter(results.values()))[0].shape[0] if results else 0
+    items = np.full((n, budget), -1, np.int32)
+    ranks = {name: np.zeros((n, budget), np.int16) for name in names}
+    depth = max((results[name][0].shape[1] for name in names), default=0)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        # (rows, depth, sources) -> (rows, depth * sources): rank 1 of each source, then rank 2...
+        stack = np.full((hi - lo, depth, len(names)), -1, np.int64)
+        for j, name in enumerate(names):
+            cand = results[name][0][lo:hi]
+            stack[:, : cand.shape[1], j] = cand
+        seq = stack.reshape(hi - lo, -1)
+        order = np.argsort(seq, axis=1, kind="stable")
+        srt = np.take_along_axis(seq, order, axis=1)
+        first_sorted = np.ones_like(srt, dtype=bool)
+        first_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
+        first = np.zeros_like(first_sorted)
+        np.put_along_axis(first, order, first_sorted, axis=1)
+        keep = first & (seq >= 0)
+        slot = np.cumsum(keep, axis=1) - 1
+        keep &= slot < budget
+        rows, cols = np.nonzero(keep)
+        items[lo + rows, slot[rows, cols]] = seq[rows, cols]
+        # rank of each kept candidate in each source: match (row, item) keys by binary search
+        out_keys = (rows.astype(np.int64) << 32) | seq[rows, cols]
+        for name in names:
+            cand = results[name][0][lo:hi]
+            r_idx, c_idx = np.nonzero(cand >= 0)
+            keys = (r_idx.astype(np.int64) << 32) | cand[r_idx, c_idx].astype(np.int64)
+            by_key = np.argsort(keys, kind="stable")
+            pos = np.searchsorted(keys[by_key], out_keys)
+            pos = np.minimum(pos, max(len(keys) - 1, 0))
+            hit = (keys[by_key][pos] == out_keys) if len(keys) else np.zeros(len(out_keys), bool)
+            ranks[name][lo + rows[hit], slot[rows[hit], cols[hit]]] = c_idx[by_key][pos[hit]] + 1
+    return items, ranks
+
+
+def default_sources(two_tower: bool = True) -> list[Source]:
+    """The sources in their union order: personal signals first, then popularity."""
+    sources: list[Source] = [Repurchase(), SameGroup(), CoPurchaseSource()]
+    if two_tower:
+        sources.append(TwoTowerSource())
+    sources += [Trending(segment="age", name="trending_age"), Trending()]
+    return sources

@@ -1,0 +1,236 @@
+"""Slow plain-Python versions of the feature groups and the point-in-time join, for checking.
+
+Loops over rows fetched from the offline store; written from the definitions, not the Ibis code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from shortlist import columns as C
+from shortlist.data.offline import OfflineStore
+from shortlist.features.buckets import AGE_EDGES
+from shortlist.workspace import Workspace
+
+Row = dict[str, Any]
+
+
+def _rows(relation) -> list[Row]:  # type: ignore[no-untyped-def]
+    names = relation.columns
+    return [dict(zip(names, r, strict=True)) for r in relation.fetchall()]
+
+
+class Data:
+    def __init__(self, ws: Workspace):
+        store = OfflineStore(ws)
+        self.manifest = store.manifest
+        self.items = _rows(store.items())
+        self.users = _rows(store.users())
+        self.inter = _rows(store.interactions())
+
+
+def _days(ts: datetime, cutoff: datetime) -> float:
+    return (cutoff - ts).total_seconds() / 86400
+
+
+def _wmean(pairs: list[tuple[float, int]]) -> float | None:
+    units = sum(q for _, q in pairs)
+    return sum(p * q for p, q in pairs) / units if units else None
+
+
+def ref_items(d: Data, cutoff: datetime) -> dict[tuple, Row]:
+    age_col = d.manifest.roles.user_age
+    age = {u[C.USER_IDX]: (u[age_col] if age_col else None) for u in d.users}
+    attrs = [a for a, k in d.manifest.items.attributes.items() if k != "text"]
+    out = {}
+    for item in d.items:
+        rows = [r for r in d.inter if r[C.ITEM_IDX] == item[C.ITEM_IDX] and r[C.TIMESTAMP] < cutoff]
+        f: Row = {a: item[a] for a in attrs}
+
+        def within(lo: int, hi: int = 0, rows=rows) -> list[Row]:
+            start, end = cutoff - timedelta(days=lo), cutoff - timedelta(days=hi)
+            return [r for r in rows if start <= r[C.TIMESTAMP] < end]
+
+        for n in (1, 7, 28):
+            f[f"units_{n}d"] = sum(r[C.QUANTITY] for r in within(n))
+            f[f"buyers_{n}d"] = len({r[C.USER_IDX] for r in within(n)})
+        f["units_prev_7d"] = sum(r[C.QUANTITY] for r in within(14, 7))
+        f["trend_7d"] = (f["units_7d"] + 1) / (f["units_prev_7d"] + 1)
+        f["units_all"] = sum(r[C.QUANTITY] for r in rows)
+        f["buyers_all"] = len({r[C.USER_IDX] for r in rows})
+        priced = [(r[C.PRICE], r[C.QUANTITY]) for r in rows if r[C.PRICE] is not None]
+        f["price_mean"] = _wmean(priced)
+        f["price_min"] = min((p for p, _ in priced), default=None)
+        f["price_max"] = max((p for p, _ in priced), default=None)
+        priced_rows = [r for r in rows if r[C.PRICE] is not None]
+        last = max((r[C.TIMESTAMP] for r in priced_rows), default=None)
+        f["price_last"] = _wmean(
+            [(r[C.PRICE], r[C.QUANTITY]) for r in priced_rows if r[C.TIMESTAMP] == last]
+        )
+        times = [r[C.TIMESTAMP] for r in rows]
+        f["days_since_first_sale"] = _days(min(times), cutoff) if times else None
+        f["days_since_last_sale"] = _days(max(times), cutoff) if times else None
+        ages = [age[u] for u in {r[C.USER_IDX] for r in rows} if age.get(u) is not None]
+        f["buyer_age_mean"] = sum(ages) / len(ages) if ages else None
+        out[(item[C.ITEM_IDX],)] = f
+    return out
+
+
+def _bucket(age: float | None) -> int:
+    if age is None or math.isnan(age):
+        return -1
+    for i, (lo, hi) in enumerate(zip(AGE_EDGES[:-1], AGE_EDGES[1:], strict=True)):
+        if lo <= age < hi:
+            return i
+    return -1
+
+
+def _channel_column(value: str) -> str:
+    return "channel_" + re.sub(r"[^0-9a-z]+", "_", value.lower()).strip("_") + "_share"
+
+
+def ref_users(d: Data, cutoff: datetime) -> dict[tuple, Row]:
+    age_col = d.manifest.roles.user_age
+    attrs = [a for a, k in d.manifest.users.attributes.items() if k != "text"]
+    channels = sorted({r[C.CHANNEL] for r in d.inter if r[C.CHANNEL] is not None})
+    out = {}
+    for user in d.users:
+        rows = [r for r in d.inter if r[C.USER_IDX] == user[C.USER_IDX] and r[C.TIMESTAMP] < cutoff]
+        f: Row = {a: user[a] for a in attrs}
+        f["age_bucket"] = _bucket(user[age_col]) if age_col else -1
+        for n in (7, 28):
+            start = cutoff - timedelta(days=n)
+            f[f"units_{n}d"] = sum(r[C.QUANTITY] for r in rows if r[C.TIMESTAMP] >= start)
+        units = sum(r[C.QUANTITY] for r in rows)
+        f["units_all"] = units
+        f["items_all"] = len({r[C.ITEM_IDX] for r in rows})
+        f["active_days"] = len({r[C.TIMESTAMP].date() for r in rows})
+        times = [r[C.TIMESTAMP] for r in rows]
+        f["days_since_last_purchase"] = _days(max(times), cutoff) if times else None
+        f["days_since_first_purchase"] = _days(min(times), cutoff) if times else None
+        f["price_mean"] = _wmean(
+            [(r[C.PRICE], r[C.QUANTITY]) for r in rows if r[C.PRICE] is not None]
+        )
+        for ch in channels:
+            via = sum(r[C.QUANTITY] for r in rows if r[C.CHANNEL] == ch)
+            f[_channel_column(ch)] = via / units if units else None
+        out[(user[C.USER_IDX],)] = f
+    return out
+
+
+def ref_user_category(d: Data, cutoff: datetime, max_values: int = 200) -> dict[tuple, Row]:
+    attrs = [
+        a
+        for a, k in d.manifest.items.attributes.items()
+        if k == "categorical" and len({i[a] for i in d.items if i[a] is not None}) <= max_values
+    ]
+    item = {i[C.ITEM_IDX]: i for i in d.items}
+    total: dict[int, int] = defaultdict(int)
+    acc: dict[tuple, Row] = {}
+    for r in d.inter:
+        if r[C.TIMESTAMP] >= cutoff:
+            continue
+        total[r[C.USER_IDX]] += r[C.QUANTITY]
+        for a in attrs:
+            value = item[r[C.ITEM_IDX]][a]
+            if value is None:
+                continue
+            f = acc.setdefault((r[C.USER_IDX], a, str(value)), {"purchases": 0, "_last": None})
+            f["purchases"] += r[C.QUANTITY]
+            if f["_last"] is None or r[C.TIMESTAMP] > f["_last"]:
+                f["_last"] = r[C.TIMESTAMP]
+    return {
+        key: {
+            "purchases": f["purchases"],
+            "share": f["purchases"] / total[key[0]],
+            "days_since_last": _days(f["_last"], cutoff),
+        }
+        for key, f in acc.items()
+    }
+
+
+def ref_history(d: Data, cutoff: datetime, length: int = 50) -> dict[tuple, Row]:
+    per_user: dict[int, list[Row]] = defaultdict(list)
+    for r in d.inter:
+        if r[C.TIMESTAMP] < cutoff:
+            per_user[r[C.USER_IDX]].append(r)
+    out = {}
+    for user, rows in per_user.items():
+        # most recent first; same time: smaller item_idx first
+        rows = sorted(rows, key=lambda r: (-r[C.TIMESTAMP].timestamp(), r[C.ITEM_IDX]))[:length]
+        out[(user,)] = {
+            "history_items": [r[C.ITEM_IDX] for r in rows],
+            "history_days": [_days(r[C.TIMESTAMP], cutoff) for r in rows],
+            "history_length": len(rows),
+        }
+    return out
+
+
+REFERENCES = {
+    "items": ref_items,
+    "users": ref_users,
+    "user_category": ref_user_category,
+    "history": ref_history,
+}
+
+
+def ref_point_in_time(
+    events: list[Row], snapshots: list[Row], keys: list[str], features: list[str], prefix: str
+) -> list[Row]:
+    """Each event with the snapshot row of the same keys and greatest feature_time <= its time."""
+    out = []
+    for e in events:
+        best = None
+        for s in snapshots:
+            if all(s[k] == e[k] for k in keys) and s["feature_time"] <= e["event_time"]:
+                if best is None or s["feature_time"] > best["feature_time"]:
+                    best = s
+        row = dict(e)
+        for f in features:
+            row[prefix + f] = None if best is None else best[f]
+        row[prefix + "feature_time"] = None if best is None else best["feature_time"]
+        out.append(row)
+    return out
+
+
+# -- comparing results ---------------------------------------------------------------------------
+
+
+def close(a: Any, b: Any, tol: float = 1e-9) -> bool:
+    """Equality with float tolerance; lists elementwise; None (and NaN) only equals None."""
+    a = None if isinstance(a, float) and math.isnan(a) else a
+    b = None if isinstance(b, float) and math.isnan(b) else b
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, list | tuple) or isinstance(b, list | tuple):
+        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+    return a == b
+
+
+def keyed(table: pa.Table, keys: list[str] | tuple[str, ...]) -> dict[tuple, Row]:
+    """Rows by key (asserting keys are unique), without the key columns."""
+    out: dict[tuple, Row] = {}
+    for row in table.to_pylist():
+        key = tuple(row.pop(k) for k in keys)
+        assert key not in out, f"duplicate key {key}"
+        out[key] = row
+    return out
+
+
+def assert_same(got: dict[tuple, Row], want: dict[tuple, Row], skip: tuple[str, ...] = ()) -> None:
+    assert set(got) == set(want), f"keys differ: {set(got) ^ set(want)}"
+    for key, row in want.items():
+        for name, value in row.items():
+            if name in skip:
+                continue
+            assert close(got[key][name], value), (
+                f"{key} {name}: got {got[key][name]!r}, want {value!r}"
+            )
