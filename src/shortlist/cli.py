@@ -226,6 +226,29 @@ def evaluate(
         out.print(f"Report written to [bold]{json_out}[/]")
 
 
+@cli.group()
+def train() -> None:
+    """Train the funnel's models."""
+
+
+@train.command("retrieval")
+@click.pass_context
+def train_retrieval(ctx: click.Context) -> None:
+    """Train the two-tower retrieval model on the offline store ([retrieval] settings)."""
+    from shortlist.retrieval.build import train_retrieval as run
+
+    s = run(_workspace(ctx.parent))  # type: ignore[arg-type]
+    table = Table(title="Two-tower training", title_justify="left")
+    for col in ("epoch", "loss", "val recall@100"):
+        table.add_column(col, justify="right")
+    for e in s.epochs:
+        table.add_row(str(e["epoch"]), f"{e['loss']:.3f}", f"{e['val_recall@100']:.4f}")
+    out.print(table)
+    out.print(
+        f"Trained on {s.examples:,} purchases in {s.seconds:.1f} s; saved to [bold]{s.folder}[/]"
+    )
+
+
 def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"Offline store ({m.adapter} source {m.source})", title_justify="left")
     for col in ("table", "rows", "attributes"):

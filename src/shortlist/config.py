@@ -50,8 +50,27 @@ class SchemaSettings(_Section):
     item_group: str | None = None
 
 
+class RetrievalSettings(_Section):
+    """The two-tower model (retrieval/two_tower.py explains the loss)."""
+
+    dim: int = Field(64, ge=4, le=1024)
+    hidden: int = Field(128, ge=4, le=4096)
+    epochs: int = Field(4, ge=1, le=1000)
+    batch_size: int = Field(2048, ge=2, le=65536)
+    lr: float = Field(0.003, gt=0, le=1)
+    temperature: float = Field(0.05, gt=0, le=10)
+    history: int = Field(20, ge=1, le=500)
+    train_days: int = Field(182, ge=1)
+    val_days: int = Field(7, ge=1)
+    patience: int = Field(1, ge=0)
+    random_negatives: int = Field(0, ge=0, le=100000)
+    id_dropout: float = Field(0.2, ge=0, le=1)
+    seed: int = 0
+
+
 class Settings(_Section):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -74,7 +93,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """SHORTLIST_INGEST_ON_BAD_ROWS=skip -> {"ingest": {"on_bad_rows": "skip"}}."""
-    sections = {"ingest": IngestSettings, "schema": SchemaSettings}
+    sections = {"ingest": IngestSettings, "schema": SchemaSettings, "retrieval": RetrievalSettings}
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}WORKSPACE":

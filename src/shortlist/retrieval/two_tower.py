@@ -9,36 +9,29 @@ Items that appear twice in a batch are not treated as negatives of each other.
 from __future__ import annotations
 
 import copy
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
-from shortlist.config import AttributeKind
+from shortlist.config import AttributeKind, RetrievalSettings
+from shortlist.errors import WorkspaceError
 from shortlist.eval.data import US_PER_DAY, Interactions
 from shortlist.progress import track
 from shortlist.retrieval.encoding import NumericStats, encode_table
 from shortlist.retrieval.history import HistoryIndex, season
 from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower
 
+ITEM_TOWER_FILE, USER_TOWER_FILE = "item_tower.safetensors", "user_tower.safetensors"
+ITEM_VECTORS_FILE, CONFIG_FILE = "item_vectors.npy", "config.json"
 
-@dataclass(frozen=True)
-class TwoTowerSettings:
-    dim: int = 64
-    hidden: int = 128
-    epochs: int = 4
-    batch_size: int = 2048
-    lr: float = 0.003
-    temperature: float = 0.05
-    history: int = 20
-    train_days: int = 182  # training examples: purchases in this span before validation
-    val_days: int = 7  # held-out span before the cutoff, for early stopping on recall@100
-    patience: int = 1  # epochs without a better validation recall before stopping
-    random_negatives: int = 0  # extra uniformly sampled negatives per batch
-    id_dropout: float = 0.2
-    seed: int = 0
+
+TwoTowerSettings = RetrievalSettings  # the [retrieval] section of shortlist.toml
 
 
 def numeric_columns(kinds: dict[str, AttributeKind]) -> list[str]:
@@ -261,8 +254,61 @@ class TwoTower:
         ]
         return np.vstack(out) if out else np.zeros((0, self.config_.dim), np.float32)
 
-    def settings_dict(self) -> dict:
-        return asdict(self.settings)
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Two safetensors files (one per tower), a JSON config, and the item vectors (.npy).
+
+        Nothing here is pickled: loading reads tensors and JSON only.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(self.item_tower_.state_dict(), str(folder / ITEM_TOWER_FILE))
+        save_file(self.user_tower_.state_dict(), str(folder / USER_TOWER_FILE))
+        np.save(folder / ITEM_VECTORS_FILE, self.item_vectors_, allow_pickle=False)
+        config = {
+            "format_version": 1,
+            "tower": self.config_.to_dict(),
+            "settings": self.settings.model_dump(),
+            "item_stats": asdict(self.item_stats_),
+            "user_stats": asdict(self.user_stats_),
+            "item_kinds": {k: v.value for k, v in self.item_kinds_.items()},
+            "user_kinds": {k: v.value for k, v in self.user_kinds_.items()},
+            "training": self.history_,
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, items: pd.DataFrame, users: pd.DataFrame) -> TwoTower:
+        """A saved model, with its inputs re-encoded from the (same) item and user tables.
+
+        Raises:
+            WorkspaceError: no model in `folder`, or the tables no longer match its sizes.
+        """
+        path = folder / CONFIG_FILE
+        if not path.is_file():
+            raise WorkspaceError(
+                f"no two-tower model in {folder}: run `shortlist train retrieval` first"
+            )
+        config = json.loads(path.read_text())
+        model = cls(TwoTowerSettings.model_validate(config["settings"]))
+        model.config_ = TowerConfig(**config["tower"])
+        if (model.config_.n_items, model.config_.n_users) != (len(items), len(users)):
+            raise WorkspaceError(
+                f"the model in {folder} was trained on {model.config_.n_items:,} items and "
+                f"{model.config_.n_users:,} users, the workspace now has {len(items):,} and "
+                f"{len(users):,}: retrain with `shortlist train retrieval`"
+            )
+        model.item_stats_ = NumericStats(**config["item_stats"])
+        model.user_stats_ = NumericStats(**config["user_stats"])
+        model.item_kinds_ = {k: AttributeKind(v) for k, v in config["item_kinds"].items()}
+        model.user_kinds_ = {k: AttributeKind(v) for k, v in config["user_kinds"].items()}
+        model.history_ = config["training"]
+        model._encode(items, model.item_kinds_, users, model.user_kinds_)
+        model.item_tower_ = ItemTower(model.config_)
+        model.user_tower_ = UserTower(model.config_)
+        model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)))
+        model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)))
+        model.item_vectors_ = np.load(folder / ITEM_VECTORS_FILE, allow_pickle=False)
+        return model
 
 
 def _top_k(queries: np.ndarray, items: np.ndarray, k: int, batch: int = 4096) -> np.ndarray:

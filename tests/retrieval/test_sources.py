@@ -1,0 +1,82 @@
+"""Candidate sources on hand-made histories, the union's bookkeeping, and cold start."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shortlist.eval.baselines import TrainData
+from shortlist.eval.data import Dataset
+from shortlist.retrieval.sources import (
+    CoPurchaseSource,
+    Repurchase,
+    SameGroup,
+    Trending,
+    union,
+)
+from tests.eval.test_baselines import history
+
+
+def with_dataset(data: TrainData, **roles) -> TrainData:
+    ds = Dataset(data.interactions, data.n_users, data.n_items, data.user_age, **roles)
+    return TrainData(data.interactions, data.cutoff, data.n_users, data.n_items, data.user_age, ds)
+
+
+def test_repurchase_scores_recent_units_higher():
+    data = history([(0, 1, 10, 1), (0, 2, 95, 1), (0, 3, 95, 4)])
+    items, scores = Repurchase().fit(data).candidates(np.array([0, 1]), 3)
+    assert items[0].tolist() == [3, 2, 1]
+    assert scores[0, 0] > scores[0, 1] > scores[0, 2] > 0
+    assert items[1].tolist() == [-1, -1, -1] and np.isnan(scores[1]).all()
+
+
+def test_same_group_proposes_other_variants_not_the_bought_one():
+    group = np.array([0, 0, 0, 1, 1] + [2] * 15, np.int32)  # items 0-2: one product
+    data = with_dataset(history([(0, 0, 95, 1), (1, 2, 99, 3), (2, 1, 99, 1)]), item_group=group)
+    items, _ = SameGroup().fit(data).candidates(np.array([0]), 5)
+    # the other two variants of item 0's group, the one selling more first
+    assert items[0].tolist() == [2, 1, -1, -1, -1]
+
+
+def test_same_group_without_the_role_proposes_nothing():
+    data = with_dataset(history([(0, 0, 95, 1)]))
+    items, _ = SameGroup().fit(data).candidates(np.array([0]), 3)
+    assert (items == -1).all()
+
+
+def test_trending_by_segment_and_cold_users():
+    region = np.array([0, 0, 1, 1, -1] + [0] * 5, np.int32)
+    data = with_dataset(
+        history([(0, 5, 99, 3), (1, 5, 99, 1), (2, 7, 99, 2), (3, 8, 99, 1)]), user_region=region
+    )
+    items, _ = Trending(segment="region").fit(data).candidates(np.array([9, 2, 4]), 3)
+    assert items[0].tolist() == [5, 7, 8]  # region 0: its own top item first
+    assert items[1].tolist() == [7, 8, 5]  # region 1
+    assert items[2].tolist() == [5, 7, 8]  # no region, no history: global trending
+
+
+def test_copurchase_source_matches_baskets():
+    data = history(
+        [
+            (1, 1, 90, 1),
+            (1, 2, 90, 1),
+            (2, 1, 91, 1),
+            (2, 3, 91, 1),
+            (3, 1, 92, 1),
+            (3, 2, 92, 1),
+            (0, 1, 98, 1),
+        ]
+    )
+    items, scores = CoPurchaseSource().fit(data).candidates(np.array([0]), 3)
+    assert items[0].tolist() == [2, 3, -1]
+    assert scores[0, 0] > scores[0, 1]
+
+
+def test_union_interleaves_by_rank_and_keeps_every_source_rank():
+    a = (np.array([[1, 2, 3]], np.int32), None)
+    b = (np.array([[2, 4, 1]], np.int32), None)
+    items, ranks = union({"a": a, "b": b}, 4)  # type: ignore[dict-item]
+    assert items.tolist() == [[1, 2, 4, 3]]
+    assert ranks["a"].tolist() == [[1, 2, 0, 3]]
+    assert ranks["b"].tolist() == [[3, 1, 2, 0]]
+    small, _ = union({"a": a, "b": b}, 2)  # type: ignore[dict-item]
+    assert small.tolist() == [[1, 2]]
