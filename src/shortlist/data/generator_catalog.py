@@ -1,4 +1,4 @@
-"""Synthetic article catalogue: style clusters, products with colour variants, texts, life cycles."""
+"""Synthetic article catalogue: style clusters, products in colour variants, texts, life cycles."""
 
 from __future__ import annotations
 
@@ -10,35 +10,13 @@ import polars as pl
 from shortlist.data import generator_vocab as V
 
 DIM = 8  # latent style dimensions shared by customers and clusters
+# H&M-like list prices in SEK; the generator rounds every drawn price to the nearest one.
 PRICE_POINTS = np.array(
-    [
-        1.99,
-        2.99,
-        3.99,
-        4.99,
-        5.99,
-        6.99,
-        7.99,
-        9.99,
-        12.99,
-        14.99,
-        17.99,
-        19.99,
-        24.99,
-        29.99,
-        34.99,
-        39.99,
-        44.99,
-        49.99,
-        59.99,
-        69.99,
-        79.99,
-        99.99,
-        119.99,
-        149.99,
-        199.99,
-    ]
+    "1.99 2.99 3.99 4.99 5.99 6.99 7.99 9.99 12.99 14.99 17.99 19.99 24.99 29.99 34.99 39.99 "
+    "44.99 49.99 59.99 69.99 79.99 99.99 119.99 149.99 199.99".split(),
+    dtype=float,
 )
+PRICE_SCALE = 1.4  # list prices in the vocabulary times this match H&M's price quantiles
 FAMILIES = sorted(V.MATERIALS)
 TYPE_NAMES = [t[1] for t in V.PRODUCT_TYPES]
 GROUP_NOS = sorted(V.INDEX_GROUPS)
@@ -99,7 +77,7 @@ def _clusters(rng: np.random.Generator, n: int) -> tuple[Clusters, dict[str, np.
         k = 1 if len(options) == 1 or rng.random() < 0.5 else 2
         chosen = [options[i] for i in rng.choice(len(options), size=k, replace=False)]
         for s in reversed(chosen):  # the primary section wins for types both carry
-            for t in V.SECTIONS[s][4].split("|"):
+            for t in V.SECTIONS[s][4].split(";"):
                 sec_for_type[c, TYPE_NAMES.index(t)] = s
         carried = sec_for_type[c] >= 0
         type_p[c, carried] = rng.dirichlet(np.full(carried.sum(), 0.7))
@@ -107,7 +85,7 @@ def _clusters(rng: np.random.Generator, n: int) -> tuple[Clusters, dict[str, np.
         price_kind[c], basic[c] = V.SECTION_PRICE[kind], kind in ("basic", "baby")
     group_emb = rng.normal(0.0, 1.0, size=(len(GROUP_NOS), DIM))
     vec = (group_emb[group] + rng.normal(0.0, 0.8, size=(n, DIM))).astype(np.float32)
-    tier = np.log(price_kind) + rng.normal(0.0, 0.25, size=n)
+    tier = np.log(price_kind) + rng.normal(0.0, 0.2, size=n)
     partner = np.empty(n, dtype=np.int32)
     for c in range(n):
         same = np.flatnonzero((group == group[c]) & (np.arange(n) != c))
@@ -161,13 +139,28 @@ def _garment_group(type_row: tuple, kind: str, denim: bool) -> int:
     return gg
 
 
+def _family(base: str, denim: bool, sport: bool) -> str:
+    """Material family: woven goes denim in denim sections; sport sections use sport fabrics."""
+    if denim and base == "woven":
+        return "denim"
+    if sport and base in ("woven", "jersey"):
+        return "sport"
+    return base
+
+
 def _variant_numbers(rng: np.random.Generator, nvar: np.ndarray) -> np.ndarray:
     """Increasing 3-digit variant numbers per product, mostly consecutive like 001, 002, 015."""
-    steps = np.where(rng.random(nvar.sum()) < 0.6, 1, rng.integers(1, 11, size=nvar.sum()))
-    first = np.repeat(np.cumsum(nvar) - nvar, nvar)
-    steps[first[np.r_[True, first[1:] != first[:-1]]]] = 1
+    n = int(nvar.sum())
+    steps = np.where(rng.random(n) < 0.6, 1, rng.integers(1, 11, size=n))
+    starts = np.cumsum(nvar) - nvar
+    steps[starts] = 1
     csum = np.cumsum(steps)
-    return (csum - np.repeat(csum[np.cumsum(nvar) - nvar] - 1, nvar)).astype(np.int32)
+    return (csum - np.repeat(csum[starts], nvar) + 1).astype(np.int32)
+
+
+def _lookup(values: list, idx: np.ndarray) -> np.ndarray:
+    """Gather from a small table without a Python loop over articles."""
+    return np.asarray(values)[idx]
 
 
 def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalog:
@@ -196,11 +189,12 @@ def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalo
     denim = np.array([V.SECTIONS[s][3] == "denim" for s in psec]) | (
         np.array([r[3] == "denim" for r in rows])
     )
-    family = [
-        ("denim" if d and r[3] == "woven" else r[3]) for d, r in zip(denim, rows, strict=True)
-    ]
-    price = np.array([r[6] for r in rows]) * np.exp(
-        looks["tier"][pcl] + rng.normal(0, 0.15, n_prod)
+    sport = np.array([V.SECTIONS[s][0] == "S" for s in psec])
+    family = [_family(r[3], d, sp) for d, sp, r in zip(denim, sport, rows, strict=True)]
+    price = (
+        PRICE_SCALE
+        * np.array([r[6] for r in rows])
+        * np.exp(looks["tier"][pcl] + rng.normal(0, 0.15, n_prod))
     )
     price = PRICE_POINTS[np.abs(np.log(PRICE_POINTS)[None, :] - np.log(price)[:, None]).argmin(1)]
     n_feat = rng.integers(1, 3, size=n_prod)
@@ -212,12 +206,12 @@ def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalo
         mats = V.MATERIALS[family[p]]
         mat_short, mat_long = mats[looks["material"][pcl[p], FAMILIES.index(family[p])] % len(mats)]
         fit = V.FITS[r[4]][looks["fit"][pcl[p]]]
-        nouns = r[10].split("|")
+        nouns = r[10].split(";")
         noun = nouns[pick[p, 0] % len(nouns)]
         words = [fit, mat_short, noun] if pick[p, 1] % 10 < 7 else [fit, noun]
         name = " ".join(words)
         p_names.append(name[0].upper() + name[1:])
-        feats = V.FEATURES[r[1]].split("|")
+        feats = V.FEATURES[r[1]]
         f0 = pick[p, 2] % len(feats)
         chosen = [feats[f0]] + ([feats[(f0 + 1) % len(feats)]] if n_feat[p] == 2 else [])
         fit_phrase = V.FIT_PHRASES.get(fit, fit.lower())
@@ -244,45 +238,53 @@ def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalo
     looks_tab = V.APPEARANCES + [V.DENIM_APPEARANCE]
     look = np.where(is_denim_look, len(V.APPEARANCES), look)
     variant = _variant_numbers(rng, nvar)
-    cols = [V.COLOURS[c] for c in colour]
     article_desc = []
-    for a in range(items):
-        base = p_descs[product[a]]
-        if base is None:
-            article_desc.append(None)
-            continue
-        cname = cols[a][1].lower()
-        tmpl = looks_tab[look[a]][3]
-        article_desc.append(f"{base} {tmpl.format(c=cname, C=cname.capitalize())}")
-    pt = [rows[p] for p in product]
-    sec_rows = [V.SECTIONS[psec[p]] for p in product]
+    for p, c, k in zip(product.tolist(), colour.tolist(), look.tolist(), strict=True):
+        base = p_descs[p]
+        cname = V.COLOURS[c][1].lower()
+        tmpl = looks_tab[k][3]
+        article_desc.append(
+            None if base is None else f"{base} {tmpl.format(c=cname, C=cname.capitalize())}"
+        )
+    tp, sp = ptype[product], psec[product]
+    sec_index = [V.SECTIONS[k][0] for k in range(len(V.SECTIONS))]
+    index_group = [V.INDEXES[c][1] for c in sec_index]
+    gg = np.asarray(p_gg)[product]
     table = pl.DataFrame(
         {
-            "article_id": [f"{codes[p]:07d}{v:03d}" for p, v in zip(product, variant, strict=True)],
+            "article_id": np.char.add(
+                np.char.zfill(codes[product].astype(str), 7), np.char.zfill(variant.astype(str), 3)
+            ),
             "product_code": codes[product].astype(np.int64),
-            "prod_name": [p_names[p] for p in product],
-            "product_type_no": [r[0] for r in pt],
-            "product_type_name": [r[1] for r in pt],
-            "product_group_name": [r[2] for r in pt],
-            "graphical_appearance_no": [looks_tab[k][0] for k in look],
-            "graphical_appearance_name": [looks_tab[k][1] for k in look],
-            "colour_group_code": [c[0] for c in cols],
-            "colour_group_name": [c[1] for c in cols],
-            "perceived_colour_value_id": [c[2] for c in cols],
-            "perceived_colour_value_name": [V.COLOUR_VALUES[c[2]] for c in cols],
-            "perceived_colour_master_id": [c[3] for c in cols],
-            "perceived_colour_master_name": [V.COLOUR_MASTERS[c[3]] for c in cols],
-            "department_no": [p_dept_no[p] for p in product],
-            "department_name": [p_dept[p] for p in product],
-            "index_code": [s[0] for s in sec_rows],
-            "index_name": [V.INDEXES[s[0]][0] for s in sec_rows],
-            "index_group_no": [V.INDEXES[s[0]][1] for s in sec_rows],
-            "index_group_name": [V.INDEX_GROUPS[V.INDEXES[s[0]][1]][0] for s in sec_rows],
-            "section_no": [s[1] for s in sec_rows],
-            "section_name": [s[2] for s in sec_rows],
-            "garment_group_no": [p_gg[p] for p in product],
-            "garment_group_name": [V.GARMENT_GROUPS[p_gg[p]] for p in product],
-            "detail_desc": article_desc,
+            "prod_name": _lookup(p_names, product),
+            "product_type_no": _lookup([t[0] for t in V.PRODUCT_TYPES], tp),
+            "product_type_name": _lookup(TYPE_NAMES, tp),
+            "product_group_name": _lookup([t[2] for t in V.PRODUCT_TYPES], tp),
+            "graphical_appearance_no": _lookup([x[0] for x in looks_tab], look),
+            "graphical_appearance_name": _lookup([x[1] for x in looks_tab], look),
+            "colour_group_code": _lookup([c[0] for c in V.COLOURS], colour),
+            "colour_group_name": _lookup([c[1] for c in V.COLOURS], colour),
+            "perceived_colour_value_id": _lookup([c[2] for c in V.COLOURS], colour),
+            "perceived_colour_value_name": _lookup(
+                [V.COLOUR_VALUES[c[2]] for c in V.COLOURS], colour
+            ),
+            "perceived_colour_master_id": _lookup([c[3] for c in V.COLOURS], colour),
+            "perceived_colour_master_name": _lookup(
+                [V.COLOUR_MASTERS[c[3]] for c in V.COLOURS], colour
+            ),
+            "department_no": _lookup(p_dept_no, product),
+            "department_name": _lookup(p_dept, product),
+            "index_code": _lookup(sec_index, sp),
+            "index_name": _lookup([V.INDEXES[c][0] for c in sec_index], sp),
+            "index_group_no": _lookup(index_group, sp),
+            "index_group_name": _lookup([V.INDEX_GROUPS[g][0] for g in index_group], sp),
+            "section_no": _lookup([x[1] for x in V.SECTIONS], sp),
+            "section_name": _lookup([x[2] for x in V.SECTIONS], sp),
+            "garment_group_no": gg,
+            "garment_group_name": _lookup(
+                [V.GARMENT_GROUPS.get(g, "") for g in range(1000, 1030)], gg - 1000
+            ),
+            "detail_desc": pl.Series(article_desc, dtype=pl.String),
         }
     )
     # Life cycle: a few weeks' rise, then decay; basics decay slowly. Popularity is lognormal per
