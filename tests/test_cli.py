@@ -9,7 +9,17 @@ import pytest
 
 from tests.conftest import write
 
-COMMANDS = ["init", "generate", "ingest", "info"]
+COMMANDS = [
+    "init",
+    "generate",
+    "ingest",
+    "info",
+    "features",
+    "evaluate",
+    "train",
+    "index",
+    "similar",
+]
 
 
 def shortlist(*args: str, cwd=None) -> subprocess.CompletedProcess:

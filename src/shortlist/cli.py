@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -197,7 +198,6 @@ def evaluate(
     json_out: str | None,
 ) -> None:
     """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
-    import json
 
     from shortlist.data.ingest import ingest as run_ingest
     from shortlist.data.ingest import is_current
@@ -247,6 +247,68 @@ def train_retrieval(ctx: click.Context) -> None:
     out.print(
         f"Trained on {s.examples:,} purchases in {s.seconds:.1f} s; saved to [bold]{s.folder}[/]"
     )
+
+
+@cli.command("index")
+@click.option(
+    "--exact-below",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Brute-force (exact) search for catalogues of at most this many items [20000].",
+)
+@click.pass_context
+def index_cmd(ctx: click.Context, exact_below: int | None) -> None:
+    """Build the ANN index (FAISS HNSW, inner product) over the trained item embeddings."""
+    from shortlist.retrieval.build import build_item_index
+
+    with progress.track("Indexing item vectors") as advance:
+        s = build_item_index(_workspace(ctx), exact_below=exact_below)
+        advance()
+    out.print(
+        f"Indexed {s.items:,} items ({s.dim} dimensions, {s.kind}) in {s.seconds:.1f} s; "
+        f"saved to [bold]{s.folder}[/]"
+    )
+
+
+@cli.command()
+@click.option("--item", "item_id", required=True, help="External id of the item.")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--filter",
+    "filter_json",
+    default=None,
+    help='Attribute filter as JSON, e.g. \'{"price": {"lte": 0.03}, "colour": "Black"}\'.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def similar(
+    ctx: click.Context, item_id: str, k: int, filter_json: str | None, as_json: bool
+) -> None:
+    """Items closest to ITEM in the two-tower embedding space, among those passing a filter."""
+    from shortlist.retrieval.filters import FilterError
+    from shortlist.retrieval.similar import ItemSearch
+
+    filters = None
+    if filter_json:
+        try:
+            filters = json.loads(filter_json)
+        except json.JSONDecodeError as err:
+            raise FilterError(f"not valid JSON ({err.msg} at character {err.pos})") from None
+        if not isinstance(filters, dict):
+            raise FilterError("must be a JSON object of attribute conditions")
+    matches = ItemSearch(_workspace(ctx)).similar(item_id, k, filters)
+    if as_json:
+        click.echo(json.dumps([{"item_id": m.item_id, "score": m.score} for m in matches]))
+        return
+    table = Table(title=f"Items similar to {item_id}", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("item")
+    table.add_column("score", justify="right")
+    for rank, m in enumerate(matches, 1):
+        table.add_row(str(rank), m.item_id, f"{m.score:.3f}")
+    out.print(table)
+    if len(matches) < k:
+        out.print(f"Only {len(matches)} item(s) pass the filter.")
 
 
 def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]

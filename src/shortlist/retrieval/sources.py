@@ -8,7 +8,7 @@ ranking feature found by the 3rd-place H&M team.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -184,11 +184,12 @@ class SameGroup:
 
 @dataclass
 class TwoTowerSource:
-    """Nearest items to the user's two-tower vector (exact inner-product search here)."""
+    """Nearest items to the user's two-tower vector, from the ANN index (exact when small)."""
 
     settings: object | None = None
     name: str = "two_tower"
     model_: object | None = None
+    index_: Any = None
 
     def fit(self, data: TrainData) -> Self:
         from shortlist.retrieval.history import HistoryIndex
@@ -202,27 +203,30 @@ class TwoTowerSource:
         )
         self.history_ = HistoryIndex(data.interactions)
         self.day_ = data.cutoff // US_PER_DAY
+        self.index_ = None
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        import torch
+        from shortlist.retrieval.index import build_index
 
         model = self.model_
         assert model is not None, "fit first"
-        vecs = model.encode_users(
+        vectors = model.item_vectors_  # type: ignore[attr-defined]
+        if self.index_ is None:
+            # Exact below 20k items, HNSW above: the same index `shortlist index` builds.
+            self.index_ = build_index(vectors, np.arange(len(vectors), dtype=np.int64))
+        queries = model.encode_users(
             users,
             np.full(len(users), self.day_),  # type: ignore[attr-defined]
             self.history_,
         )
-        items_t = torch.from_numpy(model.item_vectors_)  # type: ignore[attr-defined]
         out_i = np.full((len(users), k), -1, np.int32)
         out_s = np.full((len(users), k), np.nan, np.float32)
-        kk = min(k, items_t.shape[0])
         for lo in range(0, len(users), 4096):
-            scores = torch.from_numpy(vecs[lo : lo + 4096]) @ items_t.T
-            top = torch.topk(scores, kk, dim=1)
-            out_i[lo : lo + 4096, :kk] = top.indices.numpy()
-            out_s[lo : lo + 4096, :kk] = top.values.numpy()
+            scores, ids = self.index_.search(queries[lo : lo + 4096], k)
+            found = ids >= 0
+            out_i[lo : lo + 4096] = np.where(found, ids, -1)
+            out_s[lo : lo + 4096] = np.where(found, scores, np.nan)
         return out_i, out_s
 
 
