@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SHORTLIST = $(BIN)/shortlist --workspace $(WORKSPACE)
 DEMO_DATA ?= data/demo
 WORKSPACE ?= workspace
 
@@ -17,12 +18,23 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/shortlist generate --scale small --seed 0 --out $(DEMO_DATA)
-	$(BIN)/shortlist --workspace $(WORKSPACE) ingest --source $(DEMO_DATA) --format hm
+	$(SHORTLIST) generate --scale small --seed 0 --out $(DEMO_DATA)
+	$(SHORTLIST) ingest --source $(DEMO_DATA) --format hm
+	$(SHORTLIST) features
+	$(SHORTLIST) train retrieval
+	$(SHORTLIST) index
+	$(SHORTLIST) similar --item $$(sed -n 2p $(DEMO_DATA)/articles.csv | cut -d, -f1) --k 5 \
+		--filter '{"product_group_name": {"in": ["Garment Upper body", "Garment Lower body"]}}'
+	$(SHORTLIST) evaluate --windows 2 --candidates --json $(WORKSPACE)/evaluation.json \
+		--methods popular,popular_by_age,repurchase_trending,copurchase,als,two_tower
 	@echo
 	@echo "Generated data:  $(DEMO_DATA)/ (articles.csv, customers.csv, transactions_train.csv)"
 	@echo "Offline store:   $(WORKSPACE)/offline/ (items, users, interactions by month, manifest.json)"
-	@echo "Look closer:     $(BIN)/shortlist --workspace $(WORKSPACE) info"
+	@echo "Features:        $(WORKSPACE)/features/ (items, users, user_category, history; versioned)"
+	@echo "Retrieval:       $(WORKSPACE)/models/two_tower/ and $(WORKSPACE)/index/items/"
+	@echo "Evaluation:      $(WORKSPACE)/evaluation.json (the table above, as JSON)"
+	@echo "Look closer:     $(SHORTLIST) info"
+	@echo "                 $(SHORTLIST) similar --item ID --filter '{\"price\": {\"lte\": 0.02}}'"
 
 test: install
 	$(BIN)/pytest -q

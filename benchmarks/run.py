@@ -30,13 +30,20 @@ TARGETS = {
     "ingest": {"seconds": 60, "peak_gb": 6},
     "features": None,  # no target given; measured so regressions show
     "evaluate": {"seconds": 600},  # all baselines, one window
+    "train": {"seconds": 1200, "peak_gb": 12},  # two-tower, one epoch (plus loading, validation)
+    "index": {"seconds": 60},  # `shortlist index` on the trained item vectors
 }
 
 
-def measure(cmd: list[str]) -> dict[str, float]:
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Wall seconds and peak RSS (GB) of one child process."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     stderr = proc.stderr.read().decode() if proc.stderr else ""
@@ -154,6 +161,48 @@ def bench_evaluate(scale: str, repeat: int) -> None:
     )
 
 
+def bench_train(scale: str, repeat: int) -> None:
+    """One epoch of the two-tower (`shortlist train retrieval` with epochs = 1)."""
+    ws = DATA / f"ws_{scale}"
+    cmd = shortlist("--workspace", str(ws), "train", "retrieval")
+    runs = [measure(cmd, {"SHORTLIST_RETRIEVAL_EPOCHS": "1"}) for _ in range(repeat)]
+    config = json.loads((ws / "models" / "two_tower" / "config.json").read_text())
+    summarize("train", scale, runs, {"epochs": config["training"]})
+
+
+def bench_index(scale: str, repeat: int) -> None:
+    """`shortlist index`, then latency and recall on the trained vectors (bench_retrieval.py)."""
+    ws = DATA / f"ws_{scale}"
+    runs = [measure(shortlist("--workspace", str(ws), "index")) for _ in range(repeat)]
+    out = RESULTS / f"retrieval_{scale}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "bench_retrieval.py"),
+            "--workspace",
+            str(ws),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    detail = json.loads(out.read_text())
+    summarize(
+        "index",
+        scale,
+        runs,
+        {k: detail[k] for k in ("encode_one_user", "hnsw_build_seconds", "filter", "search")},
+    )
+    for name, row in detail["search"].items():
+        print(
+            f"  {name:20s} recall {row['recall']:.3f}  "
+            f"p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms"
+        )
+    enc = detail["encode_one_user"]
+    print(f"  encode one user      p50 {enc['p50_ms']:.3f} ms  p99 {enc['p99_ms']:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -178,6 +227,14 @@ def main() -> None:
     if "evaluate" in only:
         # Minutes per run at full scale: one run unless more are asked for explicitly.
         bench_evaluate(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
+    if "train" in only or ("index" in only and not (DATA / f"ws_{args.scale}" / "models").is_dir()):
+        # Tens of minutes at full scale: one run unless more are asked for explicitly.
+        bench_train(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
+    if "index" in only:
+        bench_index(args.scale, args.repeat)
+    if not args.only:
+        # The synthetic-vector index benchmark (105k items, filters of every selectivity).
+        subprocess.run([sys.executable, str(HERE / "bench_index.py")], check=True)
 
 
 if __name__ == "__main__":

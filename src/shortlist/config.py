@@ -68,8 +68,33 @@ class RetrievalSettings(_Section):
     seed: int = 0
 
 
+class FeaturesSettings(_Section):
+    """`shortlist features`: definitions' knobs and the engine's resources."""
+
+    history_length: int = Field(50, ge=1)
+    max_category_values: int = Field(200, ge=1)
+    category_attributes: list[str] | None = None
+    max_channels: int = Field(16, ge=0)
+    memory_limit: str = Field("6GB", pattern=r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
+    threads: int = Field(0, ge=0, le=256)
+
+    def options(self) -> Any:
+        """The FeatureOptions these settings describe."""
+        from shortlist.features.base import FeatureOptions
+
+        return FeatureOptions(
+            history_length=self.history_length,
+            max_category_values=self.max_category_values,
+            category_attributes=(
+                tuple(self.category_attributes) if self.category_attributes is not None else None
+            ),
+            max_channels=self.max_channels,
+        )
+
+
 class Settings(_Section):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 

@@ -96,13 +96,16 @@ def connect(
     *,
     spark: SparkSession | None = None,
     temp_directory: Path | None = None,
+    memory_limit: str | None = None,
+    threads: int = 0,
 ) -> BaseBackend:
     """An Ibis backend: in-memory DuckDB, or PySpark over `spark` (default: a local session).
 
     A given Spark session (a cluster's, say) gets the settings of configure_spark.
 
     temp_directory: where DuckDB spills joins and aggregations larger than memory (user x
-    category at full scale); by default DuckDB's own choice.
+    category at full scale); by default DuckDB's own choice. memory_limit, threads: DuckDB's
+    caps (None / 0: DuckDB's defaults, 80 % of RAM and one thread per core).
     """
     if engine == "duckdb":
         con = ibis.duckdb.connect()
@@ -111,6 +114,10 @@ def connect(
         raw.execute("SET enable_progress_bar = false").fetchall()
         if temp_directory is not None:
             raw.execute(f"SET temp_directory = {sql_literal(str(temp_directory))}").fetchall()
+        if memory_limit is not None:
+            raw.execute(f"SET memory_limit = {sql_literal(memory_limit)}").fetchall()
+        if threads:
+            raw.execute(f"SET threads = {int(threads)}").fetchall()
         return con
     if engine == "pyspark":
         return ibis.pyspark.connect(configure_spark(spark) if spark else spark_session())

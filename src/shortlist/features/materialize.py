@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ibis.backends import BaseBackend
 
+from shortlist.config import FeaturesSettings
 from shortlist.data.schema import Manifest
 from shortlist.errors import ConfigError
 from shortlist.features import groups as G
@@ -42,7 +43,9 @@ def _spill(workspace: Workspace) -> Path:
 
 
 @contextmanager
-def _backend(engine: str, con: BaseBackend | None, spill: Path) -> Iterator[BaseBackend]:
+def _backend(
+    engine: str, con: BaseBackend | None, spill: Path, settings: FeaturesSettings
+) -> Iterator[BaseBackend]:
     """`con` as given, or a new backend; a Spark session started here is stopped at the end."""
     if con is not None:
         yield con
@@ -50,7 +53,16 @@ def _backend(engine: str, con: BaseBackend | None, spill: Path) -> Iterator[Base
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     started_spark = engine == "pyspark" and not spark_running()
-    backend = connect(engine, temp_directory=spill)
+    backend = (
+        connect(
+            engine,
+            temp_directory=spill,
+            memory_limit=settings.memory_limit,
+            threads=settings.threads,
+        )
+        if engine == "duckdb"
+        else connect(engine)
+    )
     try:
         yield backend
     finally:
@@ -104,8 +116,9 @@ def materialize(
     """
     names = G.resolve(groups)
     when = default_cutoff(Manifest.read(workspace.offline)) if cutoff is None else cutoff
-    with _backend(engine, con, _spill(workspace)) as backend:
-        return _run(workspace, backend, to_utc_naive(when), names, options or FeatureOptions())
+    settings = workspace.settings().features
+    with _backend(engine, con, _spill(workspace), settings) as backend:
+        return _run(workspace, backend, to_utc_naive(when), names, options or settings.options())
 
 
 def materialize_snapshots(
@@ -119,7 +132,8 @@ def materialize_snapshots(
 ) -> list[MaterializeSummary]:
     """A time series of snapshots (e.g. weekly cutoffs) for point-in-time training sets."""
     names = G.resolve(groups)
-    opts = options or FeatureOptions()
+    settings = workspace.settings().features
+    opts = options or settings.options()
     Manifest.read(workspace.offline)  # fail before starting an engine
-    with _backend(engine, con, _spill(workspace)) as backend:
+    with _backend(engine, con, _spill(workspace), settings) as backend:
         return [_run(workspace, backend, to_utc_naive(c), names, opts) for c in cutoffs]

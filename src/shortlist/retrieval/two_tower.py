@@ -153,9 +153,22 @@ class TwoTower:
         self.history_: list[dict[str, float]] = []
         best, best_recall, stale = None, -1.0, 0
         for epoch in range(s.epochs):
+            started = time.perf_counter()
             loss = self._epoch(epoch, rows, hist, log_q, optimizers, rng)
+            seconds = time.perf_counter() - started
             recall = self._validate(hist, val, val_day)
-            self.history_.append({"epoch": epoch + 1, "loss": loss, "val_recall@100": recall})
+            self.history_.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": loss,
+                    "val_recall@100": recall,
+                    "seconds": seconds,
+                    "examples_per_s": min(
+                        len(rows), max(1, len(rows) // s.batch_size) * s.batch_size
+                    )
+                    / seconds,
+                }
+            )
             if recall > best_recall:
                 best_recall, stale = recall, 0
                 best = (
