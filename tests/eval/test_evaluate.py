@@ -100,8 +100,10 @@ def test_report_contract():
     assert set(report["dataset"]) == {"users", "items", "interactions", "start", "end"}
     assert report["protocol"]["windows"] == 2 and len(report["protocol"]["cutoffs"]) == 2
     m = report["methods"]["popular"]
-    for key in ("map@12", "recall@12", "ndcg@12", "users_scored", "per_window"):
+    for key in ("map@12", "recall@12", "ndcg@12", "recall@100", "users_scored", "per_window"):
         assert key in m
+    # recall@100 scores a deeper list of the same ranking: never lower than recall@12
+    assert m["recall@100"] >= m["recall@12"]
     assert [set(w) >= {"cutoff", "map@12"} for w in m["per_window"]] == [True, True]
     assert m["map@12"] == pytest.approx(np.mean([w["map@12"] for w in m["per_window"]]))
 

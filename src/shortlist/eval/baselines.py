@@ -71,6 +71,9 @@ def trending(data: TrainData, k: int, days: float = 7) -> np.ndarray:
     return np.asarray(out[:k], dtype=np.int32)
 
 
+CHUNK = 2048  # users per sparse product: bounds memory when score rows are long
+
+
 def fill(recs: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Replace -1 slots, in order, with fallback items not already in the row."""
     out = recs.copy()
@@ -219,14 +222,22 @@ class CoPurchase:
         self.trending_ = trending(data, 100)
         return self
 
-    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+    def scores(self, users: np.ndarray) -> sp.csr_matrix:
+        """Co-occurrence scores of `users` (a chunk: rows can hold thousands of items each)."""
         assert self.cooc_ is not None and self.seeds_ is not None, "fit first"
         seeds = self.seeds_[users]
         scores = (seeds @ self.cooc_).tocsr()
         # drop the seeds themselves: elementwise, keep scores where the user has no purchase
-        scores = scores - scores.multiply(seeds > 0)
+        scores = (scores - scores.multiply(seeds > 0)).tocsr()
         scores.eliminate_zeros()
-        return fill(top_k_rows(scores.tocsr(), k), self.trending_)
+        return scores
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        parts = [
+            top_k_rows(self.scores(users[lo : lo + CHUNK]), k) for lo in range(0, len(users), CHUNK)
+        ]
+        recs = np.vstack(parts) if parts else np.full((0, k), -1, np.int32)
+        return fill(recs, self.trending_)
 
 
 @dataclass

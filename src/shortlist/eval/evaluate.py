@@ -23,6 +23,7 @@ MethodFactory = Callable[[], Recommender]
 
 
 TWO_TOWER = "two_tower"  # top-k straight from the two-tower model's nearest items
+DEEP = 100  # every method also ranks this many items, for recall@100 (retrieval quality)
 
 
 def resolve_methods(names: Sequence[str] | None) -> dict[str, MethodFactory]:
@@ -37,18 +38,23 @@ def resolve_methods(names: Sequence[str] | None) -> dict[str, MethodFactory]:
     return {n: available[n] for n in chosen}
 
 
-def score(recs: np.ndarray, tg: Targets, k: int) -> dict[str, float]:
-    """Mean metrics over the window's users (rows of `recs` follow `tg.users`)."""
-    aps, recalls, ndcgs = [], [], []
+def score(recs: np.ndarray, tg: Targets, k: int, deep: int = DEEP) -> dict[str, float]:
+    """Mean metrics over the window's users (rows of `recs` follow `tg.users`).
+
+    MAP, recall and NDCG at `k` on the first k columns; recall at `deep` on up to `deep`.
+    """
+    aps, recalls, ndcgs, deep_recalls = [], [], [], []
     for i, row in enumerate(recs.tolist()):
         rel = tg.of(i).tolist()
         aps.append(average_precision(row, rel, k))
         recalls.append(recall(row, rel, k))
         ndcgs.append(ndcg(row, rel, k))
+        deep_recalls.append(recall(row, rel, deep))
     return {
         "map": float(np.mean(aps)),
         "recall": float(np.mean(recalls)),
         "ndcg": float(np.mean(ndcgs)),
+        "recall_deep": float(np.mean(deep_recalls)),
     }
 
 
@@ -152,19 +158,22 @@ def _evaluate_window(
         if name == TWO_TOWER:
             # the source's own ranking, no popularity fill: what the ANN alone retrieves
             if results is None:
-                results = {TWO_TOWER: TwoTowerSource().fit(train).candidates(tg.users, k)}
+                depth = max(k, DEEP)
+                results = {TWO_TOWER: TwoTowerSource().fit(train).candidates(tg.users, depth)}
             else:
                 started -= source_seconds  # the two-tower was trained with the sources
-            recs = results[TWO_TOWER][0][:, :k]
+            deep = results[TWO_TOWER][0][:, : max(k, DEEP)]
         else:
-            recs = factory().fit(train).recommend(tg.users, k)
-        metrics = score(recs, tg, k)
+            deep = factory().fit(train).recommend(tg.users, max(k, DEEP))
+        recs = deep[:, :k]
+        metrics = score(deep, tg, k)
         out[name].append(
             {
                 "cutoff": from_us(win.cutoff).isoformat(),
                 f"map@{k}": metrics["map"],
                 f"recall@{k}": metrics["recall"],
                 f"ndcg@{k}": metrics["ndcg"],
+                f"recall@{DEEP}": metrics["recall_deep"],
                 f"coverage@{k}": coverage(recs, data.n_items),
                 "users_scored": len(tg.users),
                 "seconds": round(time.perf_counter() - started, 3),
@@ -176,7 +185,8 @@ def _evaluate_window(
 
 def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """Metrics averaged over windows (each window weighs the same, whatever its user count)."""
-    keys = [f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"coverage@{k}"]
+    keys = list(dict.fromkeys([f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"recall@{DEEP}"]))
+    keys.append(f"coverage@{k}")
     return {
         **{key: mean(r[key] for r in rows) for key in keys},
         "users_scored": sum(r["users_scored"] for r in rows),

@@ -16,7 +16,16 @@ def report_table(report: dict[str, Any]) -> Table:
     )
     table = Table(title=title, title_justify="left")
     table.add_column("method")
-    for col in (f"MAP@{k}", f"recall@{k}", f"NDCG@{k}", f"coverage@{k}", "users", "seconds"):
+    deep = next(
+        (
+            key
+            for key in next(iter(report["methods"].values()))
+            if key.startswith("recall@") and key != f"recall@{k}"
+        ),
+        None,
+    )
+    cols = [f"MAP@{k}", f"recall@{k}", f"NDCG@{k}", *([deep] if deep else []), f"coverage@{k}"]
+    for col in (*cols, "users", "seconds"):
         table.add_column(col, justify="right")
     ranked = sorted(report["methods"].items(), key=lambda kv: -kv[1][f"map@{k}"])
     for name, m in ranked:
@@ -25,6 +34,7 @@ def report_table(report: dict[str, Any]) -> Table:
             f"{m[f'map@{k}']:.5f}",
             f"{m[f'recall@{k}']:.4f}",
             f"{m[f'ndcg@{k}']:.4f}",
+            *([f"{m[deep]:.4f}"] if deep else []),
             f"{m[f'coverage@{k}']:.4f}",
             f"{m['users_scored']:,}",
             f"{m['seconds']:.1f}",

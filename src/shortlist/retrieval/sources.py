@@ -13,7 +13,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.eval.baselines import CoPurchase, TrainData, decayed_matrix, top_items
+from shortlist.eval.baselines import CHUNK, CoPurchase, TrainData, decayed_matrix, top_items
 from shortlist.eval.data import US_PER_DAY, Interactions
 from shortlist.features.buckets import age_bucket
 
@@ -74,11 +74,13 @@ class CoPurchaseSource:
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        seeds = self.model_.seeds_[users]
-        scores = (seeds @ self.model_.cooc_).tocsr()
-        scores = (scores - scores.multiply(seeds > 0)).tocsr()
-        scores.eliminate_zeros()
-        return top_k_scored(scores, k)
+        parts = [
+            top_k_scored(self.model_.scores(users[lo : lo + CHUNK]), k)
+            for lo in range(0, len(users), CHUNK)
+        ]
+        if not parts:
+            return np.full((0, k), -1, np.int32), np.full((0, k), np.nan, np.float32)
+        return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
 
 @dataclass
