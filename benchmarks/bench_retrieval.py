@@ -22,7 +22,7 @@ import torch
 
 from shortlist.data.offline import OfflineStore
 from shortlist.eval.data import US_PER_DAY, load_dataset
-from shortlist.retrieval.build import model_folder
+from shortlist.retrieval.build import QUERY_SAMPLE_FILE, model_folder
 from shortlist.retrieval.filters import ItemAttributes
 from shortlist.retrieval.history import HistoryIndex
 from shortlist.retrieval.index import ExactIndex, HNSWIndex
@@ -112,6 +112,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     hnsw = HNSWIndex().build(vectors, ids)
     result["hnsw_build_seconds"] = time.perf_counter() - started
+    sample = model_folder(ws) / QUERY_SAMPLE_FILE
+    result["hnsw_default_ef"] = search(hnsw, queries, 1)[0] | {
+        "recall": recall(search(hnsw, queries, 1)[1], exact.search(queries, K)[1]),
+        "ef_search": hnsw.ef_search,
+    }
+    # `shortlist index` tunes ef_search on the query sample saved by training: do the same
+    result["tuned"] = hnsw.tune(np.load(sample, allow_pickle=False)) if sample.is_file() else None
     attrs = ItemAttributes.from_table(
         store.sql("SELECT * EXCLUDE (item_id) FROM items").df(), id_column="item_idx"
     )

@@ -192,7 +192,17 @@ def bench_index(scale: str, repeat: int) -> None:
         "index",
         scale,
         runs,
-        {k: detail[k] for k in ("encode_one_user", "hnsw_build_seconds", "filter", "search")},
+        {
+            k: detail[k]
+            for k in (
+                "encode_one_user",
+                "hnsw_build_seconds",
+                "hnsw_default_ef",
+                "tuned",
+                "filter",
+                "search",
+            )
+        },
     )
     for name, row in detail["search"].items():
         print(

@@ -217,3 +217,23 @@ def test_bad_inputs(data, exact):
         exact.search(data["q"], 0)
     with pytest.raises(ValueError, match="bool mask or item ids"):
         exact.search(data["q"], 5, allowed=np.array([0.5]))
+
+
+def test_tune_picks_the_smallest_ef_reaching_the_target_on_off_distribution_queries(data):
+    # Two-tower queries sit away from the items (the "modality gap"): mimic it by pointing the
+    # queries against the items' mean, where a small ef walks the graph poorly.
+    rng = np.random.default_rng(7)
+    vectors = data["x"]
+    away = -vectors.mean(axis=0) + 0.5 * rng.standard_normal((200, vectors.shape[1]))
+    queries = (away / np.linalg.norm(away, axis=1, keepdims=True)).astype(np.float32)
+    index = HNSWIndex(M=8, ef_construction=32).build(vectors, data["ids"])
+    ladder = (16, 32, 64, 128, 256, 512)
+    chosen = index.tune(queries, k=50, target=0.95, ladder=ladder)
+    truth = ExactIndex().build(vectors, data["ids"]).search(queries, 50)[1]
+    assert index.ef_search == chosen["ef_search"]
+    assert recall(index.search(queries, 50)[1], truth) == pytest.approx(chosen["recall"])
+    assert chosen["recall"] >= 0.95
+    step = ladder.index(index.ef_search)
+    assert step > 0, "the queries should need more than the smallest effort"
+    index.ef_search = ladder[step - 1]  # the step below falls short, else tuning stops there
+    assert recall(index.search(queries, 50)[1], truth) < 0.95

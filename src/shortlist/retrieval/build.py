@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.data import US_PER_DAY, load_dataset
+from shortlist.eval.data import US_PER_DAY, Dataset, load_dataset
 from shortlist.retrieval.two_tower import TwoTower
 from shortlist.workspace import Workspace
 
 MODEL_DIR = "models/two_tower"
+QUERY_SAMPLE_FILE = "query_sample.npy"  # recent users' vectors: what `index` tunes search on
+QUERY_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ def train_retrieval(workspace: Workspace) -> TrainSummary:
     )
     folder = model_folder(workspace)
     model.save(folder)
+    np.save(folder / QUERY_SAMPLE_FILE, _query_sample(model, data, cutoff), allow_pickle=False)
     day = (cutoff // US_PER_DAY) - settings.val_days
     examples = int(
         ((data.interactions.time // US_PER_DAY) >= day - settings.train_days).sum()
@@ -52,6 +55,18 @@ def train_retrieval(workspace: Workspace) -> TrainSummary:
     return TrainSummary(
         folder, model.history_, max(0, int(np.int64(examples))), time.perf_counter() - started
     )
+
+
+def _query_sample(model: TwoTower, data: Dataset, cutoff: int) -> np.ndarray:
+    """Vectors of up to QUERY_SAMPLE users who bought in the last 28 days, as of the cutoff."""
+    from shortlist.retrieval.history import HistoryIndex
+
+    inter = data.interactions
+    recent = np.unique(inter.user[inter.time >= cutoff - 28 * US_PER_DAY])
+    rng = np.random.default_rng(0)
+    users = rng.choice(recent, min(QUERY_SAMPLE, len(recent)), replace=False)
+    day = cutoff // US_PER_DAY
+    return model.encode_users(users, np.full(len(users), day), HistoryIndex(inter))
 
 
 INDEX_DIR = "index/items"
@@ -64,6 +79,7 @@ class IndexSummary:
     items: int
     dim: int
     seconds: float
+    tuned: dict[str, float] | None = None  # HNSW: ef_search chosen and its recall@100
 
 
 def index_folder(workspace: Workspace) -> Path:
@@ -76,7 +92,7 @@ def build_item_index(workspace: Workspace, *, exact_below: int | None = None) ->
     Raises:
         WorkspaceError: no trained model, or it no longer matches the offline store.
     """
-    from shortlist.retrieval.index import DEFAULT_EXACT_BELOW, build_index
+    from shortlist.retrieval.index import DEFAULT_EXACT_BELOW, HNSWIndex, build_index
 
     started = time.perf_counter()
     vectors = _item_vectors(workspace)
@@ -85,6 +101,10 @@ def build_item_index(workspace: Workspace, *, exact_below: int | None = None) ->
         np.arange(len(vectors), dtype=np.int64),
         exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
     )
+    tuned = None
+    sample = model_folder(workspace) / QUERY_SAMPLE_FILE
+    if isinstance(index, HNSWIndex) and sample.is_file():
+        tuned = index.tune(np.load(sample, allow_pickle=False), k=min(100, len(vectors)))
     folder = index_folder(workspace)
     index.save(folder)
     return IndexSummary(
@@ -93,6 +113,7 @@ def build_item_index(workspace: Workspace, *, exact_below: int | None = None) ->
         len(vectors),
         vectors.shape[1],
         time.perf_counter() - started,
+        tuned,
     )
 
 

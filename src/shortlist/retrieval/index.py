@@ -15,6 +15,8 @@ from shortlist.errors import WorkspaceError
 
 INDEX_FILE, META_FILE, IDS_FILE = "index.faiss", "index.json", "ids.npy"
 FORMAT_VERSION = 1
+TUNE_TARGET = 0.97  # recall@k that `tune` aims for (the issue's bar is 0.95)
+EF_LADDER = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 DEFAULT_EXACT_BELOW = 20_000  # items; below this brute force is about as fast as HNSW (docs)
 # From this many queries at once, the allowed vectors are gathered once and scored with BLAS;
 # fewer are scored in place (no copy) one query at a time.
@@ -321,6 +323,32 @@ class HNSWIndex(_FaissIndex):
     def params(self) -> dict[str, Any]:
         keys = ("M", "ef_construction", "ef_search", "broad", "overfetch_margin", "ef_scale")
         return {key: getattr(self, key) for key in (*keys, "walk_cost", "max_ef")}
+
+    def tune(
+        self,
+        queries: np.ndarray,
+        k: int = 100,
+        target: float = TUNE_TARGET,
+        ladder: tuple[int, ...] = EF_LADDER,
+    ) -> dict[str, float]:
+        """Set ef_search to the smallest value on `ladder` whose recall@k against exact search
+        reaches `target` on `queries` (real user vectors: two-tower queries sit away from the
+        items they retrieve, where a graph built on items needs a wider walk).
+
+        Returns {"ef_search", "recall"} as chosen (the ladder's top when none reaches target).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        truth = self._exact_subset(queries, k, np.arange(len(self)))[1]
+        recall = 0.0
+        for ef in ladder:
+            found = self._walk(queries, k, ef)[1]
+            recall = float(
+                np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)])
+            )
+            self.ef_search = ef
+            if recall >= target:
+                break
+        return {"ef_search": self.ef_search, "recall": recall}
 
     def _effort(self, k: int, share: float) -> int:
         """efSearch of the first filtered walk (for 'overfetch' also the number fetched)."""

@@ -214,14 +214,17 @@ class TwoTowerSource:
         model = self.model_
         assert model is not None, "fit first"
         vectors = model.item_vectors_  # type: ignore[attr-defined]
-        if self.index_ is None:
-            # Exact below 20k items, HNSW above: the same index `shortlist index` builds.
-            self.index_ = build_index(vectors, np.arange(len(vectors), dtype=np.int64))
         queries = model.encode_users(
             users,
             np.full(len(users), self.day_),  # type: ignore[attr-defined]
             self.history_,
         )
+        if self.index_ is None:
+            # Exact below 20k items, HNSW above, tuned on these users: as `shortlist index`.
+            self.index_ = build_index(vectors, np.arange(len(vectors), dtype=np.int64))
+            if not self.index_.is_exact:
+                sample = np.random.default_rng(0).permutation(len(queries))[:1000]
+                self.index_.tune(queries[sample], k=min(100, len(vectors)))
         out_i = np.full((len(users), k), -1, np.int32)
         out_s = np.full((len(users), k), np.nan, np.float32)
         for lo in range(0, len(users), 4096):

@@ -131,7 +131,9 @@ class TwoTower:
         hist = HistoryIndex(inter)
         cutoff_day = cutoff // US_PER_DAY
         val_day = cutoff_day - s.val_days
-        rows = np.flatnonzero((hist.day >= val_day - s.train_days) & (hist.day < val_day))
+        rows = self._training_rows(hist, val_day)
+        batch, epochs = self._schedule(len(rows))
+        self.schedule_ = {"examples": len(rows), "batch_size": batch, "epochs": epochs}
         val = hist.day >= val_day
         counts = np.bincount(hist.item[rows], minlength=len(items)).astype(np.float64)
         log_q = torch.from_numpy(
@@ -152,9 +154,11 @@ class TwoTower:
         optimizers = [torch.optim.SparseAdam(sparse, lr=s.lr), torch.optim.Adam(dense, lr=s.lr)]
         self.history_: list[dict[str, float]] = []
         best, best_recall, stale = None, -1.0, 0
-        for epoch in range(s.epochs):
+        # Small data (many epochs) validates noisily: allow a quarter of the epochs to stall.
+        patience = max(s.patience, epochs // 4)
+        for epoch in range(epochs):
             started = time.perf_counter()
-            loss = self._epoch(epoch, rows, hist, log_q, optimizers, rng)
+            loss = self._epoch(epoch, epochs, batch, rows, hist, log_q, optimizers, rng)
             seconds = time.perf_counter() - started
             recall = self._validate(hist, val, val_day)
             self.history_.append(
@@ -163,10 +167,7 @@ class TwoTower:
                     "loss": loss,
                     "val_recall@100": recall,
                     "seconds": seconds,
-                    "examples_per_s": min(
-                        len(rows), max(1, len(rows) // s.batch_size) * s.batch_size
-                    )
-                    / seconds,
+                    "examples_per_s": min(len(rows), max(1, len(rows) // batch) * batch) / seconds,
                 }
             )
             if recall > best_recall:
@@ -177,7 +178,7 @@ class TwoTower:
                 )
             else:
                 stale += 1
-                if stale > s.patience:
+                if stale > patience:
                     break
         if best is not None:
             self.item_tower_.load_state_dict(best[0])
@@ -185,9 +186,32 @@ class TwoTower:
         self.item_vectors_ = self.encode_items()
         return self
 
+    def _training_rows(self, hist: HistoryIndex, val_day: int) -> np.ndarray:
+        """Purchases of the `train_days` before validation, reaching further back on small data
+        until there are `min_examples` (or no more)."""
+        s = self.settings
+        before = hist.day < val_day
+        rows = np.flatnonzero(before & (hist.day >= val_day - s.train_days))
+        if len(rows) < s.min_examples:
+            earlier = np.flatnonzero(before)
+            if len(earlier) > len(rows):
+                latest = np.argsort(-hist.day[earlier], kind="stable")[: s.min_examples]
+                rows = np.sort(earlier[latest])
+        return rows
+
+    def _schedule(self, n: int) -> tuple[int, int]:
+        """(batch size, epochs): at least `min_steps` updates, batches of at least 128."""
+        s = self.settings
+        batch = max(1, min(s.batch_size, max(128, n * s.epochs // max(1, s.min_steps))))
+        steps_per_epoch = max(1, n // batch)
+        epochs = max(s.epochs, -(-s.min_steps // steps_per_epoch))
+        return batch, min(epochs, max(s.epochs, s.max_epochs))
+
     def _epoch(
         self,
         epoch: int,
+        epochs: int,
+        batch_size: int,
         rows: np.ndarray,
         hist: HistoryIndex,
         log_q: torch.Tensor,
@@ -198,11 +222,11 @@ class TwoTower:
         self.item_tower_.train()
         self.user_tower_.train()
         order = rng.permutation(rows)
-        n_batches = max(1, len(order) // s.batch_size)  # the ragged tail is dropped
+        n_batches = max(1, len(order) // batch_size)  # the ragged tail is dropped
         losses, started = [], time.perf_counter()
-        with track(f"Training two-tower, epoch {epoch + 1}/{s.epochs}", total=n_batches) as adv:
+        with track(f"Training two-tower, epoch {epoch + 1}/{epochs}", total=n_batches) as adv:
             for b in range(n_batches):
-                p = order[b * s.batch_size : (b + 1) * s.batch_size]
+                p = order[b * batch_size : (b + 1) * batch_size]
                 items = hist.item[p]
                 if s.random_negatives:
                     extra = rng.integers(0, self.config_.n_items, s.random_negatives)
@@ -224,7 +248,7 @@ class TwoTower:
                 for opt in optimizers:
                     opt.step()
                 losses.append(loss.item())
-                rate = (b + 1) * s.batch_size / (time.perf_counter() - started)
+                rate = (b + 1) * len(p) / (time.perf_counter() - started)
                 adv(1, f"loss {np.mean(losses[-50:]):.3f}, {rate:,.0f} ex/s")
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -286,6 +310,7 @@ class TwoTower:
             "item_kinds": {k: v.value for k, v in self.item_kinds_.items()},
             "user_kinds": {k: v.value for k, v in self.user_kinds_.items()},
             "training": self.history_,
+            "schedule": getattr(self, "schedule_", None),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
