@@ -95,15 +95,23 @@ def encode_table(
     """Encode the attribute columns of `frame` (sorted by idx) as the towers expect."""
     cats = [c for c, k in kinds.items() if k == AttributeKind.CATEGORICAL]
     texts = [c for c, k in kinds.items() if k == AttributeKind.TEXT]
-    cat_lists = [[] for _ in range(len(frame))]
-    for c in cats:
-        for i, v in enumerate(frame[c].tolist()):
-            if v is not None and v == v:  # skip None and NaN
-                cat_lists[i].append(f"{c}={v}")
-    categorical = token_matrix(cat_lists, cat_buckets, max(1, len(cats)))
+    # One column of `attr=value` token ids per attribute (PAD where missing; the bags skip
+    # PAD), each distinct value hashed once: vectorized, since user tables have millions of rows.
+    categorical = np.full((len(frame), max(1, len(cats))), PAD, np.int64)
+    for j, c in enumerate(cats):
+        codes, values = pd.factorize(frame[c], use_na_sentinel=True)
+        hashed = _hash([f"{c}={v}" for v in values.tolist()], cat_buckets)
+        categorical[:, j] = np.where(codes >= 0, hashed[np.maximum(codes, 0)], PAD)
     if texts:
-        joined = frame[texts].fillna("").astype(str).agg(" ".join, axis=1).tolist()
-        text = token_matrix([text_tokens(t) for t in joined], text_buckets, text_width)
+        joined = frame[texts[0]].fillna("").astype(str)
+        for c in texts[1:]:
+            joined = joined + " " + frame[c].fillna("").astype(str)
+        # Variants of one product share their texts: tokenize each distinct text once.
+        codes, distinct = pd.factorize(joined)
+        per_text = token_matrix(
+            [text_tokens(t) for t in distinct.tolist()], text_buckets, text_width
+        )
+        text = per_text[codes] if len(codes) else np.zeros((0, text_width), np.int64)
     else:
         text = np.zeros((len(frame), 0), np.int64)
     return EncodedTable(categorical, text, stats.transform(frame))
