@@ -78,7 +78,7 @@ class FeaturesSettings(_Section):
     max_category_values: int = Field(200, ge=1)
     category_attributes: list[str] | None = None
     max_channels: int = Field(16, ge=0)
-    memory_limit: str = Field("6GB", pattern=r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
+    memory_limit: str = Field("", pattern=r"^(\d+(\.\d+)?\s*(MB|GB|MiB|GiB))?$")
     threads: int = Field(0, ge=0, le=256)
 
     def options(self) -> Any:
@@ -121,7 +121,12 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """SHORTLIST_INGEST_ON_BAD_ROWS=skip -> {"ingest": {"on_bad_rows": "skip"}}."""
-    sections = {"ingest": IngestSettings, "schema": SchemaSettings, "retrieval": RetrievalSettings}
+    sections = {
+        "ingest": IngestSettings,
+        "features": FeaturesSettings,
+        "schema": SchemaSettings,
+        "retrieval": RetrievalSettings,
+    }
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}WORKSPACE":

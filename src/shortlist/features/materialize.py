@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 from ibis.backends import BaseBackend
 
 from shortlist.config import FeaturesSettings
@@ -57,7 +58,7 @@ def _backend(
         connect(
             engine,
             temp_directory=spill,
-            memory_limit=settings.memory_limit,
+            memory_limit=settings.memory_limit or None,
             threads=settings.threads,
         )
         if engine == "duckdb"
@@ -85,7 +86,16 @@ def _run(
     for name in names:
         with track(f"Computing {name} features as of {cutoff:%Y-%m-%d %H:%M}"):
             frame = G.build(name, src, cutoff, options)
-            written.append(store.write(frame, cutoff, con))
+            try:
+                written.append(store.write(frame, cutoff, con))
+            except duckdb.OutOfMemoryException as err:
+                limit = workspace.settings().features.memory_limit or "DuckDB's default"
+                raise ConfigError(
+                    f"out of memory computing the '{name}' features (memory limit {limit}): "
+                    "raise it, or restrict the group's size (max_category_values, "
+                    f"category_attributes); DuckDB said: {str(err).splitlines()[0]}",
+                    key="features.memory_limit",
+                ) from None
     return MaterializeSummary(
         cutoff=cutoff,
         engine=engine_name(con),
