@@ -47,13 +47,8 @@ def train_retrieval(workspace: Workspace) -> TrainSummary:
     folder = model_folder(workspace)
     model.save(folder)
     np.save(folder / QUERY_SAMPLE_FILE, _query_sample(model, data, cutoff), allow_pickle=False)
-    day = (cutoff // US_PER_DAY) - settings.val_days
-    examples = int(
-        ((data.interactions.time // US_PER_DAY) >= day - settings.train_days).sum()
-        - ((data.interactions.time // US_PER_DAY) >= day).sum()
-    )
     return TrainSummary(
-        folder, model.history_, max(0, int(np.int64(examples))), time.perf_counter() - started
+        folder, model.history_, int(model.schedule_["examples"]), time.perf_counter() - started
     )
 
 
