@@ -1,0 +1,88 @@
+"""Items not sold in the user's region (licensing, shipping, assortment by market)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from shortlist.errors import ConfigError
+from shortlist.filtering.base import CandidateFilter, FilterContext
+from shortlist.filtering.pairs import PairSet
+from shortlist.retrieval.filters import FilterError
+
+
+class AvailableInRegion(CandidateFilter):
+    """Keeps an item when it is sold in the user's region.
+
+    `availability` is an items x regions sparse matrix (non-zero: sold there). Items beyond its
+    rows are sold everywhere unless `unlisted_available=False`. A user whose region is unknown
+    (-1, or no regions in the context) keeps every item; a region code outside the matrix's
+    columns is a bad request.
+    """
+
+    name = "available_in_region"
+
+    def __init__(self, availability: sp.sparray | sp.spmatrix, *, unlisted_available: bool = True):
+        if not sp.issparse(availability) or availability.ndim != 2:
+            raise ConfigError(
+                f"expected an items x regions sparse matrix, got {type(availability).__name__}",
+                key="availability",
+            )
+        if not isinstance(unlisted_available, bool):
+            raise ConfigError(
+                f"must be true or false, got {unlisted_available!r}",
+                key="available_in_region.unlisted_available",
+            )
+        self.n_items, self.n_regions = availability.shape
+        self.pairs = PairSet.from_csr(availability)
+        self.unlisted_available = unlisted_available
+
+    @classmethod
+    def from_region_sets(
+        cls,
+        regions: Sequence[Iterable[int] | None],
+        n_regions: int,
+        *,
+        unlisted_available: bool = True,
+    ) -> AvailableInRegion:
+        """From each item's allowed region codes (`regions[i]` for item i; None: everywhere)."""
+        rows: list[int] = []
+        cols: list[int] = []
+        for item, allowed in enumerate(regions):
+            codes = range(n_regions) if allowed is None else sorted(set(allowed))
+            for code in codes:
+                if not (isinstance(code, int | np.integer) and 0 <= code < n_regions):
+                    raise ConfigError(
+                        f"item {item}: region code {code!r} outside 0..{n_regions - 1}",
+                        key="availability",
+                    )
+                rows.append(item)
+                cols.append(int(code))
+        matrix = sp.csr_array(
+            (np.ones(len(rows), bool), (rows, cols)), shape=(len(regions), n_regions)
+        )
+        return cls(matrix, unlisted_available=unlisted_available)
+
+    def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        if ctx.region is None:
+            return np.ones(items.shape, bool)
+        region = ctx.region
+        bad = (region < -1) | (region >= self.n_regions)
+        if bad.any():
+            raise FilterError(
+                f"unknown region code {region[bad][0]}"
+                f" (known: 0..{self.n_regions - 1}, -1 for unknown)",
+                field="region",
+            )
+        keep = np.ones(items.shape, bool)  # unknown regions and padding
+        rows = np.broadcast_to((region >= 0)[:, None], items.shape)
+        listed = valid & rows & (items < self.n_items)
+        regions = np.broadcast_to(region[:, None], items.shape)
+        keep[listed] = self.pairs.contains(items[listed], regions[listed])
+        keep[valid & rows & (items >= self.n_items)] = self.unlisted_available
+        return keep
+
+    def __repr__(self) -> str:
+        return f"AvailableInRegion({self.n_items:,} items x {self.n_regions} regions)"
