@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hnsw = HNSWIndex().build(vectors, ids)
     result["hnsw_build_seconds"] = time.perf_counter() - started
     sample = model_folder(ws) / QUERY_SAMPLE_FILE
-    result["hnsw_default_ef"] = search(hnsw, queries, 1)[0] | {
-        "recall": recall(search(hnsw, queries, 1)[1], exact.search(queries, K)[1]),
+    default_lat, default_found = search(hnsw, queries, 1)
+    result["hnsw_default_ef"] = default_lat | {
+        "recall": recall(default_found, exact.search(queries, K)[1]),
         "ef_search": hnsw.ef_search,
     }
     # `shortlist index` tunes ef_search on the query sample saved by training: do the same

@@ -90,7 +90,7 @@ def build_item_index(workspace: Workspace, *, exact_below: int | None = None) ->
     from shortlist.retrieval.index import DEFAULT_EXACT_BELOW, HNSWIndex, build_index
 
     started = time.perf_counter()
-    vectors = _item_vectors(workspace)
+    vectors = item_vectors(workspace)
     index = build_index(
         vectors,
         np.arange(len(vectors), dtype=np.int64),
@@ -112,7 +112,7 @@ def build_item_index(workspace: Workspace, *, exact_below: int | None = None) ->
     )
 
 
-def _item_vectors(workspace: Workspace) -> np.ndarray:
+def item_vectors(workspace: Workspace) -> np.ndarray:
     """The saved catalogue embeddings, checked against the offline store's item count."""
     from shortlist.errors import WorkspaceError
     from shortlist.retrieval.two_tower import ITEM_VECTORS_FILE

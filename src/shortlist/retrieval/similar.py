@@ -16,7 +16,7 @@ from shortlist import columns as C
 from shortlist.config import AttributeKind
 from shortlist.data.offline import OfflineStore
 from shortlist.errors import NotFoundError
-from shortlist.retrieval.build import _item_vectors, index_folder
+from shortlist.retrieval.build import index_folder, item_vectors
 from shortlist.retrieval.filters import ItemAttributes
 from shortlist.retrieval.index import load_index
 from shortlist.workspace import Workspace
@@ -45,7 +45,7 @@ class ItemSearch:
         if LAST_PRICE not in items.columns:
             items = items.merge(_last_prices(store), on=C.ITEM_IDX, how="left")
         self.index = load_index(index_folder(workspace))
-        self.vectors = _item_vectors(workspace)
+        self.vectors = item_vectors(workspace)
         self.item_ids = items[C.ITEM_ID].to_numpy()
         self._idx = pd.Index(self.item_ids)
         self.attributes = ItemAttributes.from_table(
