@@ -9,3 +9,7 @@ PRICE = "price"
 QUANTITY = "quantity"  # units; identical source rows are merged into one row with quantity n
 CHANNEL = "channel"
 MONTH = "month"  # partition key of the interactions table, "YYYY-MM"
+# Optional business-rule tables (inventory, regions, age restrictions)
+UNITS = "units"  # units in stock; 0 or negative (oversold) = out of stock
+REGION = "region"  # region name in the source files, its int code in the offline store
+MIN_AGE = "min_age"  # minimum buyer age in years

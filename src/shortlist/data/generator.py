@@ -1,4 +1,5 @@
-"""H&M-shaped synthetic data: the three Kaggle CSVs with structure a recommender can learn."""
+"""H&M-shaped synthetic data: the three Kaggle CSVs with structure a recommender can learn, and
+the optional business-rule files (regions, age limits, stock) the simulated purchases obey."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import polars as pl
 
 from shortlist.data.generator_catalog import generate_catalog
 from shortlist.data.generator_customers import generate_customers
+from shortlist.data.generator_rules import RECENT_WEEKS, draw_assortment, inventory, markets
+from shortlist.data.generator_rules import rule_tables as draw_rule_tables
 from shortlist.data.generator_transactions import Calendar, Simulation, week_targets
 from shortlist.errors import ConfigError
 
@@ -90,7 +93,9 @@ def generate(
     weeks: int | None = None,
     seed: int = 0,
 ) -> GenerateSummary:
-    """Write articles.csv, customers.csv and transactions_train.csv in H&M's Kaggle layout.
+    """Write articles.csv, customers.csv and transactions_train.csv in H&M's Kaggle layout,
+    and the business-rule files item_regions.csv, item_restrictions.csv, user_regions.csv and
+    inventory.csv (see docs/generator.md).
 
     Synthetic data lets the whole funnel run and be tested at any size without the competition
     files; the same seed gives byte-identical files.
@@ -104,12 +109,18 @@ def generate(
     n_weeks = cfg["weeks"]
     cal = Calendar(start=END - dt.timedelta(days=7 * n_weeks - 2), n_days=7 * n_weeks - 1,
                    n_weeks=n_weeks)  # fmt: skip
-    cat_seq, cus_seq, sim_seq = np.random.SeedSequence(int(seed)).spawn(3)
+    # The rules draw from a fourth stream, so the other three draw as before: articles.csv and
+    # customers.csv are unchanged for a seed; transactions now obey the rules.
+    cat_seq, cus_seq, sim_seq, rules_seq = np.random.SeedSequence(int(seed)).spawn(4)
     cat = generate_catalog(np.random.default_rng(cat_seq), cfg["items"], n_weeks)
     cus = generate_customers(np.random.default_rng(cus_seq), cfg["users"], n_weeks)
-    for name, table in (("articles.csv", cat.table), ("customers.csv", cus.table)):
-        table.write_csv(out / f"{name}.partial")
-        _replace_into(out / f"{name}.partial", out / name)
+    rules_rng = np.random.default_rng(rules_seq)
+    assort = draw_assortment(rules_rng, cat)
+    tables = {"articles": cat.table, "customers": cus.table}
+    tables |= draw_rule_tables(rules_rng, assort, cat, cus)
+    for name, table in tables.items():
+        table.write_csv(out / f"{name}.csv.partial")
+        _replace_into(out / f"{name}.csv.partial", out / f"{name}.csv")
 
     dates = pl.Series(
         "t_dat", [(cal.start + dt.timedelta(days=d)).isoformat() for d in range(cal.n_days)]
@@ -117,12 +128,16 @@ def generate(
     prices = price_strings()
     article_ids = cat.table["article_id"]
     written = 0
+    recent_from = cal.n_days - 7 * RECENT_WEEKS
+    recent = np.zeros(cfg["items"], dtype=np.int64)  # units sold in the last weeks
     tmp = out / "transactions_train.csv.partial"
     with open(tmp, "wb") as fh:
         fh.write((",".join(TRANSACTION_COLUMNS) + "\n").encode())
 
         def sink(day, user, item, cents, channel) -> None:
-            nonlocal written
+            nonlocal written, recent
+            if day[-1] >= recent_from:  # rows come sorted by day
+                recent += np.bincount(item[day >= recent_from], minlength=len(recent))
             frame = pl.DataFrame(
                 {
                     "t_dat": dates.gather(day),
@@ -135,9 +150,13 @@ def generate(
             frame.write_csv(fh, include_header=False)
             written += len(frame)
 
-        sim = Simulation(cat, cus, cal, np.random.default_rng(sim_seq))
+        sim = Simulation(
+            cat, cus, cal, np.random.default_rng(sim_seq), assort.sold_to(), markets(cus)
+        )
         sim.run(week_targets(cfg["interactions"], cal), sink)
     _replace_into(tmp, out / "transactions_train.csv")
+    inventory(rules_rng, cat, recent).write_csv(out / "inventory.csv.partial")
+    _replace_into(out / "inventory.csv.partial", out / "inventory.csv")
     return GenerateSummary(
         out_dir=out,
         users=cfg["users"],

@@ -92,10 +92,24 @@ def taste_matrix(cat: Catalog, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 
 class Simulation:
-    """Holds the state carried across weeks: recent purchases per customer and running means."""
+    """Holds the state carried across weeks: recent purchases per customer and running means.
 
-    def __init__(self, cat: Catalog, cus: Customers, cal: Calendar, rng: np.random.Generator):
+    With `sold_to` (a bit mask per article) and `market` (a bit position per customer), a
+    customer buys only articles whose mask has their market's bit: regional assortments and age
+    limits (see generator_rules). Without them every article is sold to everyone.
+    """
+
+    def __init__(
+        self,
+        cat: Catalog,
+        cus: Customers,
+        cal: Calendar,
+        rng: np.random.Generator,
+        sold_to: np.ndarray | None = None,
+        market: np.ndarray | None = None,
+    ):
         self.cat, self.cus, self.cal, self.rng = cat, cus, cal, rng
+        self.sold_to, self.market = sold_to, market
         self.n_users = len(cus.rate)
         self.ring = np.full((self.n_users, RING), -1, dtype=np.int32)
         self.ptr = np.zeros(self.n_users, dtype=np.int64)
@@ -234,17 +248,36 @@ class Simulation:
         cluster[partner] = self.cat.clusters.partner[anchor[partner]]
         # Within a cluster, the item follows this week's popularity. People rarely buy what they
         # already own or twice in one basket by chance, so such draws get up to three more tries;
-        # repeats then come mostly from the explicit repurchase and multi-unit mechanisms.
+        # repeats then come mostly from the explicit repurchase and multi-unit mechanisms. An
+        # article not sold to the customer is redrawn in the cluster, from the same popularity
+        # three times (the demand moves to what the shop offers them), then from the flatter
+        # one, then from a newly chosen cluster; the very few picks still not allowed are
+        # dropped. Repurchases and colour variants are always allowed: restrictions are per
+        # product and fixed.
         need = np.flatnonzero(item < 0)
-        redo = need
+        redo, banned = need, need[:0]
         for attempt in range(4):
             item[redo] = self._in_cluster(cluster[redo], hot if attempt == 0 else flat)
+            item[banned] = self._in_cluster(cluster[banned], hot)
             owned = (self.ring[pu[need]] == item[need, None]).any(axis=1)
             key = pick_basket.astype(np.int64) * len(cat.cluster) + item
             order = np.argsort(key, kind="stable")
             dup = np.zeros(n, dtype=bool)
             dup[order[1:]] = key[order[1:]] == key[order[:-1]]
-            redo = need[owned | dup[need]]
+            retry = owned | dup[need]
+            redo = need[retry]
+            banned = need[~retry & self._banned(pu[need], item[need])]
+        if self.sold_to is not None:
+            for attempt in range(4):
+                banned = need[self._banned(pu[need], item[need])]
+                if not len(banned):
+                    break
+                if attempt >= 2:  # the cluster may hold little they can buy: choose again
+                    cluster[banned] = self._clusters(pu[banned], logmass)
+                item[banned] = self._in_cluster(cluster[banned], flat)
+            keep = ~self._banned(pu, item)
+            if not keep.all():
+                item, pick_basket, n = item[keep], pick_basket[keep], int(keep.sum())
         cents = np.where(
             w >= self.md2[item],
             self.md2_cents[item],
@@ -259,6 +292,12 @@ class Simulation:
             "pick_basket": pick_basket, "item": item.astype(np.int32),
             "cents": np.clip(cents, 1, 58999).astype(np.int32), "q": q,
         }  # fmt: skip
+
+    def _banned(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """True where the article is not sold to the customer (never without rules)."""
+        if self.sold_to is None or self.market is None:
+            return np.zeros(len(items), dtype=bool)
+        return ((self.sold_to[items] >> self.market[users]) & 1) == 0
 
     def _cdf(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cumulative weights in cluster order, and each cluster's offset and total mass."""

@@ -14,6 +14,7 @@ from shortlist.data.layout import (
     find_table,
     id_column,
     interaction_columns,
+    rule_sources,
 )
 from shortlist.data.reader import read_header
 from shortlist.errors import DataError
@@ -50,7 +51,9 @@ def _timestamp_format(path: Path) -> tuple[str, str]:
 
 
 def layout(folder: Path, settings: Settings) -> SourceLayout:
-    """Files `items`, `users` (optional) and `interactions`, each `.csv` or `.parquet`.
+    """Files `items`, `users` (optional) and `interactions`, each `.csv` or `.parquet`, plus
+    the optional business-rule files (`inventory`, `item_regions`, `user_regions`,
+    `item_restrictions`, keyed by `item_id` or `user_id`).
 
     Raises:
         DataError: a required file is missing, or an attribute override names no column.
@@ -98,4 +101,5 @@ def layout(folder: Path, settings: Settings) -> SourceLayout:
             ),
         ),
         roles=SchemaSettings.model_validate(roles.model_dump()),
+        rules=rule_sources(folder, C.ITEM_ID, C.USER_ID),
     )

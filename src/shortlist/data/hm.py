@@ -9,7 +9,13 @@ from pathlib import Path
 
 from shortlist import columns as C
 from shortlist.config import AttributeKind, SchemaSettings
-from shortlist.data.layout import SourceLayout, TableSource, id_column, interaction_columns
+from shortlist.data.layout import (
+    SourceLayout,
+    TableSource,
+    id_column,
+    interaction_columns,
+    rule_sources,
+)
 from shortlist.errors import DataError
 
 ARTICLES, CUSTOMERS, TRANSACTIONS = "articles.csv", "customers.csv", "transactions_train.csv"
@@ -53,7 +59,9 @@ CUSTOMER_KINDS = {
 
 
 def layout(folder: Path) -> SourceLayout:
-    """The three Kaggle files in `folder`.
+    """The three Kaggle files in `folder`, plus the optional business-rule files
+    (`inventory`, `item_regions`, `user_regions`, `item_restrictions`, keyed by `article_id`
+    or `customer_id`).
 
     Ids stay strings (article ids keep their leading zero); an empty FN or Active means 0;
     identical transaction rows (multi-unit purchases) become one row with a quantity.
@@ -91,4 +99,5 @@ def layout(folder: Path) -> SourceLayout:
             ),
         ),
         roles=SchemaSettings(user_age="age", user_region="postal_code", item_group="product_code"),
+        rules=rule_sources(folder, "article_id", "customer_id"),
     )

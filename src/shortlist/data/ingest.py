@@ -21,7 +21,7 @@ from shortlist import columns as C
 from shortlist.config import AttributeKind, Settings
 from shortlist.data import generic, hm
 from shortlist.data.attributes import infer_kinds
-from shortlist.data.layout import SourceLayout, TableSource
+from shortlist.data.layout import RULE_TABLES, SourceLayout, TableSource
 from shortlist.data.reader import Rejection, Staged, sql_literal, stage
 from shortlist.data.schema import Manifest, TableInfo
 from shortlist.errors import DataError
@@ -30,6 +30,9 @@ from shortlist.workspace import Workspace
 
 SHOWN_BAD_ROWS = 5  # rows quoted in the error message when ingest fails on bad rows
 REJECTED_FILE = "rejected.parquet"
+# Business-rule tables holding one row per id (item_regions lists one row per sold region)
+ONE_ROW_PER_ID = ("inventory", "user_regions", "item_restrictions")
+MAX_UNITS = 2**31 - 1
 
 
 class BadRowsError(DataError):
@@ -170,11 +173,11 @@ def _check_interactions(
         (f"s.{C.USER_ID} IS NULL", C.USER_ID, "missing user id"),
         (f"s.{C.ITEM_ID} IS NULL", C.ITEM_ID, "missing item id"),
         (f"s.{C.TIMESTAMP} IS NULL", C.TIMESTAMP, "missing timestamp"),
-        (f"i.{C.ITEM_IDX} IS NULL", C.ITEM_ID, f"unknown item (not in {files['items']})"),
+        (f"i.{C.ITEM_IDX} IS NULL", C.ITEM_ID, f"unknown item (not in {files['item']})"),
     ]
     if users_known:
         checks.append(
-            (f"u.{C.USER_IDX} IS NULL", C.USER_ID, f"unknown user (not in {files['users']})")
+            (f"u.{C.USER_IDX} IS NULL", C.USER_ID, f"unknown user (not in {files['user']})")
         )
     checks += [
         (f"s.{C.PRICE} < 0", C.PRICE, "negative price"),
@@ -232,6 +235,107 @@ def _derive_users(con: duckdb.DuckDBPyConnection, inter: Staged, out: Path) -> i
     ).fetchall()
     row = con.execute("SELECT count(*) FROM users_map").fetchall()[0]
     return int(row[0]) if row else 0
+
+
+def _check_rule(
+    con: duckdb.DuckDBPyConnection, staged: Staged, source: TableSource, files: dict[str, str]
+) -> None:
+    """Reject business-rule rows with a missing or unknown id, a missing or malformed value,
+    or a repeated id where one row per id is expected. Messages use the source's column names."""
+    (key, value), (key_col, value_col) = ([c.name for c in source.columns],
+                                          [c.source for c in source.columns])  # fmt: skip
+    entity, idx = ("item", C.ITEM_IDX) if key == C.ITEM_ID else ("user", C.USER_IDX)
+    v, num = f"s.{_q(value)}", f"TRY_CAST(s.{_q(value)} AS DOUBLE)"
+    checks = [
+        (f"s.{key} IS NULL", f"s.{key}", key_col, f"missing {key_col}"),
+        (f"m.{idx} IS NULL", f"s.{key}", key_col, f"unknown {entity} (not in {files[entity]})"),
+        (f"{v} IS NULL", v, value_col, f"missing {value_col}"),
+    ]
+    if value == C.UNITS:
+        checks += [
+            (f"{num} IS NULL OR NOT isfinite({num}) OR {num} <> trunc({num})", v, value_col,
+             f"{value_col} is not an integer"),
+            (f"abs({num}) > {MAX_UNITS}", v, value_col, f"{value_col} out of range"),
+        ]  # fmt: skip
+    elif value == C.MIN_AGE:
+        checks += [
+            (f"{num} IS NULL OR NOT isfinite({num})", v, value_col, f"{value_col} is not a number"),
+            (f"{num} < 0", v, value_col, f"negative {value_col}"),
+        ]
+    case = " ".join(f"WHEN {cond} THEN {i}" for i, (cond, _, _, _) in enumerate(checks))
+    shown = " ".join(f"WHEN {cond} THEN {col}::VARCHAR" for cond, col, _, _ in checks)
+    rows = con.execute(
+        f"SELECT r, v, c FROM (SELECT s.file_row_number AS r, CASE {case} END AS c, "
+        f"CASE {shown} END AS v FROM {_scan(staged)} s "
+        f"LEFT JOIN {entity}s_map m ON s.{key} = m.{key}) WHERE c IS NOT NULL ORDER BY r"
+    ).fetchall()
+    _reject(
+        staged,
+        rows,
+        lambda row: checks[row[2]][2],
+        lambda row: checks[row[2]][3] + (f": '{row[1]}'" if row[1] is not None else ""),
+    )
+    if staged.table in ONE_ROW_PER_ID:  # among the rows that passed, the first of an id wins
+        bad = _bad_rows_table(con, staged)
+        rows = con.execute(
+            f"SELECT r, k, first_r FROM (SELECT file_row_number AS r, {key} AS k, "
+            f"min(file_row_number) OVER (PARTITION BY {key}) AS first_r FROM {_scan(staged)} "
+            f"WHERE file_row_number NOT IN (SELECT r FROM {bad})) WHERE r > first_r ORDER BY r"
+        ).fetchall()
+        _reject(
+            staged,
+            rows,
+            lambda _: key_col,
+            lambda row: f"duplicate {key_col} '{row[1]}' (first at {staged.location(int(row[2]))})",
+        )
+
+
+def _write_rules(
+    con: duckdb.DuckDBPyConnection, rules: dict[str, Staged], sources: dict[str, TableSource],
+    new: Path,
+) -> tuple[dict[str, TableInfo], list[str]]:  # fmt: skip
+    """Write each business-rule table with dense ids (region names become codes: their
+    position in the sorted names of both region tables). Returns the tables' infos and the
+    region names by code."""
+    names: set[str] = set()
+    for staged in rules.values():
+        if C.REGION in staged.present:
+            bad = _bad_rows_table(con, staged)
+            names.update(
+                row[0]
+                for row in con.execute(
+                    f"SELECT DISTINCT {C.REGION} FROM {_scan(staged)} "
+                    f"WHERE file_row_number NOT IN (SELECT r FROM {bad})"
+                ).fetchall()
+            )
+    regions = sorted(names)
+    con.register(
+        "region_codes",
+        pa.table({"code": pa.array(range(len(regions)), pa.int32()), "name": regions}),
+    )
+    infos: dict[str, TableInfo] = {}
+    for name, staged in rules.items():
+        key, value = (c.name for c in sources[name].columns)
+        idx = C.ITEM_IDX if key == C.ITEM_ID else C.USER_IDX
+        entity = "items" if key == C.ITEM_ID else "users"
+        join, expr = "", f"TRY_CAST(s.{_q(value)} AS DOUBLE)"
+        if value == C.UNITS:
+            expr = f"{expr}::INTEGER"
+        elif value == C.REGION:
+            join, expr = f"JOIN region_codes g ON s.{C.REGION} = g.name", "g.code"
+        bad = _bad_rows_table(con, staged)
+        out = new / f"{name}.parquet"
+        con.execute(
+            f"COPY (SELECT DISTINCT m.{idx}, {expr} AS {_q(value)} FROM {_scan(staged)} s "
+            f"JOIN {entity}_map m ON s.{key} = m.{key} {join} "
+            f"WHERE s.file_row_number NOT IN (SELECT r FROM {bad}) ORDER BY 1, 2) "
+            f"TO {sql_literal(str(out))} (FORMAT parquet)"
+        ).fetchall()
+        row = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(out))})").fetchall()
+        infos[name] = TableInfo(
+            rows=int(row[0][0]), source=staged.file, ignored_columns=staged.ignored_columns
+        )
+    return infos, regions
 
 
 def _write_rejected(rejections: list[Rejection], out: Path) -> None:
@@ -341,17 +445,24 @@ def _build(
                 f"{C.USER_IDX}, NULL::VARCHAR AS {C.USER_ID} LIMIT 0"
             ).fetchall()
     with track("Checking interactions"):
-        files = {"items": items.file, "users": users.file if users else ""}
+        files = {"item": items.file, "user": users.file if users else inter.file}
         _check_interactions(con, inter, users is not None, files)
-    rejections = [r for s in (items, users, inter) if s for r in s.rejections]
+    if users is None:  # before the rule files, which may name users
+        n_users = _derive_users(con, inter, new / "users.parquet")
+    rules: dict[str, Staged] = {}
+    for name, source in layout.rules.items():
+        with track(f"Reading {source.path.name}"):
+            rules[name] = stage(con, name, source.path, source.columns, staging / f"{name}.parquet")
+            _check_rule(con, rules[name], source, files)
+    staged_all = (items, users, inter, *rules.values())
+    rejections = [r for s in staged_all if s for r in s.rejections]
     if rejections and settings.ingest.on_bad_rows == "fail":
         raise BadRowsError(_in_file_order(rejections))
     if inter.rows - len(inter.bad_rows) == 0:
         raise DataError("no valid interactions to load", file=inter.file)
     with track("Writing interactions by month"):
-        if users is None:
-            n_users = _derive_users(con, inter, new / "users.parquet")
         n_rows = _write_interactions(con, inter, new / "interactions")
+    rule_infos, regions = _write_rules(con, rules, layout.rules, new) if rules else ({}, [])
     if rejections:
         _write_rejected(_in_file_order(rejections), new / REJECTED_FILE)
     bounds = con.execute(
@@ -380,6 +491,8 @@ def _build(
         rejected=reasons,
         roles=layout.roles,
         source_files=source_fingerprint(layout),
+        rules=rule_infos,
+        regions=regions,
     )
     manifest.write(new)
     return manifest, _in_file_order(rejections)
@@ -387,7 +500,7 @@ def _build(
 
 def source_fingerprint(layout: SourceLayout) -> dict[str, list[int]]:
     """Size and modification time of each source file, to tell when a re-ingest is needed."""
-    tables = [layout.items, layout.users, layout.interactions]
+    tables = [layout.items, layout.users, layout.interactions, *layout.rules.values()]
     return {
         t.path.name: [t.path.stat().st_size, t.path.stat().st_mtime_ns]
         for t in tables
@@ -425,6 +538,7 @@ def _kinds(
 
 def _in_file_order(rejections: list[Rejection]) -> list[Rejection]:
     order = {"items": 0, "users": 1, "interactions": 2}
+    order.update({name: 3 + i for i, name in enumerate(RULE_TABLES)})
 
     def key(r: Rejection) -> tuple[int, int]:
         return order.get(r.table, 3), int(r.location.split()[-1])

@@ -31,10 +31,17 @@ class SourceLayout:
     users: TableSource | None  # None: users are the distinct ids in the interactions
     interactions: TableSource
     roles: SchemaSettings
+    # optional business-rule files found in the folder, by table name (see RULE_TABLES)
+    rules: dict[str, TableSource] = field(default_factory=dict)
 
 
 def id_column(name: str, source: str) -> SourceColumn:
     """An id column: always a string (Parquet integer ids are turned into text)."""
+    return SourceColumn(name, source, expr="NULLIF(trim({col}::VARCHAR), '')")
+
+
+def text_column(name: str, source: str) -> SourceColumn:
+    """A value kept as trimmed text (empty: NULL), parsed and checked after staging."""
     return SourceColumn(name, source, expr="NULLIF(trim({col}::VARCHAR), '')")
 
 
@@ -65,6 +72,30 @@ def interaction_columns(
         SourceColumn(C.CHANNEL, channel or C.CHANNEL, required=False, expr="{col}::VARCHAR"),
     ]
     return cols
+
+
+# Optional business-rule files, the same stems in every layout: stem -> (the canonical id
+# column, which says whether the rows are about items or users; the value column).
+RULE_TABLES: dict[str, tuple[str, str]] = {
+    "inventory": (C.ITEM_ID, C.UNITS),
+    "item_regions": (C.ITEM_ID, C.REGION),
+    "user_regions": (C.USER_ID, C.REGION),
+    "item_restrictions": (C.ITEM_ID, C.MIN_AGE),
+}
+
+
+def rule_sources(folder: Path, item_id: str, user_id: str) -> dict[str, TableSource]:
+    """The business-rule files present in `folder` (`stem.csv` or `stem.parquet`), their ids
+    read from the adapter's `item_id` / `user_id` source columns. Values stay text here;
+    ingest parses and checks them."""
+    out: dict[str, TableSource] = {}
+    for stem, (key, value) in RULE_TABLES.items():
+        path = find_table(folder, stem, required=False)
+        if path is not None:
+            source = item_id if key == C.ITEM_ID else user_id
+            columns = [id_column(key, source), text_column(value, value)]
+            out[stem] = TableSource(stem, path, columns)
+    return out
 
 
 def find_table(folder: Path, stem: str, *, required: bool) -> Path | None:

@@ -8,13 +8,16 @@ from pathlib import Path
 import duckdb
 
 from shortlist import columns as C
+from shortlist.data.layout import RULE_TABLES
 from shortlist.data.reader import sql_literal
 from shortlist.data.schema import Manifest
 from shortlist.workspace import Workspace
 
 
 class OfflineStore:
-    """The items, users and interactions tables of a workspace, with their manifest.
+    """The items, users and interactions tables of a workspace, with their manifest, and the
+    optional business-rule tables the source had (`inventory`, `item_regions`,
+    `user_regions`, `item_restrictions`; `manifest.rules` names them).
 
     Relations are lazy: nothing is read until a query runs, and reads of interactions in a
     time range only open the monthly partitions they need.
@@ -36,10 +39,21 @@ class OfflineStore:
             self.con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {source}"
             ).fetchall()
+        for name in (n for n in RULE_TABLES if n in self.manifest.rules):
+            path = sql_literal(str(self._path(f"{name}.parquet")))
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({path})"
+            ).fetchall()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run SQL over the views `items`, `users` and `interactions`."""
+        """Run SQL over the views `items`, `users`, `interactions` and the rule tables."""
         return self.con.sql(query)
+
+    def rule_table(self, name: str) -> duckdb.DuckDBPyRelation | None:
+        """A business-rule table (`inventory`, ...), or None when the source had none."""
+        if name not in RULE_TABLES or name not in self.manifest.rules:
+            return None
+        return self.con.sql(f"SELECT * FROM {name}")
 
     def _path(self, name: str) -> Path:
         return self.folder / name

@@ -45,6 +45,11 @@ class Manifest(BaseModel):
     roles: SchemaSettings = Field(default_factory=SchemaSettings)
     # file name -> [size in bytes, modification time in ns]: tells whether the source changed
     source_files: dict[str, list[int]] = Field(default_factory=dict)
+    # Optional business-rule tables (`inventory`, `item_regions`, `user_regions`,
+    # `item_restrictions`): name -> rows stored and source file, only for those the source
+    # had. Stores written before they existed have none; readers treat absent as "no data".
+    rules: dict[str, TableInfo] = Field(default_factory=dict)
+    regions: list[str] = Field(default_factory=list)  # region code -> name, sorted by name
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")
