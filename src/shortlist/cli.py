@@ -177,7 +177,11 @@ def info(ctx: click.Context) -> None:
     help="Recommendations per user.",
 )
 @click.option(
-    "--methods", help="Comma-separated methods: the baselines and two_tower. [default: baselines]"
+    "--methods",
+    help="Comma-separated methods: popular, popular_by_age, repurchase_trending, copurchase, "
+    "als, two_tower, pipeline, pipeline_no_ranker, pipeline_no_<source>, "
+    "pipeline_div_<round_robin|max_per_value|mmr|revenue>, or pipeline_ablations for every "
+    "pipeline variant. [default: the five baselines]",
 )
 @click.option(
     "--candidates",
@@ -208,7 +212,9 @@ def evaluate(
     from shortlist.eval.report import candidates_table, report_table
 
     ws = _workspace(ctx)
-    chosen = resolve_methods([m.strip() for m in methods.split(",")] if methods else None)
+    chosen = resolve_methods(
+        [m.strip() for m in methods.split(",")] if methods else None, ws.settings()
+    )
     if source is not None and not is_current(ws, source, fmt):
         run_ingest(ws, source, format=fmt)
     data = load_dataset(OfflineStore(ws))
@@ -344,8 +350,13 @@ def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]
 
 def _register_plugins() -> None:
     from shortlist.cli_features import features
+    from shortlist.cli_pipeline import build, predict, recommend, train_ranking
 
     cli.add_command(features)
+    cli.add_command(build)
+    cli.add_command(recommend)
+    cli.add_command(predict)
+    train.add_command(train_ranking)
 
 
 _register_plugins()

@@ -95,10 +95,85 @@ class FeaturesSettings(_Section):
         )
 
 
+class RankingSettings(_Section):
+    """The ranking training set and the LightGBM ranker (`shortlist train ranking`)."""
+
+    weeks: int = Field(4, ge=2, le=520)
+    max_weeks: int = Field(26, ge=2, le=520)
+    min_positive_users: int = Field(2000, ge=0)
+    negatives_per_user: int = Field(100, ge=1, le=10000)
+    objective: Literal["auto", "lambdarank", "binary"] = "auto"
+    num_leaves: int = Field(0, ge=0, le=4096)
+    min_data_in_leaf: int = Field(0, ge=0)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_rounds: int = Field(500, ge=1, le=100000)
+    early_stopping: int = Field(40, ge=1)
+    max_category_values: int = Field(256, ge=2)
+    affinity_attributes: int = Field(5, ge=0, le=100)
+    compiled: bool = True
+    seed: int = 0
+
+
+SOURCE_NAMES = ("repurchase", "same_group", "copurchase", "two_tower", "trending")
+FILTER_NAMES = ("in_stock", "available_in_region", "age_allowed", "not_bought_before")
+
+
+class SourceSettings(_Section):
+    name: Literal["repurchase", "same_group", "copurchase", "two_tower", "trending"]
+    k: int = Field(50, ge=1, le=10000)
+    segment: Literal["age", "region"] | None = None  # trending only
+
+
+class FilterSettings(_Section):
+    name: Literal["in_stock", "available_in_region", "age_allowed", "not_bought_before"]
+    bloom: bool = False  # not_bought_before: a Bloom filter instead of an exact set
+    fp_rate: float = Field(0.01, gt=0, lt=1)
+
+
+class DiversifySettings(_Section):
+    method: Literal["none", "round_robin", "max_per_value", "mmr", "revenue"] = "none"
+    by: str = ""  # the item attribute of round_robin and max_per_value
+    limit: int = Field(2, ge=1)  # max_per_value
+    lambda_: float = Field(0.7, ge=0, le=1, alias="lambda")  # mmr
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def _default_sources() -> list[SourceSettings]:
+    return [
+        SourceSettings(name="repurchase", k=50),
+        SourceSettings(name="same_group", k=50),
+        SourceSettings(name="copurchase", k=100),
+        SourceSettings(name="two_tower", k=100),
+        SourceSettings(name="trending", k=50, segment="age"),
+        SourceSettings(name="trending", k=50),
+    ]
+
+
+def _default_filters() -> list[FilterSettings]:
+    return [
+        FilterSettings(name="in_stock"),
+        FilterSettings(name="available_in_region"),
+        FilterSettings(name="age_allowed"),
+    ]
+
+
+class PipelineSettings(_Section):
+    """The funnel the CLI and the service run: sources, filters, ranker, diversity, k."""
+
+    k: int = Field(12, ge=1, le=1000)
+    sources: list[SourceSettings] = Field(default_factory=_default_sources)
+    filters: list[FilterSettings] = Field(default_factory=_default_filters)
+    ranker: Literal["lightgbm", "none"] = "lightgbm"
+    diversify: DiversifySettings = Field(default_factory=DiversifySettings)
+
+
 class Settings(_Section):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -126,6 +201,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         "features": FeaturesSettings,
         "schema": SchemaSettings,
         "retrieval": RetrievalSettings,
+        "ranking": RankingSettings,
     }
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():

@@ -19,6 +19,7 @@ from shortlist.data.layout import (
 from shortlist.errors import DataError
 
 ARTICLES, CUSTOMERS, TRANSACTIONS = "articles.csv", "customers.csv", "transactions_train.csv"
+SUBMISSION_USER_COLUMN = "customer_id"  # the competition's submission file: customer_id,prediction
 
 _CAT, _NUM, _TEXT = AttributeKind.CATEGORICAL, AttributeKind.NUMERIC, AttributeKind.TEXT
 # Every *_no / *_code / *_id column is a label (product_type_no 253 is not a quantity).

@@ -32,6 +32,7 @@ class Interactions:
     item: np.ndarray  # int32
     time: np.ndarray  # int64 microseconds since the epoch, UTC
     quantity: np.ndarray  # int32
+    price: np.ndarray | None = None  # float32 unit price, NaN unknown; None: no price column
 
     def __len__(self) -> int:
         return len(self.user)
@@ -41,7 +42,11 @@ class Interactions:
         lo = 0 if start is None else int(np.searchsorted(self.time, start, side="left"))
         hi = len(self) if end is None else int(np.searchsorted(self.time, end, side="left"))
         return Interactions(
-            self.user[lo:hi], self.item[lo:hi], self.time[lo:hi], self.quantity[lo:hi]
+            self.user[lo:hi],
+            self.item[lo:hi],
+            self.time[lo:hi],
+            self.quantity[lo:hi],
+            None if self.price is None else self.price[lo:hi],
         )
 
 
@@ -71,8 +76,10 @@ def _codes(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
 def load_dataset(store: OfflineStore) -> Dataset:
     """Interactions sorted by time, the item and user tables, and their role columns."""
     m = store.manifest
+    has_price = C.PRICE in [r[0] for r in store.sql("DESCRIBE interactions").fetchall()]
+    price = f", CAST({C.PRICE} AS FLOAT)" if has_price else ""
     table = store.sql(
-        f"SELECT {C.USER_IDX}, {C.ITEM_IDX}, epoch_us({C.TIMESTAMP}), {C.QUANTITY} "
+        f"SELECT {C.USER_IDX}, {C.ITEM_IDX}, epoch_us({C.TIMESTAMP}), {C.QUANTITY}{price} "
         f"FROM interactions ORDER BY {C.TIMESTAMP}, {C.USER_IDX}, {C.ITEM_IDX}"
     ).to_arrow_table()
     inter = Interactions(
@@ -80,6 +87,7 @@ def load_dataset(store: OfflineStore) -> Dataset:
         table.column(1).to_numpy().astype(np.int32),
         table.column(2).to_numpy().astype(np.int64),
         table.column(3).to_numpy().astype(np.int32),
+        table.column(4).to_numpy(zero_copy_only=False).astype(np.float32) if has_price else None,
     )
     items, users = load_tables(store)
     age = None

@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from shortlist.config import Settings
 from shortlist.errors import ConfigError
 from shortlist.eval.baselines import BASELINES, Recommender, TrainData
 from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
 from shortlist.eval.data import Dataset, from_us
 from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
+from shortlist.eval.pipeline_methods import PipelineFamily, pipeline_methods
 from shortlist.eval.protocol import Targets, Window, targets, windows
 from shortlist.progress import track
 from shortlist.retrieval.sources import TwoTowerSource, default_sources
@@ -23,13 +25,27 @@ MethodFactory = Callable[[], Recommender]
 
 
 TWO_TOWER = "two_tower"  # top-k straight from the two-tower model's nearest items
+ABLATIONS = "pipeline_ablations"  # every pipeline variant
 DEEP = 100  # every method also ranks this many items, for recall@100 (retrieval quality)
 
 
-def resolve_methods(names: Sequence[str] | None) -> dict[str, MethodFactory]:
-    """Method factories by name (default: every baseline), rejecting unknown names."""
+def resolve_methods(
+    names: Sequence[str] | None, settings: Settings | None = None
+) -> dict[str, MethodFactory]:
+    """Method factories by name (default: every baseline), rejecting unknown names.
+
+    Pipeline-family names (see eval/pipeline_methods.py) use `settings` (the workspace's);
+    "pipeline_ablations" stands for all of them.
+    """
+    settings = settings or Settings()
+    family = PipelineFamily(settings)
+    variants = pipeline_methods(settings)
     available: dict[str, MethodFactory] = {**BASELINES, TWO_TOWER: TwoTowerSource}  # type: ignore[dict-item]
+    available.update({name: family.factory(name) for name in variants})
     chosen = list(names) if names else list(BASELINES)
+    if ABLATIONS in chosen:
+        at = chosen.index(ABLATIONS)
+        chosen[at : at + 1] = [v for v in variants if v not in chosen]
     unknown = [n for n in chosen if n not in available]
     if unknown:
         raise ConfigError(
@@ -127,7 +143,7 @@ def evaluate_workspace(
 
     return evaluate(
         load_dataset(OfflineStore(workspace)),
-        resolve_methods(methods),
+        resolve_methods(methods, workspace.settings()),
         n_windows=n_windows,
         holdout_days=holdout_days,
         k=k,
@@ -163,12 +179,16 @@ def _evaluate_window(
             else:
                 started -= source_seconds  # the two-tower was trained with the sources
             deep = results[TWO_TOWER][0][:, : max(k, DEEP)]
+            extra: dict[str, float] = {}
         else:
-            deep = factory().fit(train).recommend(tg.users, max(k, DEEP))
+            method = factory().fit(train)
+            deep = method.recommend(tg.users, max(k, DEEP))
+            extra = method.metrics(deep, k) if hasattr(method, "metrics") else {}
         recs = deep[:, :k]
         metrics = score(deep, tg, k)
         out[name].append(
             {
+                **extra,
                 "cutoff": from_us(win.cutoff).isoformat(),
                 f"map@{k}": metrics["map"],
                 f"recall@{k}": metrics["recall"],
@@ -187,6 +207,7 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """Metrics averaged over windows (each window weighs the same, whatever its user count)."""
     keys = list(dict.fromkeys([f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"recall@{DEEP}"]))
     keys.append(f"coverage@{k}")
+    keys += [key for key in rows[0] if key.startswith(("distinct_", "ild@")) and key not in keys]
     return {
         **{key: mean(r[key] for r in rows) for key in keys},
         "users_scored": sum(r["users_scored"] for r in rows),

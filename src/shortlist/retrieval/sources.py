@@ -186,10 +186,16 @@ class SameGroup:
 
 @dataclass
 class TwoTowerSource:
-    """Nearest items to the user's two-tower vector, from the ANN index (exact when small)."""
+    """Nearest items to the user's two-tower vector, from the ANN index (exact when small).
+
+    frozen: once trained, later `fit` calls only move the cutoff (the history the user tower
+    reads) without retraining: a ranking set spanning several weeks uses one model trained
+    before its first week, so no week's candidates come from a model that saw its labels.
+    """
 
     settings: object | None = None
     name: str = "two_tower"
+    frozen: bool = False
     model_: object | None = None
     index_: Any = None
 
@@ -200,13 +206,41 @@ class TwoTowerSource:
         ds = data.dataset
         if ds is None or ds.items is None or ds.users is None:
             raise ValueError("the two-tower source needs the item and user tables")
-        self.model_ = TwoTower(self.settings).fit(  # type: ignore[arg-type]
-            ds.items, ds.item_kinds, ds.users, ds.user_kinds, data.interactions, data.cutoff
-        )
+        if not (self.frozen and self.model_ is not None):
+            self.model_ = TwoTower(self.settings).fit(  # type: ignore[arg-type]
+                ds.items, ds.item_kinds, ds.users, ds.user_kinds, data.interactions, data.cutoff
+            )
+            self.index_ = None
         self.history_ = HistoryIndex(data.interactions)
         self.day_ = data.cutoff // US_PER_DAY
-        self.index_ = None
+        self.last_ = None
         return self
+
+    def queries(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), dim) user vectors as of the cutoff (the last batch is remembered, as
+        the similarity feature asks again for the users just retrieved for)."""
+        model = self.model_
+        assert model is not None, "fit first"
+        last = getattr(self, "last_", None)
+        if last is not None and last[0] is users:
+            return last[1]
+        vectors = model.encode_users(  # type: ignore[attr-defined]
+            users, np.full(len(users), self.day_), self.history_
+        )
+        self.last_ = (users, vectors)
+        return vectors
+
+    def similarity(self, users: np.ndarray, items: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """(n, m) dot product of each user's vector with each candidate's (NaN at padding)."""
+        vectors = self.model_.item_vectors_  # type: ignore[union-attr]
+        out = np.full(items.shape, np.nan, np.float32)
+        for lo in range(0, len(users), chunk):
+            q = self.queries(users if len(users) <= chunk else users[lo : lo + chunk])
+            block = items[lo : lo + chunk]
+            inside = (block >= 0) & (block < len(vectors))
+            sim = np.einsum("nd,nmd->nm", q, vectors[np.where(inside, block, 0)])
+            out[lo : lo + chunk] = np.where(inside, sim, np.nan)
+        return out
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         from shortlist.retrieval.index import build_index
@@ -214,11 +248,7 @@ class TwoTowerSource:
         model = self.model_
         assert model is not None, "fit first"
         vectors = model.item_vectors_  # type: ignore[attr-defined]
-        queries = model.encode_users(
-            users,
-            np.full(len(users), self.day_),  # type: ignore[attr-defined]
-            self.history_,
-        )
+        queries = self.queries(users)
         if self.index_ is None:
             # Exact below 20k items, HNSW above, tuned on these users: as `shortlist index`.
             self.index_ = build_index(vectors, np.arange(len(vectors), dtype=np.int64))

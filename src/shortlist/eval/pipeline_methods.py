@@ -1,0 +1,163 @@
+"""The funnel as evaluation methods: `pipeline` and its ablations, fitted once per window.
+
+    pipeline                  the [pipeline] of shortlist.toml, as `shortlist recommend` runs it
+    pipeline_no_ranker        the same candidates and filters, in the sources' interleaved order
+    pipeline_no_<source>      without one source (its candidates and features), ranker retrained
+    pipeline_div_<method>     with a diversity step (round_robin, max_per_value, mmr, revenue)
+
+The full pipeline is fitted once per window (ranking set, ranker, sources); variants reuse its
+fitted parts, so an ablation costs a ranker fit, not a second ranking set. Dropping a source
+from the ranking set (its columns, and candidates only it proposed) is the same as building
+the set without it, since the union keeps every proposed item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Self
+
+import numpy as np
+
+from shortlist.config import DiversifySettings, Settings
+from shortlist.eval.baselines import TrainData
+from shortlist.pipeline.core import Pipeline
+from shortlist.pipeline.funnel import Funnel, bind_diversifier
+from shortlist.ranking.dataset import RankingSet
+from shortlist.ranking.diversity import distinct_values, intra_list_diversity
+from shortlist.ranking.train import make_ranker
+from shortlist.retrieval.sources import TwoTowerSource
+from shortlist.retrieval.stage import Retrieval, source_name
+
+PIPELINE = "pipeline"
+DIVERSIFY = ("round_robin", "max_per_value", "mmr", "revenue")
+
+
+def pipeline_methods(settings: Settings) -> list[str]:
+    """Every pipeline-family method name for these settings."""
+    names = [PIPELINE, f"{PIPELINE}_no_ranker"]
+    names += [f"{PIPELINE}_no_{source_name(s)}" for s in settings.pipeline.sources]
+    names += [f"{PIPELINE}_div_{m}" for m in DIVERSIFY]
+    return names
+
+
+class PipelineFamily:
+    """Fits the configured pipeline once per cutoff; hands out its variants."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cutoff_: int | None = None
+        self.pipeline_: Pipeline | None = None
+
+    def fitted(self, train: TrainData) -> Pipeline:
+        if self.cutoff_ != train.cutoff or self.pipeline_ is None:
+            assert train.dataset is not None
+            self.pipeline_ = Pipeline(settings=self.settings.pipeline).fit(
+                train.dataset, train.cutoff, self.settings
+            )
+            self.cutoff_ = train.cutoff
+        return self.pipeline_
+
+    def factory(self, name: str):
+        return lambda: PipelineVariant(self, name)
+
+    def diversity_attribute(self, funnel: Funnel) -> str:
+        """The attribute diversity is measured (and round robin applied) on."""
+        by = self.settings.pipeline.diversify.by
+        if by:
+            return by
+        cats = list(funnel.features.item_cats_) if funnel.features is not None else []
+        return cats[0] if cats else ""
+
+    def variant(self, train: TrainData, name: str) -> Funnel:
+        pipeline = self.fitted(train)
+        base = pipeline.funnel_
+        assert base is not None
+        variant = name.removeprefix(PIPELINE).removeprefix("_")
+        if not variant:
+            return base
+        if variant == "no_ranker":
+            return replace(base, features=None, ranker=None, scorer=None)
+        if variant.startswith("div_"):
+            method = variant[4:]
+            spec = DiversifySettings(method=method, by=self.diversity_attribute(base))
+            return replace(base, diversifier=bind_diversifier(spec, base.catalog, _vectors(base)))
+        dropped = variant.removeprefix("no_")
+        if dropped not in base.retrieval.names:
+            raise KeyError(name)
+        kept = [(s, k) for s, k in base.retrieval.sources if s.name != dropped]
+        retrieval = Retrieval(kept, fitted_=True)
+        if base.ranker is None or pipeline.ranking_set_ is None:
+            return replace(base, retrieval=retrieval)
+        rs = without_source(pipeline.ranking_set_, dropped, base.retrieval.names)
+        ranker = make_ranker(self.settings)
+        ranker.fit(rs.weeks(np.unique(rs.week[rs.week > 0])), rs.weeks(np.array([0])))
+        return replace(base, retrieval=retrieval, ranker=ranker, scorer=ranker)
+
+
+@dataclass
+class PipelineVariant:
+    """One pipeline-family method, in the shape the evaluation expects (fit, recommend)."""
+
+    family: PipelineFamily
+    name: str
+    funnel_: Funnel | None = None
+
+    def fit(self, data: TrainData) -> Self:
+        self.funnel_ = self.family.variant(data, self.name)
+        return self
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        assert self.funnel_ is not None
+        funnel = replace(self.funnel_, k=k)
+        return funnel.run(np.asarray(users, np.int64)).items
+
+    def metrics(self, recs: np.ndarray, k: int) -> dict[str, float]:
+        """Diversity of the top k: distinct attribute values, and 1 - cosine of item vectors."""
+        assert self.funnel_ is not None
+        out: dict[str, float] = {}
+        by = self.family.diversity_attribute(self.funnel_)
+        items = self.funnel_.catalog.data.items
+        if by and items is not None and by in items.columns:
+            import pandas as pd
+
+            codes = pd.factorize(items[by], sort=True)[0]
+            out[f"distinct_{by}@{k}"] = distinct_values(recs, codes, k)
+        vectors = _vectors(self.funnel_)
+        if vectors is not None:
+            out[f"ild@{k}"] = intra_list_diversity(recs, vectors=vectors, k=k)
+        return out
+
+
+def without_source(rs: RankingSet, dropped: str, sources: list[str]) -> RankingSet:
+    """The ranking set as if `dropped` had not been a source."""
+    names = rs.names
+    rank_cols = [names.index(f"{s}_rank") for s in sources if s != dropped]
+    proposed = ~np.isnan(rs.X[:, rank_cols])
+    keep_rows = proposed.any(axis=1)
+    X = rs.X.copy()
+    X[:, names.index("n_sources")] = proposed.sum(axis=1)
+    gone = {f"{dropped}_rank", f"{dropped}_score"}
+    if dropped == "two_tower":
+        gone.add("two_tower_similarity")
+    keep_cols = [i for i, n in enumerate(names) if n not in gone]
+    group_of = np.repeat(np.arange(len(rs.group)), rs.group)[keep_rows]
+    y = rs.y[keep_rows]
+    sizes = np.bincount(group_of, minlength=len(rs.group))
+    positives = np.bincount(group_of, weights=y, minlength=len(rs.group))
+    useful = positives > 0
+    rows = useful[group_of]
+    return RankingSet(
+        X[keep_rows][rows][:, keep_cols],
+        y[rows],
+        sizes[useful],
+        rs.week[useful],
+        [names[i] for i in keep_cols],
+        [c for c in rs.categorical if c in {names[i] for i in keep_cols}],
+    )
+
+
+def _vectors(funnel: Funnel) -> np.ndarray | None:
+    for source, _ in funnel.retrieval.sources:
+        if isinstance(source, TwoTowerSource) and source.model_ is not None:
+            return source.model_.item_vectors_  # type: ignore[attr-defined]
+    return None

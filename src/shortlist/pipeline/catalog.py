@@ -1,0 +1,104 @@
+"""A workspace's data, loaded once for the pipeline: interactions, tables, ids, business rules.
+
+Requests then only index numpy arrays: no file or SQL reads on the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shortlist import columns as C
+from shortlist.config import AttributeKind
+from shortlist.data.offline import OfflineStore
+from shortlist.data.rules import Rules, load_rules
+from shortlist.errors import NotFoundError
+from shortlist.eval.data import Dataset, load_dataset
+from shortlist.retrieval.filters import ItemAttributes
+from shortlist.workspace import Workspace
+
+PRICE = "price"  # the filterable price: the price an item last sold at
+
+
+@dataclass
+class Catalog:
+    data: Dataset
+    item_ids: np.ndarray  # external id (str) by item idx
+    user_ids: np.ndarray  # external id (str) by user idx
+    rules: Rules | None
+    attributes: ItemAttributes  # filterable item attributes (+ last price)
+    price: np.ndarray  # float32 last price by item idx, NaN unknown
+
+    def __post_init__(self) -> None:
+        self._items = pd.Index(self.item_ids)
+        self._users = pd.Index(self.user_ids)
+
+    @classmethod
+    def load(cls, workspace: Workspace) -> Catalog:
+        store = OfflineStore(workspace)
+        data = load_dataset(store)
+        item_ids = store.sql(
+            f"SELECT CAST({C.ITEM_ID} AS VARCHAR) FROM items ORDER BY {C.ITEM_IDX}"
+        ).fetchnumpy()
+        user_ids = store.sql(
+            f"SELECT CAST({C.USER_ID} AS VARCHAR) FROM users ORDER BY {C.USER_IDX}"
+        ).fetchnumpy()
+        return cls.from_dataset(
+            data,
+            next(iter(item_ids.values())).astype(str),
+            next(iter(user_ids.values())).astype(str),
+            load_rules(store),
+        )
+
+    @classmethod
+    def from_dataset(
+        cls,
+        data: Dataset,
+        item_ids: np.ndarray | None = None,
+        user_ids: np.ndarray | None = None,
+        rules: Rules | None = None,
+    ) -> Catalog:
+        """From loaded data; ids default to the dense idx as strings (evaluation)."""
+        price = last_price(data)
+        items = data.items if data.items is not None else pd.DataFrame(index=range(data.n_items))
+        keep = [n for n, k in data.item_kinds.items() if k != AttributeKind.TEXT and n in items]
+        table = items[keep].copy()
+        if PRICE not in table.columns:
+            table[PRICE] = price
+        return cls(
+            data,
+            item_ids if item_ids is not None else np.arange(data.n_items).astype(str),
+            user_ids if user_ids is not None else np.arange(data.n_users).astype(str),
+            rules,
+            ItemAttributes.from_table(table, n_items=data.n_items),
+            price,
+        )
+
+    def user_idx(self, user_id: object) -> int:
+        """Raises: NotFoundError for a user the workspace has never seen."""
+        pos = int(self._users.get_indexer([str(user_id)])[0])
+        if pos < 0:
+            raise NotFoundError(f"unknown user '{user_id}'")
+        return pos
+
+    def item_idx(self, item_ids: Sequence[object]) -> np.ndarray:
+        """Raises: NotFoundError naming the first unknown item."""
+        pos = self._items.get_indexer([str(i) for i in item_ids])
+        if (pos < 0).any():
+            raise NotFoundError(f"unknown item '{item_ids[int(np.argmax(pos < 0))]}'")
+        return pos.astype(np.int64)
+
+
+def last_price(data: Dataset) -> np.ndarray:
+    """The price each item last sold at (interactions are sorted by time), NaN if never."""
+    out = np.full(data.n_items, np.nan, np.float32)
+    inter = data.interactions
+    if inter.price is None or len(inter) == 0:
+        return out
+    known = np.flatnonzero(~np.isnan(inter.price))[::-1]  # newest first
+    items, first = np.unique(inter.item[known], return_index=True)
+    out[items] = inter.price[known[first]]
+    return out

@@ -1,0 +1,317 @@
+"""`Pipeline`: retrieve -> filter -> rank -> diversify -> take, declared in Python or TOML.
+
+    pipeline = (Pipeline(workspace)
+        .retrieve(TwoTower(k=100), Repurchase(k=50), CoPurchase(k=100), Trending(k=50))
+        .filter(InStock(), AvailableInRegion(), AgeAllowed())
+        .rank(Ranker())
+        .diversify(by="product_type_name", method="round_robin")
+        .take(12))
+    result = pipeline.recommend(user_id, context={"cart": [...], "filters": {...}})
+
+Declaring is free; the first `recommend` binds the pipeline to the workspace (loads the data,
+the two-tower model and index, the ranker) once. `fit` binds it to data before a cutoff
+instead, training what needs training: that is how `shortlist evaluate` scores it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shortlist.config import (
+    FilterSettings,
+    PipelineSettings,
+    Settings,
+    SourceSettings,
+)
+from shortlist.errors import ConfigError, WorkspaceError
+from shortlist.eval.baselines import TrainData
+from shortlist.eval.data import Dataset
+from shortlist.pipeline.catalog import Catalog
+from shortlist.pipeline.explain import explain_row
+from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
+from shortlist.pipeline.steps import Ranker, diversify_settings
+from shortlist.ranking.train import end_of_data, fit_ranker, make_features, ranker_folder
+from shortlist.retrieval.sources import TwoTowerSource
+from shortlist.retrieval.stage import make_retrieval
+from shortlist.workspace import Workspace, open_workspace
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    score: float | None  # the ranker's raw score; None for top-up items
+    sources: dict[str, int]  # source -> rank at which it proposed the item
+    reasons: list[str] | None = None  # with explain=True
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "item_id": self.item_id,
+            "score": self.score,
+            "sources": self.sources,
+        }
+        if self.reasons is not None:
+            out["reasons"] = self.reasons
+        return out
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    user_id: str
+    items: list[RecommendedItem]
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [i.item_id for i in self.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "items": [i.to_dict() for i in self.items],
+            "trace": self.trace,
+        }
+
+
+class Pipeline:
+    """A funnel over one workspace; builder methods return a new pipeline."""
+
+    def __init__(
+        self,
+        workspace: Workspace | str | Path | None = None,
+        *,
+        settings: PipelineSettings | None = None,
+    ):
+        self.workspace = (
+            workspace if isinstance(workspace, Workspace) or workspace is None
+            else open_workspace(workspace)
+        )  # fmt: skip
+        self.spec = settings or PipelineSettings(sources=[], filters=[], ranker="none")
+        self.funnel_: Funnel | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, workspace: Workspace | str | Path | None = None) -> Pipeline:
+        """The pipeline `[pipeline]` of the workspace's shortlist.toml declares."""
+        ws = workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
+        return cls(ws, settings=ws.settings().pipeline)
+
+    # -- declaring ----------------------------------------------------------------------
+    def _with(self, **changes: Any) -> Pipeline:
+        spec = self.spec.model_copy(update=changes)
+        return Pipeline(
+            self.workspace, settings=PipelineSettings.model_validate(spec.model_dump(by_alias=True))
+        )
+
+    def retrieve(self, *sources: SourceSettings) -> Pipeline:
+        return self._with(sources=[SourceSettings(**s.model_dump()) for s in sources])
+
+    def filter(self, *filters: FilterSettings) -> Pipeline:
+        return self._with(filters=[FilterSettings(**f.model_dump()) for f in filters])
+
+    def rank(self, ranker: Ranker | None = None) -> Pipeline:
+        return self._with(ranker="lightgbm" if ranker is not None else "none")
+
+    def diversify(
+        self, by: str = "", method: str = "round_robin", limit: int = 2, lambda_: float = 0.7
+    ) -> Pipeline:
+        return self._with(diversify=diversify_settings(by, method, limit, lambda_))
+
+    def take(self, k: int) -> Pipeline:
+        return self._with(k=k)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipeline) and self.spec.model_dump() == other.spec.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        s = self.spec
+        parts = [f"retrieve({', '.join(f'{x.name}:{x.k}' for x in s.sources)})"]
+        if s.filters:
+            parts.append(f"filter({', '.join(f.name for f in s.filters)})")
+        parts.append(f"rank({s.ranker})")
+        if s.diversify.method != "none":
+            parts.append(f"diversify({s.diversify.method}, by={s.diversify.by or '-'})")
+        parts.append(f"take({s.k})")
+        return "Pipeline(" + " -> ".join(parts) + ")"
+
+    # -- binding ------------------------------------------------------------------------
+    def _settings(self) -> Settings:
+        return self.workspace.settings() if self.workspace is not None else Settings()
+
+    def load(self) -> Pipeline:
+        """Bind to the workspace as trained: the two-tower model and index and the ranker
+        from disk, the other sources and the features fitted on all interactions."""
+        with self._lock:
+            if self.funnel_ is None:
+                self.funnel_ = self._load()
+        return self
+
+    def _load(self) -> Funnel:
+        from shortlist.ranking.ranker import LightGBMRanker
+        from shortlist.ranking.scoring import load_scorer
+
+        if self.workspace is None:
+            raise WorkspaceError("this pipeline has no workspace: give one, or call fit()")
+        settings = self._settings()
+        catalog = Catalog.load(self.workspace)
+        data = catalog.data
+        train = TrainData.before(data, end_of_data(data))
+        retrieval = make_retrieval(self.spec.sources, settings.retrieval)
+        for source, _ in retrieval.sources:
+            if isinstance(source, TwoTowerSource):
+                _load_two_tower(source, self.workspace, data)
+        retrieval.fit(train)
+        ranker = scorer = features = None
+        if self.spec.ranker == "lightgbm":
+            folder = ranker_folder(self.workspace)
+            ranker = LightGBMRanker.load(folder)
+            features = make_features(settings).fit(train)
+            _check_features(ranker, features, retrieval)
+            scorer = load_scorer(
+                folder / "ranker.txt", folder / "compiled", compiled=settings.ranking.compiled
+            )
+        return self._funnel(catalog, retrieval, train, features, ranker, scorer)
+
+    def fit(
+        self, data: Dataset | Catalog, cutoff: int, settings: Settings | None = None
+    ) -> Pipeline:
+        """Bind to the data before `cutoff`, training the two-tower and the ranker on it."""
+        settings = settings or self._settings()
+        catalog = data if isinstance(data, Catalog) else Catalog.from_dataset(data)
+        train = TrainData.before(catalog.data, cutoff)
+        retrieval = make_retrieval(self.spec.sources, settings.retrieval)
+        ranker = scorer = features = None
+        self.ranking_set_ = None
+        if self.spec.ranker == "lightgbm":
+            # the two-tower trained for the ranking set's oldest week also serves the cutoff
+            ranker, self.ranking_set_ = fit_ranker(catalog.data, cutoff, retrieval, settings)
+        retrieval.fit(train)
+        if ranker is not None:
+            features = make_features(settings).fit(train)
+            _check_features(ranker, features, retrieval)
+            scorer = ranker  # LightGBM's own predict: batches are large here
+        self.funnel_ = self._funnel(catalog, retrieval, train, features, ranker, scorer)
+        return self
+
+    def _funnel(self, catalog, retrieval, train, features, ranker, scorer) -> Funnel:
+        vectors = None
+        for source, _ in retrieval.sources:
+            if isinstance(source, TwoTowerSource):
+                vectors = source.model_.item_vectors_  # type: ignore[union-attr]
+        return Funnel(
+            catalog,
+            retrieval,
+            [(f.name, bind_filter(f, catalog)) for f in self.spec.filters],
+            features,
+            ranker,
+            scorer,
+            bind_diversifier(self.spec.diversify, catalog, vectors),
+            _fallback_order(train),
+            self.spec.k,
+        )
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, users: np.ndarray, request: Mapping[str, Any] | None = None, **kw: Any) -> Output:
+        """The funnel for a batch of user idx (dense ids); see Funnel.run."""
+        return self.load().funnel_.run(users, request, **kw)  # type: ignore[union-attr]
+
+    def recommend(
+        self,
+        user_id: object,
+        context: Mapping[str, Any] | None = None,
+        *,
+        explain: bool = False,
+    ) -> Recommendation:
+        """The top k for one user.
+
+        context: "cart" (item ids, excluded), "exclude" (item ids), "filters" (the filter
+        language of docs/index.md), "region" (name) and "age" (years) overriding the user's.
+
+        Raises:
+            NotFoundError: unknown user or item. FilterError: a malformed filter.
+        """
+        funnel = self.load().funnel_
+        assert funnel is not None
+        context = dict(context or {})
+        unknown = set(context) - {"cart", "exclude", "filters", "region", "age"}
+        if unknown:
+            raise ConfigError(f"unknown context key '{sorted(unknown)[0]}'", key="context")
+        user = funnel.catalog.user_idx(user_id)
+        excluded = list(context.get("cart") or []) + list(context.get("exclude") or [])
+        exclude = funnel.catalog.item_idx(excluded) if excluded else None
+        out = funnel.run(np.array([user]), context, exclude=exclude, keep_features=explain)
+        return self._result(str(user_id), out, explain)
+
+    def _result(self, user_id: str, out: Output, explain: bool) -> Recommendation:
+        funnel = self.funnel_
+        assert funnel is not None
+        cs = out.candidates
+        position = {int(i): j for j, i in enumerate(cs.items[0])} if cs is not None else {}
+        items = []
+        for c, item in enumerate(out.items[0].tolist()):
+            if item < 0:
+                continue
+            j = position.get(item)
+            sources = (
+                {n: int(r[0, j]) for n, r in cs.ranks.items() if r[0, j] > 0}
+                if cs is not None and j is not None
+                else {}
+            )
+            score = float(out.scores[0, c]) if np.isfinite(out.scores[0, c]) else None
+            reasons = None
+            if explain:
+                x = out.features[0, j] if out.features is not None and j is not None else None
+                reasons = explain_row(funnel, sources, x)
+            items.append(
+                RecommendedItem(str(funnel.catalog.item_ids[item]), score, sources, reasons)
+            )
+        return Recommendation(user_id, items, out.trace)
+
+
+def _load_two_tower(source: TwoTowerSource, workspace: Workspace, data: Dataset) -> None:
+    from shortlist.retrieval.build import index_folder, model_folder
+    from shortlist.retrieval.index import load_index
+    from shortlist.retrieval.two_tower import TwoTower
+
+    folder = model_folder(workspace)
+    if not (folder / "config.json").exists():
+        raise WorkspaceError("no two-tower model: run `shortlist train retrieval` first")
+    if not index_folder(workspace).exists():
+        raise WorkspaceError("no item index: run `shortlist index` first")
+    assert data.items is not None and data.users is not None
+    source.model_ = TwoTower.load(folder, data.items, data.users)
+    source.index_ = load_index(index_folder(workspace))
+    source.frozen = True
+
+
+def _check_features(ranker: Any, features: Any, retrieval: Any) -> None:
+    has_tt = any(isinstance(s, TwoTowerSource) for s, _ in retrieval.sources)
+    expected = features.feature_names(retrieval.names, has_tt)
+    if list(ranker.names_) != expected:
+        raise WorkspaceError(
+            "the ranker was trained for other sources or features than this pipeline's: "
+            "run `shortlist train ranking` again"
+        )
+
+
+def _fallback_order(train: TrainData) -> np.ndarray:
+    """Every item, most sold in the last week first, then the last 4 weeks, then ever."""
+
+    def units(days: float | None) -> np.ndarray:
+        inter = train.last_days(days) if days else train.interactions
+        return np.bincount(inter.item, weights=inter.quantity, minlength=train.n_items)
+
+    order = np.lexsort((np.arange(train.n_items), -units(None), -units(28), -units(7)))
+    return order.astype(np.int64)
+
+
+def as_sources(specs: Sequence[SourceSettings]) -> list[str]:
+    return [s.name for s in specs]

@@ -1,0 +1,94 @@
+"""Why an item was recommended, in words a merchandiser can read.
+
+Two parts: which sources proposed the item (and at what rank), and the ranker's largest
+feature contributions for it (LightGBM's pred_contrib: each feature's additive share of the
+score), each turned into a phrase from the feature's name and value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TOP_CONTRIBUTIONS = 3
+
+SOURCE_WORDS = {
+    "repurchase": "they bought it before",
+    "same_group": "another variant of a product they bought",
+    "copurchase": "often bought together with their recent purchases",
+    "two_tower": "close to their taste (two-tower model)",
+    "trending": "a best seller this week",
+}
+
+
+def _source_phrase(name: str, rank: int) -> str:
+    base = name.split("_")[0] if name.startswith("trending") else name
+    words = SOURCE_WORDS.get(base, name)
+    if name.startswith("trending_"):
+        words = f"a best seller this week among customers of the same {name[9:]}"
+    return f"{words} (#{rank} from {name})"
+
+
+def feature_phrase(name: str, value: float) -> str:
+    """A readable statement of one feature's value."""
+    if np.isnan(value):
+        return f"{name.replace('_', ' ')} unknown"
+    v = float(value)
+    fixed = {
+        "ui_units": f"they bought it {v:g} time(s) before",
+        "ui_days_since_last": f"they last bought it {v:.0f} days ago",
+        "ui_decayed": f"recent purchases of it (weight {v:.2f})",
+        "item_units_7d": f"{v:g} sold in the last week",
+        "item_units_28d": f"{v:g} sold in the last 4 weeks",
+        "item_units_all": f"{v:g} sold in all",
+        "item_trend": f"sales trend x{v:.2f} (last week vs the month)",
+        "item_days_since_first": f"on sale for {v:.0f} days",
+        "item_days_since_last": f"last sold {v:.0f} days ago",
+        "item_buyers": f"{v:g} different buyers",
+        "item_repeat_share": f"{v:.0%} of its buyers bought it again",
+        "item_price": f"price {v:.4g}",
+        "user_price": f"their usual price {v:.4g}",
+        "price_ratio": f"priced at {v:.2f}x what they usually pay",
+        "age_gap": f"its typical buyer is {abs(v):.0f} years {'younger' if v > 0 else 'older'}",
+        "two_tower_similarity": f"taste similarity {v:.2f}",
+        "n_sources": f"proposed by {v:g} source(s)",
+        "user_purchases_all": f"they bought {v:g} items in all",
+        "user_purchases_28d": f"they bought {v:g} items in the last 4 weeks",
+        "user_purchases_7d": f"they bought {v:g} items in the last week",
+        "user_days_since_last": f"their last purchase was {v:.0f} days ago",
+        "user_age": f"customer age {v:.0f}",
+        "item_buyer_age": f"typical buyer age {v:.0f}",
+        "day_of_year": "the time of year",
+    }
+    if name in fixed:
+        return fixed[name]
+    if name.startswith("share_"):
+        return f"{v:.0%} of their purchases share its {name[6:]}"
+    if name.startswith("recent_"):
+        return f"{v:g} recent purchases share its {name[7:]}"
+    if name.endswith("_rank"):
+        return f"rank {v:g} in {name[:-5]}"
+    if name.endswith("_score"):
+        return f"{name[:-6]} score {v:.3g}"
+    if name.startswith("item_"):
+        return f"its {name[5:]}"
+    if name.startswith("user_"):
+        return f"the customer's {name[5:]}"
+    return f"{name} = {v:.3g}"
+
+
+def explain_row(funnel: Any, sources: dict[str, int], x: np.ndarray | None) -> list[str]:
+    """Phrases for one recommended item: sources first, then the top contributions."""
+    out = [_source_phrase(n, r) for n, r in sorted(sources.items(), key=lambda p: p[1])]
+    if not sources:
+        out.append("added to fill the list (popular, and passes every filter)")
+    ranker = funnel.ranker
+    if ranker is None or x is None:
+        return out
+    contrib = ranker.contributions(x[None, :])[0, :-1]
+    for j in np.argsort(-np.abs(contrib))[:TOP_CONTRIBUTIONS]:
+        direction = "raises" if contrib[j] > 0 else "lowers"
+        out.append(f"{direction} the score by {abs(contrib[j]):.2f}: "
+                   f"{feature_phrase(ranker.names_[j], x[j])}")  # fmt: skip
+    return out

@@ -1,0 +1,299 @@
+"""The bound funnel: sources fitted, filters built from the business rules, ranker loaded.
+
+`run` serves a batch of users (one request is a batch of one) and records a trace: per stage
+the candidates in and out and the time spent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shortlist.config import DiversifySettings, FilterSettings
+from shortlist.errors import ConfigError
+from shortlist.filtering import (
+    AgeAllowed,
+    AttributeFilter,
+    AvailableInRegion,
+    CandidateFilter,
+    FilterChain,
+    FilterContext,
+    InStock,
+    NotBoughtBefore,
+)
+from shortlist.pipeline.catalog import Catalog
+from shortlist.ranking.dataset import featurize
+from shortlist.ranking.diversity import MMR, ExpectedRevenue, MaxPerValue, RoundRobin
+from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.ranker import LightGBMRanker
+from shortlist.ranking.scoring import TreeScorer
+from shortlist.retrieval.stage import CandidateSet, Retrieval
+
+FALLBACK_CHUNK = 2048  # fallback items examined per top-up round
+
+
+@dataclass
+class Output:
+    """A batch's answer: row i is for users[i]."""
+
+    users: np.ndarray
+    items: np.ndarray  # (n, k) item idx, -1 where even the fallback found nothing
+    scores: np.ndarray  # (n, k) ranker score (NaN for fallback items)
+    trace: list[dict[str, Any]]
+    candidates: CandidateSet | None = None  # after filtering, in ranked order (for explain)
+    features: np.ndarray | None = None  # (n, m, f) of the ranked candidates, when kept
+    topped_up: np.ndarray | None = None  # (n,) fallback items appended per row
+
+
+def bind_filter(spec: FilterSettings, catalog: Catalog) -> CandidateFilter | None:
+    """The filter a spec names, or None when the workspace lacks its data (traced as skipped)."""
+    rules, data = catalog.rules, catalog.data
+    if spec.name == "in_stock":
+        return InStock(rules.units) if rules is not None and rules.units is not None else None
+    if spec.name == "available_in_region":
+        if rules is None or rules.availability is None or rules.user_region is None:
+            return None
+        return AvailableInRegion(rules.availability)
+    if spec.name == "age_allowed":
+        if rules is None or rules.min_age is None:
+            return None
+        return AgeAllowed(rules.min_age)
+    inter = data.interactions
+    if spec.bloom:
+        return NotBoughtBefore.bloom(inter.user, inter.item, fp_rate=spec.fp_rate)
+    return NotBoughtBefore.exact(inter.user, inter.item)
+
+
+def bind_diversifier(spec: DiversifySettings, catalog: Catalog, vectors: np.ndarray | None):
+    if spec.method == "none":
+        return None
+    if spec.method == "revenue":
+        return ExpectedRevenue(catalog.price)
+    if spec.method == "mmr":
+        if vectors is None:
+            raise ConfigError("mmr needs the two-tower item vectors", key="pipeline.diversify")
+        return MMR(vectors, spec.lambda_)
+    items = catalog.data.items
+    if not spec.by or items is None or spec.by not in items.columns:
+        known = ", ".join(items.columns) if items is not None else "none"
+        raise ConfigError(
+            f"'{spec.by}' is not an item attribute (known: {known})", key="pipeline.diversify.by"
+        )
+    import pandas as pd
+
+    codes = pd.factorize(items[spec.by], sort=True)[0].astype(np.int32)
+    if spec.method == "round_robin":
+        return RoundRobin(codes)
+    return MaxPerValue(codes, spec.limit)
+
+
+@dataclass
+class Funnel:
+    catalog: Catalog
+    retrieval: Retrieval
+    filters: list[tuple[str, CandidateFilter | None]]  # None: skipped, the data is missing
+    features: RankingFeatures | None
+    ranker: LightGBMRanker | None
+    scorer: TreeScorer | None
+    diversifier: Any
+    fallback: np.ndarray  # item idx, most sold recently first: the top-up order
+    k: int = 12
+    request_filter: AttributeFilter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request_filter = AttributeFilter(self.catalog.attributes)
+        self.request_filter.name = "request_filters"
+
+    # -- context ------------------------------------------------------------------------
+    def context(self, users: np.ndarray, request: Mapping[str, Any] | None = None) -> FilterContext:
+        """Region and age of the users from the workspace, unless the request overrides them."""
+        request = request or {}
+        rules, data = self.catalog.rules, self.catalog.data
+        region = rules.user_region[users] if rules and rules.user_region is not None else None
+        if request.get("region") is not None and rules is not None:
+            region = rules.region_code(str(request["region"]))
+        age = data.user_age[users] if data.user_age is not None else None
+        if request.get("age") is not None:
+            age = request["age"]
+        return FilterContext(users, region=region, age=age, filters=request.get("filters"))
+
+    # -- the run ------------------------------------------------------------------------
+    def run(
+        self,
+        users: np.ndarray,
+        request: Mapping[str, Any] | None = None,
+        *,
+        exclude: np.ndarray | None = None,
+        keep_features: bool = False,
+    ) -> Output:
+        users = np.asarray(users, dtype=np.int64)
+        trace: list[dict[str, Any]] = []
+        ctx = self.context(users, request)
+
+        started = time.perf_counter()
+        cs = self.retrieval.candidates(users)
+        trace.append(
+            {
+                "stage": "retrieve",
+                "out": int((cs.items >= 0).sum()),
+                "sources": {n: int((r > 0).sum()) for n, r in cs.ranks.items()},
+                "source_ms": {n: round(s * 1000, 3) for n, s in cs.seconds.items()},
+                "ms": _ms(started),
+            }
+        )
+
+        started = time.perf_counter()
+        chain, skipped = self._chain(exclude)
+        filtered = chain.apply(ctx, cs.items)
+        cs = cs.select(filtered.keep)
+        trace.append(
+            {
+                "stage": "filter",
+                "in": int(trace[0]["out"]),
+                "out": int((cs.items >= 0).sum()),
+                "removed": filtered.removed,
+                "skipped": skipped,
+                "ms": _ms(started),
+            }
+        )
+
+        started = time.perf_counter()
+        X = None
+        if self.scorer is not None and self.features is not None and cs.items.shape[1]:
+            X, rows, cols = featurize(cs, self.features, self.retrieval)
+            scores = np.full(cs.items.shape, -np.inf)
+            scores[rows, cols] = self.scorer.predict(X)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            cs = _reorder(cs, order)
+            scores = np.take_along_axis(scores, order, axis=1)
+            if keep_features:
+                full = np.full((*order.shape, X.shape[1]), np.nan, np.float32)
+                full[rows, cols] = X
+                X = np.take_along_axis(full, order[:, :, None], axis=1)
+            name = self.scorer.name
+        else:
+            # no ranker: the union's interleaved order, scored by position
+            scores = -np.broadcast_to(np.arange(cs.items.shape[1], dtype=float), cs.items.shape)
+            scores = np.where(cs.items >= 0, scores, -np.inf)
+            name = "union order"
+        trace.append(
+            {"stage": "rank", "in": int((cs.items >= 0).sum()), "scorer": name, "ms": _ms(started)}
+        )
+
+        started = time.perf_counter()
+        items = cs.items
+        if self.diversifier is not None and items.shape[1]:
+            finite = np.where(np.isfinite(scores), scores, np.nan).astype(np.float32)
+            items = self.diversifier.rerank(items, finite, self.k)
+            trace.append(
+                {"stage": "diversify", "method": self.diversifier.name, "ms": _ms(started)}
+            )
+            started = time.perf_counter()
+        top = np.full((len(users), self.k), -1, np.int32)
+        width = min(self.k, items.shape[1])
+        top[:, :width] = items[:, :width]
+        top_scores = _scores_of(top, cs.items, scores)
+        added = self._top_up(top, ctx, chain, cs)
+        trace.append(
+            {
+                "stage": "take",
+                "k": self.k,
+                "out": int((top >= 0).sum()),
+                "topped_up": int(added.sum()),
+                "ms": _ms(started),
+            }
+        )
+        return Output(
+            users,
+            top,
+            top_scores,
+            trace,
+            cs,
+            X if keep_features else None,
+            added,
+        )
+
+    def _chain(self, exclude: np.ndarray | None) -> tuple[FilterChain, list[str]]:
+        active = [f for _, f in self.filters if f is not None]
+        skipped = [name for name, f in self.filters if f is None]
+        if exclude is not None and len(exclude):
+            active.append(_Exclude(np.asarray(exclude, np.int64)))
+        active.append(self.request_filter)
+        return FilterChain(active), skipped
+
+    def _top_up(
+        self, top: np.ndarray, ctx: FilterContext, chain: FilterChain, cs: CandidateSet
+    ) -> np.ndarray:
+        """Fill short rows from the fallback order, through the same filters.
+
+        Rows stay short only when no item of the catalogue passes the filters.
+        """
+        added = np.zeros(len(top), np.int64)
+        short = np.flatnonzero((top < 0).any(axis=1))
+        for r in short:
+            sub = FilterContext(
+                ctx.users[r : r + 1],
+                region=None if ctx.region is None else ctx.region[r : r + 1],
+                age=None if ctx.age is None else ctx.age[r : r + 1],
+                filters=ctx.filters,
+            )
+            for lo in range(0, len(self.fallback), FALLBACK_CHUNK):
+                need = int((top[r] < 0).sum())
+                if need == 0:
+                    break
+                chunk = self.fallback[lo : lo + FALLBACK_CHUNK]
+                chunk = chunk[~np.isin(chunk, top[r])]
+                keep = chain.apply(sub, chunk[None, :]).keep[0]
+                fill = chunk[keep][:need]
+                slots = np.flatnonzero(top[r] < 0)[: len(fill)]
+                top[r, slots] = fill
+                added[r] += len(fill)
+        return added
+
+
+class _Exclude(CandidateFilter):
+    """Items the request rules out (e.g. what is already in the cart)."""
+
+    name = "exclude"
+
+    def __init__(self, items: np.ndarray):
+        self.items = items
+
+    def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return ~np.isin(items, self.items)
+
+
+def _reorder(cs: CandidateSet, order: np.ndarray) -> CandidateSet:
+    def take(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, order, axis=1)
+
+    return CandidateSet(
+        cs.users,
+        take(cs.items),
+        {n: take(r) for n, r in cs.ranks.items()},
+        {n: take(s) for n, s in cs.scores.items()},
+        cs.seconds,
+    )
+
+
+def _scores_of(top: np.ndarray, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The score each chosen item had among the candidates (NaN when not among them)."""
+    r, c = np.nonzero(items >= 0)
+    keys = (r.astype(np.int64) << 32) | items[r, c].astype(np.int64)
+    order = np.argsort(keys)
+    want = (np.arange(len(top), dtype=np.int64)[:, None] << 32) | np.maximum(top, 0)
+    pos = np.minimum(np.searchsorted(keys[order], want), max(len(keys) - 1, 0))
+    out = np.full(top.shape, np.nan)
+    if len(keys):
+        hit = (keys[order][pos] == want) & (top >= 0)
+        found = scores[r[order][pos], c[order][pos]]
+        out = np.where(hit & np.isfinite(found), found, np.nan)
+    return out
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,1 @@
+"""Ranking: features for (user, candidate) pairs, the LightGBM ranker, diversity re-ordering."""

@@ -1,0 +1,303 @@
+"""Ranking features for (user, candidate item) pairs, computed as of a cutoff.
+
+Everything is fitted from the interactions strictly before the cutoff (so a training week's
+features cannot see its labels) into item-indexed arrays, user-indexed arrays and sorted key
+tables for user x item and user x attribute-value counts. Transforming a candidate set is then
+gathers and binary searches only: the same code builds the training set (millions of rows) and
+scores one request (300 rows, well under a millisecond), so training and serving cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Self
+
+import numpy as np
+import pandas as pd
+
+from shortlist.config import AttributeKind
+from shortlist.eval.baselines import TrainData
+from shortlist.eval.data import US_PER_DAY
+from shortlist.retrieval.stage import CandidateSet
+
+HALF_LIFE_DAYS = 30.0
+
+
+class KeyTable:
+    """Values keyed by sorted int64 keys; lookups are binary searches (NaN where absent)."""
+
+    def __init__(self, keys: np.ndarray, values: dict[str, np.ndarray]):
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.values = {name: v[order].astype(np.float32) for name, v in values.items()}
+
+    @classmethod
+    def aggregate(cls, keys: np.ndarray, columns: dict[str, tuple[np.ndarray, str]]) -> KeyTable:
+        """Group rows by key; each column is (per-row values, "sum" | "max")."""
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        out = {}
+        for name, (values, how) in columns.items():
+            if how == "sum":
+                out[name] = np.bincount(inverse, weights=values, minlength=len(uniq))
+            else:
+                agg = np.full(len(uniq), -np.inf)
+                np.maximum.at(agg, inverse, values)
+                out[name] = agg
+        return cls(uniq, out)
+
+    def lookup(self, keys: np.ndarray) -> dict[str, np.ndarray]:
+        pos = np.searchsorted(self.keys, keys)
+        pos = np.minimum(pos, max(len(self.keys) - 1, 0))
+        found = self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), bool)
+        return {
+            name: np.where(found, v[pos] if len(v) else np.nan, np.nan).astype(np.float32)
+            for name, v in self.values.items()
+        }
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int32), len(uniques)
+
+
+def choose_attributes(
+    frame: pd.DataFrame | None, kinds: dict[str, AttributeKind], max_values: int
+) -> dict[str, np.ndarray]:
+    """Categorical columns with 2..max_values values, as int codes (-1 missing).
+
+    Columns that only rename another one (product_type_no and product_type_name split the items
+    the same way) are kept once, so no feature is counted twice.
+    """
+    out: dict[str, np.ndarray] = {}
+    if frame is None:
+        return out
+    for name, kind in kinds.items():
+        if kind != AttributeKind.CATEGORICAL or name not in frame.columns:
+            continue
+        codes, n = _codes(frame[name])
+        if not 2 <= n <= max_values:
+            continue
+        if any(_same_partition(codes, other) for other in out.values()):
+            continue
+        out[name] = codes
+    return out
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    nb = int(b.max()) + 2
+    pairs = len(np.unique((a.astype(np.int64) + 1) * nb + b + 1))
+    return pairs == len(np.unique(a)) == len(np.unique(b))
+
+
+def numeric_attributes(
+    frame: pd.DataFrame | None, kinds: dict[str, AttributeKind]
+) -> dict[str, np.ndarray]:
+    if frame is None:
+        return {}
+    return {
+        name: pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float32)
+        for name, kind in kinds.items()
+        if kind == AttributeKind.NUMERIC and name in frame.columns
+    }
+
+
+@dataclass
+class RankingFeatures:
+    """Fit on the past (`fit(TrainData)`), then `transform` candidate sets into a matrix.
+
+    max_values: categorical attributes with more values are not used (ids, postal codes).
+    affinity_attributes: how many item attributes get user x value purchase counts (the
+    most specific first, plus the item_group role): each adds a key table, so memory grows.
+    """
+
+    max_values: int = 256
+    affinity_attributes: int = 5
+    recent_days: float = 28
+    names_: list[str] = field(default_factory=list)
+    categorical_: list[str] = field(default_factory=list)
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, data: TrainData) -> Self:
+        ds = data.dataset
+        inter = data.interactions
+        self.cutoff_ = data.cutoff
+        n_users, n_items = data.n_users, data.n_items
+        age_days = ((data.cutoff - inter.time) / US_PER_DAY).astype(np.float64)
+        qty = inter.quantity.astype(np.float64)
+        recent = age_days < self.recent_days
+        week = age_days < 7
+        price = inter.price
+
+        def per_item(mask: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
+            idx = inter.item if mask is None else inter.item[mask]
+            w = weights if mask is None or weights is None else weights[mask]
+            return np.bincount(idx, weights=w, minlength=n_items).astype(np.float32)
+
+        def per_user(mask: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
+            idx = inter.user if mask is None else inter.user[mask]
+            w = weights if mask is None or weights is None else weights[mask]
+            return np.bincount(idx, weights=w, minlength=n_users).astype(np.float32)
+
+        item: dict[str, np.ndarray] = {}
+        item["item_units_7d"] = per_item(week, qty)
+        item["item_units_28d"] = per_item(recent, qty)
+        item["item_units_all"] = per_item(None, qty)
+        item["item_trend"] = item["item_units_7d"] / (item["item_units_28d"] / 4 + 1)
+        first, last = _first_last(inter.item, age_days, n_items)
+        item["item_days_since_first"], item["item_days_since_last"] = first, last
+        pair_keys = inter.user.astype(np.int64) * n_items + inter.item
+        uniq_pairs, pair_counts = np.unique(pair_keys, return_counts=True)
+        pair_item = (uniq_pairs % n_items).astype(np.int64)
+        item["item_buyers"] = np.bincount(pair_item, minlength=n_items).astype(np.float32)
+        repeat = np.bincount(pair_item, weights=pair_counts > 1, minlength=n_items)
+        item["item_repeat_share"] = (repeat / np.maximum(item["item_buyers"], 1)).astype(np.float32)
+        user: dict[str, np.ndarray] = {}
+        user["user_purchases_all"] = per_user(None, qty)
+        user["user_purchases_28d"] = per_user(recent, qty)
+        user["user_purchases_7d"] = per_user(week, qty)
+        user["user_days_since_last"] = _first_last(inter.user, age_days, n_users)[1]
+        if price is not None:
+            known = ~np.isnan(price)
+            item["item_price"] = _mean(inter.item, price, known & recent, n_items, fallback=known)
+            user["user_price"] = _mean(inter.user, price, known, n_users)
+        age = data.user_age
+        if age is not None:
+            known_age = ~np.isnan(age[inter.user])
+            item["item_buyer_age"] = _mean(
+                inter.item, age[inter.user].astype(np.float32), known_age, n_items
+            )
+            user["user_age"] = age.astype(np.float32)
+        self.item_numeric_ = {
+            **item,
+            **numeric_attributes(ds and ds.items, ds.item_kinds if ds else {}),
+        }
+        self.user_numeric_ = {
+            **user,
+            **numeric_attributes(ds and ds.users, ds.user_kinds if ds else {}),
+        }
+        self.item_cats_ = choose_attributes(items, item_kinds, self.max_values)
+        self.user_cats_ = choose_attributes(users, user_kinds, self.max_values)
+        # user x item: units, last purchase, recency-weighted units
+        decay = np.power(0.5, age_days / HALF_LIFE_DAYS) * qty
+        self.pairs_ = KeyTable.aggregate(
+            pair_keys,
+            {"ui_units": (qty, "sum"), "ui_last": (-age_days, "max"), "ui_decayed": (decay, "sum")},
+        )
+        # user x attribute value: units (all time and recent), for the most specific attributes
+        self.affinity_ = {}
+        groups = dict(
+            sorted(self.item_cats_.items(), key=lambda kv: -int(kv[1].max()))[
+                : self.affinity_attributes
+            ]
+        )
+        if ds is not None and ds.item_group is not None:
+            groups["item_group"] = ds.item_group
+        for name, codes in groups.items():
+            n_values = int(codes.max()) + 2
+            keys = inter.user.astype(np.int64) * n_values + codes[inter.item] + 1
+            table = KeyTable.aggregate(keys, {"all": (qty, "sum"), "recent": (qty * recent, "sum")})
+            self.affinity_[name] = (codes, n_values, table)
+        self.n_items_ = n_items
+        self._name_columns(data)
+        return self
+
+    def _name_columns(self, data: TrainData) -> None:
+        self.source_names_: list[str] = []
+        self.names_ = (
+            list(self.item_numeric_)
+            + [f"item_{n}" for n in self.item_cats_]
+            + list(self.user_numeric_)
+            + [f"user_{n}" for n in self.user_cats_]
+            + ["ui_units", "ui_days_since_last", "ui_decayed"]
+            + [f"{k}_{n}" for n in self.affinity_ for k in ("share", "recent")]
+            + (["price_ratio"] if "item_price" in self.item_numeric_ else [])
+            + (["age_gap"] if "item_buyer_age" in self.item_numeric_ else [])
+            + ["day_of_year"]
+        )
+        self.categorical_ = [f"item_{n}" for n in self.item_cats_] + [
+            f"user_{n}" for n in self.user_cats_
+        ]
+
+    # -- transforming -----------------------------------------------------------------------
+    def feature_names(self, sources: list[str], two_tower: bool) -> list[str]:
+        """Column order of `transform`: source features first, then the fitted ones."""
+        src = [f"{s}_{k}" for s in sources for k in ("rank", "score")] + ["n_sources"]
+        return src + (["two_tower_similarity"] if two_tower else []) + self.names_
+
+    def transform(
+        self, cs: CandidateSet, similarity: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of every non-padding candidate, in row-major order.
+
+        Returns:
+            X (pairs, features) float32, and the (row, column) of each pair in `cs.items`.
+        """
+        rows, cols = np.nonzero(cs.items >= 0)
+        users = cs.users[rows].astype(np.int64)
+        items = cs.items[rows, cols].astype(np.int64)
+        out: list[np.ndarray] = []
+        n_sources = np.zeros(len(rows), np.float32)
+        for name in cs.sources:
+            rank = cs.ranks[name][rows, cols].astype(np.float32)
+            n_sources += rank > 0
+            out += [np.where(rank > 0, rank, np.nan), cs.scores[name][rows, cols]]
+        out.append(n_sources)
+        if similarity is not None:
+            out.append(similarity[rows, cols].astype(np.float32))
+        inside = items < self.n_items_  # items newer than the fit: unknown, NaN features
+        safe = np.where(inside, items, 0)
+        for v in self.item_numeric_.values():
+            out.append(np.where(inside, v[safe], np.nan))
+        for v in self.item_cats_.values():
+            code = np.where(inside, v[safe], -1)
+            out.append(np.where(code >= 0, code, np.nan).astype(np.float32))
+        for v in self.user_numeric_.values():
+            out.append(v[users])
+        for v in self.user_cats_.values():
+            code = v[users]
+            out.append(np.where(code >= 0, code, np.nan).astype(np.float32))
+        pairs = self.pairs_.lookup(users * self.n_items_ + items)
+        out += [pairs["ui_units"], -pairs["ui_last"], pairs["ui_decayed"]]
+        total = np.maximum(self.user_numeric_["user_purchases_all"][users], 1)
+        for codes, n_values, table in self.affinity_.values():
+            value = np.where(inside, codes[safe], -1)
+            got = table.lookup(users * n_values + value + 1)
+            out += [np.nan_to_num(got["all"]) / total, np.nan_to_num(got["recent"])]
+        if "item_price" in self.item_numeric_:
+            item_price = np.where(inside, self.item_numeric_["item_price"][safe], np.nan)
+            out.append(item_price / self.user_numeric_["user_price"][users])
+        if "item_buyer_age" in self.item_numeric_:
+            buyer_age = np.where(inside, self.item_numeric_["item_buyer_age"][safe], np.nan)
+            out.append(self.user_numeric_["user_age"][users] - buyer_age)
+        day = (self.cutoff_ // US_PER_DAY) % 365.2425
+        out.append(np.full(len(rows), day, np.float32))
+        X = np.column_stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+        return X, rows, cols
+
+
+def _first_last(keys: np.ndarray, age_days: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Days since the first and the last row of each key (NaN for keys without rows)."""
+    first = np.full(n, -np.inf)
+    last = np.full(n, np.inf)
+    np.maximum.at(first, keys, age_days)
+    np.minimum.at(last, keys, age_days)
+    first[np.isinf(first)] = np.nan
+    last[np.isinf(last)] = np.nan
+    return first.astype(np.float32), last.astype(np.float32)
+
+
+def _mean(
+    keys: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray,
+    n: int,
+    fallback: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mean of values per key over masked rows; keys without any use the fallback mask."""
+    total = np.bincount(keys[mask], weights=values[mask], minlength=n)
+    count = np.bincount(keys[mask], minlength=n)
+    out = np.divide(total, count, out=np.full(n, np.nan), where=count > 0)
+    if fallback is not None:
+        wide = _mean(keys, values, fallback, n)
+        out = np.where(count > 0, out, wide)
+    return out.astype(np.float32)

@@ -1,0 +1,208 @@
+"""The LightGBM ranker: trained on past weeks, validated on the latest, saved as plain text.
+
+Both objectives are tried when asked ("auto"): lambdarank optimises the order within a
+request directly, binary learns calibrated purchase odds; which ranks better depends on the
+data, so the latest week decides (MAP@12 over its requests). The winner is then refitted on
+every week, latest included, for the number of rounds early stopping found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import lightgbm as lgb
+import numpy as np
+
+from shortlist.errors import ConfigError, WorkspaceError
+from shortlist.ranking.dataset import RankingSet
+
+OBJECTIVES = ("lambdarank", "binary")
+MODEL_FILE, META_FILE = "ranker.txt", "ranker.json"
+
+
+def group_map(scores: np.ndarray, y: np.ndarray, group: np.ndarray, k: int = 12) -> float:
+    """Mean average precision at k over groups, relevant = the group's positive rows."""
+    aps = []
+    start = 0
+    for size in group.tolist():
+        s, t = scores[start : start + size], y[start : start + size]
+        start += size
+        n_pos = int(t.sum())
+        if n_pos == 0:
+            continue
+        hits = t[np.argsort(-s, kind="stable")[:k]]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float((precision * hits).sum() / min(n_pos, k)))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+@dataclass
+class LightGBMRanker:
+    """fit(train, valid) -> self; `predict` gives raw scores (higher ranks first)."""
+
+    name = "lightgbm"
+
+    objective: str = "auto"
+    num_leaves: int = 0  # 0: grows with the data (see `capacity`)
+    learning_rate: float = 0.05
+    max_rounds: int = 500
+    early_stopping: int = 40
+    min_data_in_leaf: int = 0  # 0: grows with the data
+    seed: int = 0
+    threads: int = 0  # 0: one below 500k rows (threads only spin there), else every core
+    booster_: lgb.Booster | None = None
+    names_: list[str] = field(default_factory=list)
+    categorical_: list[str] = field(default_factory=list)
+    report_: dict[str, Any] = field(default_factory=dict)
+    capacity_: tuple[int, int] = (63, 20)
+    threads_: int = 1
+
+    def capacity(self, rows: int, groups: int) -> tuple[int, int]:
+        """(num_leaves, min_data_in_leaf): small trees on thin data, where a few hundred
+        requests make 63-leaf trees memorise them; up to 63 leaves from ~750 requests on."""
+        leaves = self.num_leaves or int(np.clip(groups // 12, 7, 63))
+        min_leaf = self.min_data_in_leaf or int(np.clip(rows // 400, 20, 200))
+        return leaves, min_leaf
+
+    def _params(self, objective: str) -> dict[str, Any]:
+        leaves, min_leaf = self.capacity_
+        params: dict[str, Any] = {
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": leaves,
+            "min_data_in_leaf": min_leaf,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "seed": self.seed,
+            "deterministic": True,
+            "num_threads": self.threads_,
+            "verbosity": -1,
+        }
+        if objective == "lambdarank":
+            params["lambdarank_truncation_level"] = 20
+            params["eval_at"] = [12]
+        return params
+
+    def _dataset(self, rs: RankingSet, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            rs.X,
+            rs.y,
+            group=rs.group,
+            feature_name=rs.names,
+            categorical_feature=rs.categorical,
+            reference=reference,
+            free_raw_data=False,
+        )
+
+    def fit(self, train: RankingSet, valid: RankingSet) -> Self:
+        if self.objective not in (*OBJECTIVES, "auto"):
+            raise ConfigError(
+                f"ranking objective '{self.objective}' is not one of auto, "
+                + ", ".join(OBJECTIVES),
+                key="ranking.objective",
+            )
+        if train.positives == 0 or valid.positives == 0:
+            raise WorkspaceError(
+                "no purchases among the candidates of the training weeks: the ranker has "
+                "nothing to learn (more history, more weeks or more candidates needed)"
+            )
+        choices = OBJECTIVES if self.objective == "auto" else (self.objective,)
+        rows = len(train.y) + len(valid.y)
+        self.capacity_ = self.capacity(rows, len(train.group))
+        self.threads_ = self.threads or (1 if rows < 500_000 else os.cpu_count() or 1)
+        dtrain = self._dataset(train)
+        dvalid = self._dataset(valid, dtrain)
+        results = {}
+        for objective in choices:
+            booster = lgb.train(
+                self._params(objective),
+                dtrain,
+                num_boost_round=self.max_rounds,
+                valid_sets=[dvalid],
+                callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],
+            )
+            rounds = max(1, booster.best_iteration)
+            score = group_map(booster.predict(valid.X, num_iteration=rounds), valid.y, valid.group)
+            results[objective] = {"valid_map@12": score, "rounds": rounds}
+        best = max(results, key=lambda o: results[o]["valid_map@12"])
+        full = _concat(train, valid)
+        self.booster_ = lgb.train(
+            self._params(best), self._dataset(full), num_boost_round=results[best]["rounds"]
+        )
+        self.names_, self.categorical_ = list(train.names), list(train.categorical)
+        self.report_ = {
+            "objective": best,
+            "num_leaves": self.capacity_[0],
+            "min_data_in_leaf": self.capacity_[1],
+            "candidates": results,
+            "train_rows": len(train.y) + len(valid.y),
+            "train_groups": len(train.group) + len(valid.group),
+            "positives": train.positives + valid.positives,
+        }
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.booster_ is None:
+            raise WorkspaceError("the ranker is not trained")
+        return self.booster_.predict(X, raw_score=True, num_threads=1)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """(rows, features + 1) each feature's share of the raw score (last column: bias)."""
+        if self.booster_ is None:
+            raise WorkspaceError("the ranker is not trained")
+        return self.booster_.predict(X, pred_contrib=True, num_threads=1)
+
+    def importance(self) -> list[tuple[str, float]]:
+        """Features by total split gain, largest first."""
+        if self.booster_ is None:
+            return []
+        gain = self.booster_.feature_importance("gain")
+        total = float(gain.sum()) or 1.0
+        pairs = sorted(zip(self.names_, gain / total, strict=True), key=lambda p: -p[1])
+        return [(n, float(g)) for n, g in pairs]
+
+    # -- persistence: LightGBM's own text format and a JSON sidecar, nothing pickled ----------
+    def save(self, folder: Path) -> Path:
+        if self.booster_ is None:
+            raise WorkspaceError("the ranker is not trained")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(str(folder / MODEL_FILE))
+        meta = {
+            "features": self.names_,
+            "categorical": self.categorical_,
+            "report": self.report_,
+            "importance": self.importance()[:30],
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder / MODEL_FILE
+
+    @classmethod
+    def load(cls, folder: Path) -> LightGBMRanker:
+        model, meta = folder / MODEL_FILE, folder / META_FILE
+        if not model.exists() or not meta.exists():
+            raise WorkspaceError(f"no ranker in {folder}: run `shortlist train ranking` first")
+        info = json.loads(meta.read_text())
+        ranker = cls()
+        ranker.booster_ = lgb.Booster(model_file=str(model))
+        ranker.names_, ranker.categorical_ = info["features"], info["categorical"]
+        ranker.report_ = info.get("report", {})
+        if ranker.booster_.feature_name() != ranker.names_:
+            raise ConfigError(f"{meta} does not describe the features of {model}")
+        return ranker
+
+
+def _concat(a: RankingSet, b: RankingSet) -> RankingSet:
+    return RankingSet(
+        np.vstack([a.X, b.X]),
+        np.concatenate([a.y, b.y]),
+        np.concatenate([a.group, b.group]),
+        np.concatenate([a.week, b.week]),
+        a.names,
+        a.categorical,
+    )
