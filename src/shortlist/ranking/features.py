@@ -167,14 +167,10 @@ class RankingFeatures:
                 inter.item, age[inter.user].astype(np.float32), known_age, n_items
             )
             user["user_age"] = age.astype(np.float32)
-        self.item_numeric_ = {
-            **item,
-            **numeric_attributes(ds and ds.items, ds.item_kinds if ds else {}),
-        }
-        self.user_numeric_ = {
-            **user,
-            **numeric_attributes(ds and ds.users, ds.user_kinds if ds else {}),
-        }
+        items, users = (ds.items, ds.users) if ds is not None else (None, None)
+        item_kinds, user_kinds = (ds.item_kinds, ds.user_kinds) if ds is not None else ({}, {})
+        self.item_numeric_ = {**item, **numeric_attributes(items, item_kinds)}
+        self.user_numeric_ = {**user, **numeric_attributes(users, user_kinds)}
         self.item_cats_ = choose_attributes(items, item_kinds, self.max_values)
         self.user_cats_ = choose_attributes(users, user_kinds, self.max_values)
         # user x item: units, last purchase, recency-weighted units
