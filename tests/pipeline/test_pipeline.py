@@ -1,0 +1,221 @@
+"""The whole funnel on a tiny generated workspace: `shortlist build`, then the Pipeline API,
+`recommend` and `predict` as a user runs them (real LightGBM, FAISS, torch, DuckDB)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from shortlist.data.generator import generate
+from shortlist.errors import NotFoundError, WorkspaceError
+from shortlist.filtering import FilterContext
+from shortlist.pipeline import (
+    AgeAllowed,
+    AvailableInRegion,
+    CoPurchase,
+    InStock,
+    Pipeline,
+    Ranker,
+    Repurchase,
+    SameGroup,
+    Trending,
+    TwoTower,
+)
+from shortlist.retrieval.filters import FilterError
+from shortlist.workspace import open_workspace
+from tests.conftest import write
+from tests.test_cli import shortlist
+
+FAST = """
+[retrieval]
+epochs = 2
+max_epochs = 2
+min_steps = 0
+batch_size = 512
+dim = 32
+hidden = 64
+
+[ranking]
+weeks = 3
+max_weeks = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    generate(root / "src", scale="tiny", seed=4)
+    write(root / "ws", "shortlist.toml", FAST)
+    result = shortlist("--workspace", str(root / "ws"), "build", "--source", str(root / "src"),
+                       "--format", "hm")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "5/5 ranker trained" in result.stdout
+    return open_workspace(root / "ws")
+
+
+@pytest.fixture(scope="module")
+def pipeline(ws) -> Pipeline:
+    return Pipeline.from_config(ws).load()
+
+
+@pytest.fixture(scope="module")
+def user_ids(pipeline) -> list[str]:
+    data = pipeline.funnel_.catalog.data
+    active = np.unique(data.interactions.user[-2000:])[:5]  # recent buyers
+    return [str(pipeline.funnel_.catalog.user_ids[u]) for u in active]
+
+
+def test_recommend_from_the_cli_with_reasons_and_trace(ws, user_ids):
+    result = shortlist("--workspace", str(ws.root), "recommend", "--user", user_ids[0],
+                       "--explain", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    ids = [i["item_id"] for i in got["items"]]
+    assert len(ids) == 12 == len(set(ids))
+    assert all(i["reasons"] for i in got["items"])
+    ranked = [i for i in got["items"] if i["sources"]]
+    assert ranked and any("raises the score" in r or "lowers the score" in r
+                          for r in ranked[0]["reasons"])  # fmt: skip
+    assert [s["stage"] for s in got["trace"]] == ["retrieve", "filter", "rank", "take"]
+    assert got["trace"][2]["scorer"] in ("compiled", "lightgbm")
+
+
+def test_the_toml_pipeline_equals_the_same_pipeline_in_python(ws, pipeline, user_ids):
+    python = (
+        Pipeline(ws)
+        .retrieve(
+            Repurchase(k=50),
+            SameGroup(k=50),
+            CoPurchase(k=100),
+            TwoTower(k=100),
+            Trending(k=50, segment="age"),
+            Trending(k=50),
+        )  # fmt: skip
+        .filter(InStock(), AvailableInRegion(), AgeAllowed())
+        .rank(Ranker())
+        .take(12)
+    )
+    assert python == pipeline
+    assert python != pipeline.take(5)
+    for user in user_ids[:3]:
+        assert python.recommend(user).item_ids == pipeline.recommend(user).item_ids
+
+
+def test_trace_accounts_for_every_candidate(pipeline, user_ids):
+    trace = pipeline.recommend(user_ids[1]).trace
+    retrieve, filt, rank, take = trace
+    assert retrieve["out"] >= 12
+    assert set(retrieve["sources"]) == {"repurchase", "same_group", "copurchase", "two_tower",
+                                         "trending_age", "trending"}  # fmt: skip
+    assert filt["in"] == retrieve["out"]
+    assert filt["in"] - sum(filt["removed"].values()) == filt["out"] == rank["in"]
+    assert take["out"] == 12
+    assert all(stage["ms"] >= 0 for stage in trace)
+
+
+def test_recommendations_pass_every_business_rule(pipeline, user_ids):
+    funnel = pipeline.funnel_
+    rules = funnel.catalog.rules
+    assert rules is not None and rules.units is not None and rules.min_age is not None
+    removed = 0
+    for user_id in user_ids:
+        u = funnel.catalog.user_idx(user_id)
+        rec = pipeline.recommend(user_id)
+        items = funnel.catalog.item_idx(rec.item_ids)
+        assert np.all(~(rules.units[items] <= 0))  # in stock (or untracked)
+        region = rules.user_region[u]
+        if region >= 0:
+            assert np.all(rules.availability[items, region].toarray().ravel() > 0)
+        age = funnel.catalog.data.user_age[u]
+        limit = rules.min_age[items]
+        assert np.all(np.isnan(limit) | (age >= limit))
+        removed += sum(rec.trace[1]["removed"].values())
+    assert removed > 0  # the filters did something on these users
+
+
+def test_top_up_returns_k_when_filters_leave_too_few(pipeline, user_ids):
+    funnel = pipeline.funnel_
+    items = funnel.catalog.data.items
+    rare = items["product_type_name"].value_counts().index[-1]  # the rarest product type
+    n_rare = int((items["product_type_name"] == rare).sum())
+    spec = {"product_type_name": rare}
+    rec = pipeline.recommend(user_ids[0], {"filters": spec})
+    passing = funnel.catalog.attributes.mask(spec)
+    chosen = funnel.catalog.item_idx(rec.item_ids)
+    assert passing[chosen].all()
+    ctx = funnel.context(np.array([funnel.catalog.user_idx(user_ids[0])]))
+    allowed = np.arange(funnel.catalog.data.n_items)[passing][None, :]
+    chain, _ = funnel._chain(None)
+    possible = int(chain.apply(FilterContext(ctx.users, region=ctx.region, age=ctx.age,
+                                             filters=spec), allowed).keep.sum())  # fmt: skip
+    assert len(rec.items) == min(12, possible) and possible <= n_rare
+    assert rec.trace[-1]["topped_up"] >= 0
+    nothing = pipeline.recommend(user_ids[0], {"filters": {"price": {"lt": -1}}})
+    assert nothing.items == []
+
+
+def test_cart_items_are_not_recommended_again(pipeline, user_ids):
+    first = pipeline.recommend(user_ids[2]).item_ids
+    again = pipeline.recommend(user_ids[2], {"cart": first[:3]}).item_ids
+    assert not set(first[:3]) & set(again) and len(again) == 12
+
+
+def test_diversity_step_caps_items_per_product_type(pipeline, user_ids):
+    capped = pipeline.diversify(by="product_type_name", method="max_per_value", limit=1).load()
+    types = capped.funnel_.catalog.data.items["product_type_name"].to_numpy()
+    for user in user_ids[:3]:
+        items = capped.funnel_.catalog.item_idx(capped.recommend(user).item_ids)
+        assert len(set(types[items])) == len(items) == 12
+
+
+def test_bad_requests(pipeline, user_ids, ws):
+    with pytest.raises(NotFoundError):
+        pipeline.recommend("no-such-user")
+    with pytest.raises(NotFoundError):
+        pipeline.recommend(user_ids[0], {"cart": ["no-such-item"]})
+    with pytest.raises(FilterError, match="nope"):
+        pipeline.recommend(user_ids[0], {"filters": {"nope": 1}})
+    result = shortlist("--workspace", str(ws.root), "recommend", "--user", user_ids[0],
+                       "--filter", "{not json")  # fmt: skip
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_ranker_trained_for_other_sources_is_refused(ws):
+    other = Pipeline(ws).retrieve(Repurchase(k=20), Trending(k=20)).rank(Ranker())
+    with pytest.raises(WorkspaceError, match="train ranking"):
+        other.recommend("anyone")
+
+
+def test_predict_writes_every_user(ws, pipeline, tmp_path):
+    path = tmp_path / "submission.csv"
+    result = shortlist("--workspace", str(ws.root), "predict", "--out", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["customer_id", "prediction"]
+    n_users = pipeline.funnel_.catalog.data.n_users
+    assert len(rows) == n_users + 1
+    assert len({r[0] for r in rows[1:]}) == n_users
+    assert all(len(r[1].split()) == 12 for r in rows[1:])
+    # the batch path and the one-user path agree
+    first = rows[1]
+    assert pipeline.recommend(first[0]).item_ids == first[1].split()
+
+
+def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
+    from shortlist.eval.evaluate import evaluate_workspace
+
+    methods = ["repurchase_trending", "pipeline", "pipeline_no_ranker", "pipeline_no_trending",
+               "pipeline_div_max_per_value"]  # fmt: skip
+    report = evaluate_workspace(ws, methods, n_windows=1)
+    got = report["methods"]
+    assert list(got) == methods
+    for name in methods:
+        assert 0 <= got[name]["map@12"] <= 1 and got[name]["users_scored"] > 0
+    # the diversity variant reports its diversity, and has at least the pipeline's
+    key = next(k for k in got["pipeline"] if k.startswith("distinct_"))
+    assert got["pipeline_div_max_per_value"][key] >= got["pipeline"][key]
+    assert got["pipeline_div_max_per_value"][key] > 1

@@ -1,0 +1,148 @@
+"""Ranking features on a hand-made history, where every value can be worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shortlist.config import AttributeKind
+from shortlist.eval.baselines import TrainData
+from shortlist.eval.data import US_PER_DAY, Dataset, Interactions
+from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes
+from shortlist.retrieval.stage import CandidateSet
+
+CUTOFF = 100 * US_PER_DAY
+CAT = AttributeKind.CATEGORICAL
+
+
+def dataset() -> Dataset:
+    """4 users, 5 items; items 0-2 are 'top', 3-4 'shoe' (colour duplicates kind's split)."""
+    rows = [  # user, item, day, quantity, price
+        (0, 0, 10, 1, 10.0),
+        (0, 0, 95, 2, 12.0),
+        (0, 3, 96, 1, 30.0),
+        (1, 1, 97, 1, 20.0),
+        (2, 1, 98, 1, 20.0),
+        (3, 4, 99, 1, 40.0),
+    ]
+    arr = np.array(rows, dtype=np.float64)
+    inter = Interactions(
+        arr[:, 0].astype(np.int32),
+        arr[:, 1].astype(np.int32),
+        (arr[:, 2] * US_PER_DAY).astype(np.int64),
+        arr[:, 3].astype(np.int32),
+        arr[:, 4].astype(np.float32),
+    )
+    items = pd.DataFrame(
+        {
+            "kind": ["top", "top", "top", "shoe", "shoe"],
+            "kind_code": [1, 1, 1, 2, 2],  # the same split under another name
+            "sku": ["a", "b", "c", "d", "e"],  # one value per item: kept (5 <= max_values)
+        }
+    )
+    users = pd.DataFrame({"age": [30.0, 20.0, np.nan, 50.0]})
+    return Dataset(
+        inter,
+        4,
+        5,
+        user_age=users["age"].to_numpy(),
+        items=items,
+        users=users,
+        item_kinds={"kind": CAT, "kind_code": CAT, "sku": CAT},
+        user_kinds={"age": AttributeKind.NUMERIC},
+    )
+
+
+def candidates(users: list[int], items: list[list[int]]) -> CandidateSet:
+    it = np.array(items, dtype=np.int32)
+    ranks = {"src": np.where(it >= 0, np.arange(1, it.shape[1] + 1), 0).astype(np.int16)}
+    scores = {"src": np.where(it >= 0, 1.0, np.nan).astype(np.float32)}
+    return CandidateSet(np.array(users), it, ranks, scores)
+
+
+@pytest.fixture
+def fitted() -> RankingFeatures:
+    return RankingFeatures(max_values=10, affinity_attributes=2).fit(
+        TrainData.before(dataset(), CUTOFF)
+    )
+
+
+def column(f: RankingFeatures, X: np.ndarray, name: str) -> np.ndarray:
+    return X[:, f.feature_names(["src"], False).index(name)]
+
+
+def test_duplicate_partitions_are_kept_once(fitted):
+    assert list(fitted.item_cats_) == ["kind", "sku"]
+    assert fitted.categorical_ == ["item_kind", "item_sku"]
+
+
+def test_user_item_and_item_values(fitted):
+    X, rows, cols = fitted.transform(candidates([0, 1], [[0, 3, -1], [1, 0, 4]]))
+    assert rows.tolist() == [0, 0, 1, 1, 1] and cols.tolist() == [0, 1, 0, 1, 2]
+    # user 0 bought item 0 three units (days 10 and 95), last 5 days before the cutoff
+    assert column(fitted, X, "ui_units").tolist()[:2] == [3.0, 1.0]
+    assert column(fitted, X, "ui_days_since_last")[0] == pytest.approx(5.0)
+    assert np.isnan(column(fitted, X, "ui_units")[3])  # user 1 never bought item 0
+    # item 1: two units this week, two buyers; item 0: 2 units in 28 days, 3 in all
+    assert column(fitted, X, "item_units_7d")[2] == 2.0
+    assert column(fitted, X, "item_units_28d")[3] == 2.0
+    assert column(fitted, X, "item_units_all")[3] == 3.0
+    assert column(fitted, X, "item_buyers")[2] == 2.0
+    # price in the last 28 days: item 0 sold at 12 only; user 0 paid 10, 12, 30 on average
+    assert column(fitted, X, "item_price")[0] == pytest.approx(12.0)
+    assert column(fitted, X, "price_ratio")[0] == pytest.approx(12.0 / (52.0 / 3))
+    # item 4's only buyer is 50; user 1 is 20: the gap is -30
+    assert column(fitted, X, "age_gap")[4] == pytest.approx(-30.0)
+
+
+def test_attribute_affinity_counts_units_per_value(fitted):
+    X, _, _ = fitted.transform(candidates([0], [[1, 4]]))
+    # user 0 bought 3 'top' units and 1 'shoe' of 4: shares 0.75 and 0.25
+    assert column(fitted, X, "share_kind").tolist() == [0.75, 0.25]
+    assert column(fitted, X, "recent_kind").tolist() == [2.0, 1.0]  # day 10 is too old
+
+
+def test_source_features_and_context(fitted):
+    X, _, _ = fitted.transform(candidates([0, 1], [[0, 3], [1, -1]]))
+    assert column(fitted, X, "src_rank").tolist() == [1.0, 2.0, 1.0]
+    assert column(fitted, X, "n_sources").tolist() == [1.0, 1.0, 1.0]
+    day = column(fitted, X, "day_of_year")
+    assert np.all(day == day[0])  # the request's context, identical for every candidate
+
+
+def test_features_ignore_everything_after_the_cutoff():
+    base = dataset()
+    early = RankingFeatures(max_values=10).fit(TrainData.before(base, 98 * US_PER_DAY))
+    # more purchases from day 98 on must not change features fitted before day 98
+    inter = base.interactions
+    later = Interactions(
+        np.append(inter.user, [0, 1]).astype(np.int32),
+        np.append(inter.item, [2, 0]).astype(np.int32),
+        np.append(inter.time, [99 * US_PER_DAY, 99 * US_PER_DAY]),
+        np.append(inter.quantity, [5, 5]).astype(np.int32),
+        np.append(inter.price, [1.0, 1.0]).astype(np.float32),
+    )
+    order = np.argsort(later.time, kind="stable")
+    later = Interactions(*(a[order] for a in (later.user, later.item, later.time,
+                                              later.quantity, later.price)))  # fmt: skip
+    changed = Dataset(later, 4, 5, base.user_age, None, None, base.items, base.users,
+                      base.item_kinds, base.user_kinds)  # fmt: skip
+    again = RankingFeatures(max_values=10).fit(TrainData.before(changed, 98 * US_PER_DAY))
+    cs = candidates([0, 1, 2], [[0, 1, 2], [0, 2, 4], [3, 4, 1]])
+    np.testing.assert_array_equal(early.transform(cs)[0], again.transform(cs)[0])
+
+
+def test_key_table_aggregates_and_misses():
+    t = KeyTable.aggregate(
+        np.array([5, 3, 5, 9]),
+        {"n": (np.array([1.0, 2.0, 3.0, 4.0]), "sum"), "m": (np.array([1.0, 2, 3, 4]), "max")},
+    )
+    got = t.lookup(np.array([5, 4, 9]))
+    assert got["n"][0] == 4.0 and np.isnan(got["n"][1]) and got["m"][2] == 4.0
+
+
+def test_wide_attributes_are_not_features():
+    frame = pd.DataFrame({"id": [str(i) for i in range(50)], "g": ["a", "b"] * 25})
+    chosen = choose_attributes(frame, {"id": CAT, "g": CAT}, max_values=10)
+    assert list(chosen) == ["g"]

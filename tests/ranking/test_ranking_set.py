@@ -1,0 +1,140 @@
+"""The weekly ranking set and the LightGBM ranker, on generated data (tiny scale, real engines)."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from shortlist.data.generator import generate
+from shortlist.data.ingest import ingest
+from shortlist.data.offline import OfflineStore
+from shortlist.eval.baselines import TrainData
+from shortlist.eval.data import load_dataset
+from shortlist.eval.protocol import targets
+from shortlist.ranking.dataset import WEEK, RankingSet, build_ranking_set
+from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.ranker import LightGBMRanker, group_map
+from shortlist.retrieval.sources import CoPurchaseSource, Repurchase, SameGroup, Trending
+from shortlist.retrieval.stage import Retrieval
+from shortlist.workspace import open_workspace
+
+NEGATIVES = 30
+
+
+def retrieval() -> Retrieval:
+    return Retrieval(
+        [(Repurchase(), 30), (SameGroup(), 30), (CoPurchaseSource(), 50), (Trending(), 50)]
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ranking")
+    generate(root / "src", scale="tiny", seed=2)
+    ws = open_workspace(root / "ws")
+    ingest(ws, root / "src", format="hm")
+    return load_dataset(OfflineStore(ws))
+
+
+@pytest.fixture(scope="module")
+def cutoff(data) -> int:
+    return (int(data.interactions.time[-1]) // WEEK) * WEEK
+
+
+@pytest.fixture(scope="module")
+def ranking_set(data, cutoff) -> RankingSet:
+    return build_ranking_set(
+        data, cutoff, retrieval(), RankingFeatures,
+        weeks=5, max_weeks=5, min_positive_users=0, negatives_per_user=NEGATIVES,
+    )  # fmt: skip
+
+
+def groups(rs: RankingSet):
+    start = 0
+    for size in rs.group.tolist():
+        yield slice(start, start + size)
+        start += size
+
+
+def test_every_group_has_a_purchase_and_few_negatives(ranking_set):
+    rs = ranking_set
+    assert sorted(set(rs.week.tolist())) == [0, 1, 2, 3, 4]
+    assert rs.group.sum() == len(rs.y) == len(rs.X)
+    for g in groups(rs):
+        assert rs.y[g].sum() >= 1
+        assert (rs.y[g] == 0).sum() <= NEGATIVES
+
+
+def test_labels_are_the_weeks_purchases(data, cutoff):
+    rs = build_ranking_set(
+        data, cutoff, retrieval(), RankingFeatures,
+        weeks=2, max_weeks=2, min_positive_users=0, negatives_per_user=10_000,
+    )  # fmt: skip
+    # with every negative kept, week 0's positives are exactly the retrieved purchases
+    week_cut = cutoff - WEEK
+    tg = targets(data.interactions.between(week_cut, cutoff))
+    r = retrieval().fit(TrainData.before(data, week_cut))
+    cs = r.candidates(tg.users.astype(np.int64))
+    hits = sum(int(np.isin(tg.of(i), cs.items[i]).sum()) for i in range(len(tg.users)))
+    assert rs.weeks(np.array([0])).positives == hits > 0
+
+
+def test_context_features_cannot_separate_labels_within_a_request(ranking_set):
+    """The leakage guard: context (time of year) is the request's, for positives and negatives
+    alike, so a model on context alone scores every candidate of a request the same."""
+    rs = ranking_set
+    assert "day_of_year" in rs.names
+    j = rs.names.index("day_of_year")
+    for g in groups(rs):
+        assert np.all(rs.X[g, j] == rs.X[g.start, j])
+    model = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 5},
+        lgb.Dataset(rs.X[:, [j]], rs.y),
+        num_boost_round=20,
+    )
+    scores = model.predict(rs.X[:, [j]])
+    for g in groups(rs):
+        assert np.ptp(scores[g]) == 0.0
+
+
+def test_ranker_beats_the_candidates_own_order_on_a_later_week(ranking_set, tmp_path):
+    rs = ranking_set
+    test, valid = rs.weeks(np.array([0])), rs.weeks(np.array([1]))
+    train = rs.weeks(np.array([2, 3, 4]))
+    ranker = LightGBMRanker(objective="auto", max_rounds=200, threads=1).fit(train, valid)
+    assert ranker.report_["objective"] in ("lambdarank", "binary")
+    learned = group_map(ranker.predict(test.X), test.y, test.group)
+    # the candidates' own order: the union's interleaving, i.e. row order within a group
+    own = group_map(-np.arange(len(test.y), dtype=float), test.y, test.group)
+    assert learned > own
+    # saved as LightGBM text plus JSON, and loads back to the same scores
+    ranker.save(tmp_path / "ranker")
+    assert (tmp_path / "ranker" / "ranker.txt").read_text().startswith("tree")
+    again = LightGBMRanker.load(tmp_path / "ranker")
+    np.testing.assert_allclose(again.predict(test.X), ranker.predict(test.X))
+    assert again.importance()[0][1] > 0
+
+
+def test_group_map_by_hand():
+    scores = np.array([0.9, 0.8, 0.1, 0.5, 0.4])
+    y = np.array([0, 1, 1, 1, 0], dtype=float)
+    # group 1: hits at ranks 2 and 3 -> (1/2 + 2/3) / 2; group 2: hit at rank 1 -> 1
+    assert group_map(scores, y, np.array([3, 2])) == pytest.approx(((0.5 + 2 / 3) / 2 + 1) / 2)
+
+
+def test_dropping_a_source_equals_building_without_it(data, cutoff):
+    """What `pipeline_no_<source>` relies on (eval/pipeline_methods.py)."""
+    from shortlist.eval.pipeline_methods import without_source
+
+    kw = dict(weeks=2, max_weeks=2, min_positive_users=0, negatives_per_user=10_000)
+    full = build_ranking_set(data, cutoff, retrieval(), RankingFeatures, **kw)
+    names = ["repurchase", "same_group", "copurchase", "trending"]
+    dropped = without_source(full, "copurchase", names)
+    fewer = Retrieval([(Repurchase(), 30), (SameGroup(), 30), (Trending(), 50)])
+    direct = build_ranking_set(data, cutoff, fewer, RankingFeatures, **kw)
+    assert dropped.names == direct.names
+    assert dropped.group.tolist() == direct.group.tolist()
+    # rows come in another order within a group (the union interleaves other sources)
+    key = lambda rs: np.lexsort(np.nan_to_num(rs.X, nan=-1.0).T[::-1])  # noqa: E731
+    np.testing.assert_array_equal(dropped.X[key(dropped)], direct.X[key(direct)])
