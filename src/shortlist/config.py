@@ -102,6 +102,7 @@ class RankingSettings(_Section):
     max_weeks: int = Field(26, ge=2, le=520)
     min_positive_users: int = Field(2000, ge=0)
     negatives_per_user: int = Field(100, ge=1, le=10000)
+    users_per_week: int = Field(20000, ge=0)
     objective: Literal["auto", "lambdarank", "binary"] = "auto"
     num_leaves: int = Field(0, ge=0, le=4096)
     min_data_in_leaf: int = Field(0, ge=0)

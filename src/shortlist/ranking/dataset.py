@@ -22,6 +22,7 @@ from shortlist.retrieval.sources import TwoTowerSource
 from shortlist.retrieval.stage import CandidateSet, Retrieval
 
 WEEK = 7 * US_PER_DAY
+CHUNK = 4096  # users featurized at once: bounds memory to a few hundred MB per chunk
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def build_ranking_set(
     max_weeks: int,
     min_positive_users: int,
     negatives_per_user: int,
+    users_per_week: int = 0,
     seed: int = 0,
 ) -> RankingSet:
     """Weeks ending at `cutoff`, newest first (how many: `plan_weeks`).
@@ -96,7 +98,7 @@ def build_ranking_set(
     once, before the oldest week, and frozen (see TwoTowerSource), so it stays usable after.
     """
     rng = np.random.default_rng(seed)
-    planned = plan_weeks(data, cutoff, weeks, max_weeks, min_positive_users)
+    planned = plan_weeks(data, cutoff, weeks, max_weeks, min_positive_users, users_per_week)
     tt = two_tower_of(retrieval)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
     names: list[str] = []
@@ -109,18 +111,22 @@ def build_ranking_set(
             week_cut = cutoff - (w + 1) * WEEK
             train = TrainData.before(data, week_cut)
             tg = targets(data.interactions.between(week_cut, week_cut + WEEK))
+            if users_per_week and len(tg.users) > users_per_week:
+                tg = _subset(tg, np.sort(rng.choice(len(tg.users), users_per_week, replace=False)))
             if len(tg.users) == 0:
                 advance(1)
                 continue
             retrieval.fit(train)
-            cs = retrieval.candidates(tg.users.astype(np.int64))
             features = make_features().fit(train)
-            X, rows, cols = featurize(cs, features, retrieval)
-            y = labels(tg, rows, cs.items[rows, cols])
-            names = features.feature_names(cs.sources, tt is not None)
+            names = features.feature_names(retrieval.names, tt is not None)
             categorical = features.categorical_
-            X, y, group = _sample(X, y, rows, negatives_per_user, rng)
-            parts.append((X, y, group, w))
+            for lo in range(0, len(tg.users), CHUNK):
+                part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
+                cs = retrieval.candidates(part.users.astype(np.int64))
+                X, rows, cols = featurize(cs, features, retrieval)
+                y = labels(part, rows, cs.items[rows, cols])
+                X, y, group = _sample(X, y, rows, negatives_per_user, rng)
+                parts.append((X, y, group, w))
             advance(1)
     if not parts:
         return RankingSet(
@@ -141,11 +147,24 @@ def build_ranking_set(
     )
 
 
+def _subset(tg: Targets, rows: np.ndarray) -> Targets:
+    """The targets of some of the window's users (rows into tg.users, sorted)."""
+    starts, ends = tg.indptr[rows], tg.indptr[rows + 1]
+    items = np.concatenate([tg.items[a:b] for a, b in zip(starts, ends, strict=True)] or [[]])
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)])
+    return Targets(tg.users[rows], indptr, items.astype(np.int32))
+
+
 HIT_RATE = 0.25  # assumed share of a week's buyers with a purchase among their candidates
 
 
 def plan_weeks(
-    data: Dataset, cutoff: int, weeks: int, max_weeks: int, min_positive_users: int
+    data: Dataset,
+    cutoff: int,
+    weeks: int,
+    max_weeks: int,
+    min_positive_users: int,
+    users_per_week: int = 0,
 ) -> int:
     """How many weeks before `cutoff` to use: at least `weeks`, more on thin data until about
     `min_positive_users` useful groups are expected, never more than the history allows."""
@@ -153,6 +172,8 @@ def plan_weeks(
     usable = max(0, min(max_weeks, (cutoff - first) // WEEK - 1))
     recent = data.interactions.between(cutoff - 4 * WEEK, cutoff)
     buyers_per_week = max(1.0, len(np.unique(recent.user)) / 4)
+    if users_per_week:
+        buyers_per_week = min(buyers_per_week, users_per_week)
     needed = int(np.ceil(min_positive_users / (HIT_RATE * buyers_per_week)))
     return int(min(usable, max(weeks, needed)))
 

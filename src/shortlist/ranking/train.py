@@ -54,6 +54,7 @@ def fit_ranker(
         max_weeks=max(r.weeks, r.max_weeks),
         min_positive_users=r.min_positive_users,
         negatives_per_user=r.negatives_per_user,
+        users_per_week=r.users_per_week,
         seed=r.seed,
     )
     latest = rs.weeks(np.array([0]))
