@@ -19,21 +19,22 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(SHORTLIST) generate --scale small --seed 0 --out $(DEMO_DATA)
-	$(SHORTLIST) ingest --source $(DEMO_DATA) --format hm
-	$(SHORTLIST) features
-	$(SHORTLIST) train retrieval
-	$(SHORTLIST) index
+	$(SHORTLIST) build --source $(DEMO_DATA) --format hm
+	$(SHORTLIST) recommend --user $$(tail -1 $(DEMO_DATA)/transactions_train.csv | cut -d, -f2) \
+		--explain --trace
 	$(SHORTLIST) similar --item $$(sed -n 2p $(DEMO_DATA)/articles.csv | cut -d, -f1) --k 5 \
 		--filter '{"product_group_name": {"in": ["Garment Upper body", "Garment Lower body"]}}'
+	$(SHORTLIST) predict --out $(WORKSPACE)/predictions.csv
 	$(SHORTLIST) evaluate --windows 2 --candidates --json $(WORKSPACE)/evaluation.json \
-		--methods popular,popular_by_age,repurchase_trending,copurchase,als,two_tower
+		--methods popular,repurchase_trending,als,two_tower,pipeline,pipeline_no_ranker
 	@echo
-	@echo "Generated data:  $(DEMO_DATA)/ (articles.csv, customers.csv, transactions_train.csv)"
+	@echo "Generated data:  $(DEMO_DATA)/ (the three H&M files, plus stock, regions, age limits)"
 	@echo "Offline store:   $(WORKSPACE)/offline/ (items, users, interactions by month, manifest.json)"
 	@echo "Features:        $(WORKSPACE)/features/ (items, users, user_category, history; versioned)"
-	@echo "Retrieval:       $(WORKSPACE)/models/two_tower/ and $(WORKSPACE)/index/items/"
+	@echo "Models:          $(WORKSPACE)/models/two_tower/, $(WORKSPACE)/models/ranker/, $(WORKSPACE)/index/items/"
+	@echo "Predictions:     $(WORKSPACE)/predictions.csv (every customer, H&M submission layout)"
 	@echo "Evaluation:      $(WORKSPACE)/evaluation.json (the table above, as JSON)"
-	@echo "Look closer:     $(SHORTLIST) info"
+	@echo "Look closer:     $(SHORTLIST) recommend --user ID --explain [--filter JSON] [--cart A,B]"
 	@echo "                 $(SHORTLIST) similar --item ID --filter '{\"price\": {\"lte\": 0.02}}'"
 
 test: install

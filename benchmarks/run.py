@@ -32,6 +32,8 @@ TARGETS = {
     "evaluate": {"seconds": 600},  # all baselines, one window
     "train": {"seconds": 1200, "peak_gb": 12},  # two-tower, one epoch (plus loading, validation)
     "index": {"seconds": 60},  # `shortlist index` on the trained item vectors
+    "ranking": None,  # `shortlist train ranking`: no target given; measured so regressions show
+    "predict": {"seconds": 1800},  # `shortlist predict` for every user
 }
 
 
@@ -213,6 +215,30 @@ def bench_index(scale: str, repeat: int) -> None:
     print(f"  encode one user      p50 {enc['p50_ms']:.3f} ms  p99 {enc['p99_ms']:.3f} ms")
 
 
+def bench_ranking(scale: str, repeat: int) -> None:
+    """`shortlist train ranking` (ranking set of the last weeks, then LightGBM)."""
+    ws = DATA / f"ws_{scale}"
+    runs = [measure(shortlist("--workspace", str(ws), "train", "ranking")) for _ in range(repeat)]
+    meta = json.loads((ws / "models" / "ranker" / "ranker.json").read_text())
+    summarize("ranking", scale, runs, {"report": meta["report"]})
+
+
+def bench_predict(scale: str, repeat: int) -> None:
+    """`shortlist predict` for every user, then one-user latency (bench_pipeline.py)."""
+    ws = DATA / f"ws_{scale}"
+    out = DATA / f"submission_{scale}.csv"
+    cmd = shortlist("--workspace", str(ws), "predict", "--out", str(out))
+    runs = [measure(cmd) for _ in range(repeat)]
+    detail = RESULTS / f"pipeline_{scale}.json"
+    subprocess.run(
+        [sys.executable, str(HERE / "bench_pipeline.py"), "--workspace", str(ws), "--out",
+         str(detail)],
+        check=True,
+    )  # fmt: skip
+    users = sum(1 for _ in out.open()) - 1
+    summarize("predict", scale, runs, {"users": users, "recommend": json.loads(detail.read_text())})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -242,6 +268,12 @@ def main() -> None:
         bench_train(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
     if "index" in only:
         bench_index(args.scale, args.repeat)
+    if "ranking" in only or (
+        "predict" in only and not (DATA / f"ws_{args.scale}" / "models" / "ranker").is_dir()
+    ):
+        bench_ranking(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
+    if "predict" in only:
+        bench_predict(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
     if not args.only:
         # The synthetic-vector index benchmark (105k items, filters of every selectivity).
         subprocess.run([sys.executable, str(HERE / "bench_index.py")], check=True)

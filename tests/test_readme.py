@@ -24,6 +24,7 @@ def test_python_example_runs_as_written(tmp_path):
     lines = result.stdout.splitlines()
     assert any(line.startswith("repurchase_trending") and "MAP@12 0." in line for line in lines)
     assert len([line for line in lines if re.fullmatch(r"\S+ -?\d\.\d+", line)]) == 5
+    assert any(line.startswith("[('retrieve',") and "('take'," in line for line in lines)
 
 
 def test_every_command_in_the_cli_table_exists():

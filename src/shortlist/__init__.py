@@ -23,6 +23,8 @@ _LAZY = {
     "train_retrieval": ("shortlist.retrieval.build", "train_retrieval"),
     "build_item_index": ("shortlist.retrieval.build", "build_item_index"),
     "ItemSearch": ("shortlist.retrieval.similar", "ItemSearch"),
+    "train_ranking": ("shortlist.ranking.train", "train_ranking"),
+    "Pipeline": ("shortlist.pipeline", "Pipeline"),
 }
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from shortlist.data.offline import OfflineStore
     from shortlist.eval.evaluate import evaluate_workspace as evaluate
     from shortlist.features.materialize import materialize
+    from shortlist.pipeline import Pipeline
+    from shortlist.ranking.train import train_ranking
     from shortlist.retrieval.build import build_item_index, train_retrieval
     from shortlist.retrieval.similar import ItemSearch
 
@@ -50,6 +54,7 @@ __all__ = [
     "ItemSearch",
     "NotFoundError",
     "OfflineStore",
+    "Pipeline",
     "ShortlistError",
     "Workspace",
     "WorkspaceError",
@@ -60,5 +65,6 @@ __all__ = [
     "ingest",
     "materialize",
     "open_workspace",
+    "train_ranking",
     "train_retrieval",
 ]

@@ -61,12 +61,16 @@ class PipelineFamily:
         return lambda: PipelineVariant(self, name)
 
     def diversity_attribute(self, funnel: Funnel) -> str:
-        """The attribute diversity is measured (and round robin applied) on."""
+        """The attribute diversity is measured (and round robin applied) on: the configured
+        one, else the first categorical item attribute the ranking features use."""
         by = self.settings.pipeline.diversify.by
         if by:
             return by
-        cats = list(funnel.features.item_cats_) if funnel.features is not None else []
-        return cats[0] if cats else ""
+        if self.pipeline_ is not None and self.pipeline_.funnel_ is not None:
+            funnel = self.pipeline_.funnel_  # the full pipeline: its features are fitted
+        if funnel.features is not None and funnel.features.item_cats_:
+            return next(iter(funnel.features.item_cats_))
+        return ""
 
     def variant(self, train: TrainData, name: str) -> Funnel:
         pipeline = self.fitted(train)

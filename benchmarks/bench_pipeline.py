@@ -1,0 +1,96 @@
+"""`Pipeline.recommend` for one user at a time, in-process and on one thread, as the service will
+call it: every source, the filters, the ranker and the take; p50/p99 in total and per stage.
+
+Run on a built workspace (`shortlist build`; benchmarks/run.py --only ranking pipeline does it).
+
+    python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shortlist.pipeline import Pipeline
+from shortlist.workspace import open_workspace
+
+TARGET_P99_MS = 10.0
+
+
+def pct(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    started = time.perf_counter()
+    pipeline = Pipeline.from_config(open_workspace(args.workspace)).load()
+    load_seconds = time.perf_counter() - started
+    funnel = pipeline.funnel_
+    assert funnel is not None
+    data = funnel.catalog.data
+    recent = np.unique(data.interactions.user[-200_000:])
+    rng = np.random.default_rng(0)
+    users = rng.choice(recent, min(args.users, len(recent)), replace=False)
+    ids = [str(funnel.catalog.user_ids[u]) for u in users]
+    for user in ids[:20]:  # warm caches (compiled scorer, FAISS, torch)
+        pipeline.recommend(user)
+
+    runs, stages, sources, candidates = [], {}, {}, []
+    for _ in range(args.repeat):
+        totals = []
+        for user in ids:
+            t = time.perf_counter()
+            rec = pipeline.recommend(user)
+            totals.append((time.perf_counter() - t) * 1000)
+            for stage in rec.trace:
+                stages.setdefault(stage["stage"], []).append(stage["ms"])
+                for name, ms in stage.get("source_ms", {}).items():
+                    sources.setdefault(name, []).append(ms)
+            candidates.append(rec.trace[0]["out"])
+        runs.append(pct(totals))
+    total = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    result = {
+        "benchmark": "recommend_one_user",
+        "workspace": str(args.workspace),
+        "users": len(ids),
+        "repeat": args.repeat,
+        "items": data.n_items,
+        "all_users": data.n_users,
+        "load_seconds": load_seconds,
+        "scorer": funnel.scorer.name if funnel.scorer is not None else None,
+        "mean_candidates": float(np.mean(candidates)),
+        "total": total,
+        "stages": {name: pct(v) for name, v in stages.items()},
+        "sources": {name: pct(v) for name, v in sources.items()},
+        "target_p99_ms": TARGET_P99_MS,
+        "meets_target": total["p99_ms"] <= TARGET_P99_MS,
+    }
+    print(
+        f"recommend one user ({result['mean_candidates']:.0f} candidates, {result['scorer']}): "
+        f"p50 {total['p50_ms']:.2f} ms  p99 {total['p99_ms']:.2f} ms  "
+        f"(target {TARGET_P99_MS} ms: {'met' if result['meets_target'] else 'MISSED'}); "
+        f"load {load_seconds:.1f} s"
+    )
+    for name, row in {**result["stages"], **result["sources"]}.items():
+        print(f"  {name:14s} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
