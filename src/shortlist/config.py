@@ -112,6 +112,7 @@ class RankingSettings(_Section):
     max_category_values: int = Field(256, ge=2)
     affinity_attributes: int = Field(5, ge=0, le=100)
     compiled: bool = True
+    threads: int = Field(0, ge=0, le=256)
     seed: int = 0
 
 

@@ -74,6 +74,7 @@ def make_ranker(settings: Settings) -> LightGBMRanker:
         early_stopping=r.early_stopping,
         min_data_in_leaf=r.min_data_in_leaf,
         seed=r.seed,
+        threads=r.threads,
     )
 
 
