@@ -96,6 +96,7 @@ class Trending:
     name: str = "trending"
     global_: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     by_segment_: dict[int, np.ndarray] = field(default_factory=dict)
+    ranked_: dict[int, np.ndarray] = field(default_factory=dict)
     segment_of_: np.ndarray | None = None
     units_: np.ndarray = field(default_factory=lambda: np.empty(0))
 
@@ -121,14 +122,18 @@ class Trending:
                     recent.user[m], recent.item[m], recent.time[m], recent.quantity[m]
                 )
                 self.by_segment_[int(s)] = top_items(sub, data.n_items, cap)
+        # each segment's list topped up with the global one, once, not per request
+        self.ranked_ = {
+            s: np.concatenate([own, self.global_[~np.isin(self.global_, own)]])
+            for s, own in self.by_segment_.items()
+        }
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         items = np.full((len(users), k), -1, np.int32)
         segs = self.segment_of_[users] if self.segment_of_ is not None else np.full(len(users), -1)
         for s in np.unique(segs):
-            own = self.by_segment_.get(int(s), np.empty(0, np.int32))
-            ranked = np.concatenate([own, self.global_[~np.isin(self.global_, own)]])[:k]
+            ranked = self.ranked_.get(int(s), self.global_)[:k]
             items[np.flatnonzero(segs == s), : len(ranked)] = ranked
         scores = np.where(items >= 0, self.units_[np.maximum(items, 0)], np.nan)
         return items, scores.astype(np.float32)
