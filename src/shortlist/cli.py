@@ -346,6 +346,10 @@ def _print_manifest(m) -> None:  # type: ignore[no-untyped-def]
     roles = {k: v for k, v in m.roles.model_dump().items() if v}
     if roles:
         out.print("Roles: " + ", ".join(f"{k} = {v}" for k, v in roles.items()))
+    if m.rules:
+        tables = ", ".join(f"{name} {info.rows:,} rows" for name, info in m.rules.items())
+        regions = f"; {len(m.regions)} regions" if m.regions else ""
+        out.print(f"Business rules: {tables}{regions}")
 
 
 def _register_plugins() -> None:

@@ -219,3 +219,9 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     key = next(k for k in got["pipeline"] if k.startswith("distinct_"))
     assert got["pipeline_div_max_per_value"][key] >= got["pipeline"][key]
     assert got["pipeline_div_max_per_value"][key] > 1
+
+
+def test_info_lists_the_business_rule_tables(ws):
+    result = shortlist("--workspace", str(ws.root), "info")
+    assert result.returncode == 0, result.stderr
+    assert "Business rules: inventory" in result.stdout and "8 regions" in result.stdout
