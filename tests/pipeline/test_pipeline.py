@@ -152,7 +152,8 @@ def test_top_up_returns_k_when_filters_leave_too_few(pipeline, user_ids):
     possible = int(chain.apply(FilterContext(ctx.users, region=ctx.region, age=ctx.age,
                                              filters=spec), allowed).keep.sum())  # fmt: skip
     assert len(rec.items) == min(12, possible) and possible <= n_rare
-    assert rec.trace[-1]["topped_up"] >= 0
+    # top-up items are the ones no source proposed
+    assert rec.trace[-1]["topped_up"] == sum(1 for i in rec.items if not i.sources)
     nothing = pipeline.recommend(user_ids[0], {"filters": {"price": {"lt": -1}}})
     assert nothing.items == []
 

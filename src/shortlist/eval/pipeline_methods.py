@@ -21,7 +21,7 @@ import numpy as np
 from shortlist.config import DiversifySettings, Settings
 from shortlist.eval.baselines import TrainData
 from shortlist.pipeline.core import Pipeline
-from shortlist.pipeline.funnel import Funnel, bind_diversifier
+from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.diversity import distinct_values, intra_list_diversity
 from shortlist.ranking.train import make_ranker
@@ -120,11 +120,8 @@ class PipelineVariant:
         assert self.funnel_ is not None
         out: dict[str, float] = {}
         by = self.family.diversity_attribute(self.funnel_)
-        items = self.funnel_.catalog.data.items
-        if by and items is not None and by in items.columns:
-            import pandas as pd
-
-            codes = pd.factorize(items[by], sort=True)[0]
+        if by:
+            codes = attribute_codes(self.funnel_.catalog, by)
             out[f"distinct_{by}@{k}"] = distinct_values(recs, codes, k)
         vectors = _vectors(self.funnel_)
         if vectors is not None:

@@ -16,7 +16,7 @@ instead, training what needs training: that is how `shortlist evaluate` scores i
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,3 @@ def _fallback_order(train: TrainData) -> np.ndarray:
 
     order = np.lexsort((np.arange(train.n_items), -units(None), -units(28), -units(7)))
     return order.astype(np.int64)
-
-
-def as_sources(specs: Sequence[SourceSettings]) -> list[str]:
-    return [s.name for s in specs]

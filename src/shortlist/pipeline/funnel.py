@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from shortlist.config import DiversifySettings, FilterSettings
 from shortlist.errors import ConfigError
@@ -77,18 +78,21 @@ def bind_diversifier(spec: DiversifySettings, catalog: Catalog, vectors: np.ndar
         if vectors is None:
             raise ConfigError("mmr needs the two-tower item vectors", key="pipeline.diversify")
         return MMR(vectors, spec.lambda_)
-    items = catalog.data.items
-    if not spec.by or items is None or spec.by not in items.columns:
-        known = ", ".join(items.columns) if items is not None else "none"
-        raise ConfigError(
-            f"'{spec.by}' is not an item attribute (known: {known})", key="pipeline.diversify.by"
-        )
-    import pandas as pd
-
-    codes = pd.factorize(items[spec.by], sort=True)[0].astype(np.int32)
+    codes = attribute_codes(catalog, spec.by)
     if spec.method == "round_robin":
         return RoundRobin(codes)
     return MaxPerValue(codes, spec.limit)
+
+
+def attribute_codes(catalog: Catalog, by: str) -> np.ndarray:
+    """Int codes of an item attribute by item idx (what diversity groups items by)."""
+    items = catalog.data.items
+    if not by or items is None or by not in items.columns:
+        known = ", ".join(items.columns) if items is not None else "none"
+        raise ConfigError(
+            f"'{by}' is not an item attribute (known: {known})", key="pipeline.diversify.by"
+        )
+    return pd.factorize(items[by], sort=True)[0].astype(np.int32)
 
 
 @dataclass
@@ -103,10 +107,15 @@ class Funnel:
     fallback: np.ndarray  # item idx, most sold recently first: the top-up order
     k: int = 12
     request_filter: AttributeFilter = field(init=False)
+    chain: FilterChain = field(init=False)  # built once: the same for every request
+    skipped: list[str] = field(init=False)  # filters whose data the workspace lacks
 
     def __post_init__(self) -> None:
         self.request_filter = AttributeFilter(self.catalog.attributes)
         self.request_filter.name = "request_filters"
+        self.active_ = [f for _, f in self.filters if f is not None]
+        self.skipped = [name for name, f in self.filters if f is None]
+        self.chain = FilterChain([*self.active_, self.request_filter])
 
     # -- context ------------------------------------------------------------------------
     def context(self, users: np.ndarray, request: Mapping[str, Any] | None = None) -> FilterContext:
@@ -218,12 +227,11 @@ class Funnel:
         )
 
     def _chain(self, exclude: np.ndarray | None) -> tuple[FilterChain, list[str]]:
-        active = [f for _, f in self.filters if f is not None]
-        skipped = [name for name, f in self.filters if f is None]
-        if exclude is not None and len(exclude):
-            active.append(_Exclude(np.asarray(exclude, np.int64)))
-        active.append(self.request_filter)
-        return FilterChain(active), skipped
+        """The prebuilt chain, or one with the request's exclusions before its filters."""
+        if exclude is None or not len(exclude):
+            return self.chain, self.skipped
+        excluded = _Exclude(np.asarray(exclude, np.int64))
+        return FilterChain([*self.active_, excluded, self.request_filter]), self.skipped
 
     def _top_up(
         self, top: np.ndarray, ctx: FilterContext, chain: FilterChain, cs: CandidateSet

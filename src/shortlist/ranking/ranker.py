@@ -18,6 +18,7 @@ import lightgbm as lgb
 import numpy as np
 
 from shortlist.errors import ConfigError, WorkspaceError
+from shortlist.eval.metrics import average_precision
 from shortlist.ranking.dataset import RankingSet
 
 OBJECTIVES = ("lambdarank", "binary")
@@ -25,18 +26,15 @@ MODEL_FILE, META_FILE = "ranker.txt", "ranker.json"
 
 
 def group_map(scores: np.ndarray, y: np.ndarray, group: np.ndarray, k: int = 12) -> float:
-    """Mean average precision at k over groups, relevant = the group's positive rows."""
+    """Mean AP@k (the evaluation's metric) over groups with a positive row, ranked by score."""
     aps = []
     start = 0
     for size in group.tolist():
         s, t = scores[start : start + size], y[start : start + size]
         start += size
-        n_pos = int(t.sum())
-        if n_pos == 0:
-            continue
-        hits = t[np.argsort(-s, kind="stable")[:k]]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float((precision * hits).sum() / min(n_pos, k)))
+        if t.sum() > 0:
+            ranked = np.argsort(-s, kind="stable")[:k].tolist()
+            aps.append(average_precision(ranked, np.flatnonzero(t).tolist(), k))
     return float(np.mean(aps)) if aps else 0.0
 
 
