@@ -113,6 +113,8 @@ def bench_generate(scale: str, repeat: int) -> Path:
 
 def bench_ingest(scale: str, repeat: int, source: Path) -> None:
     ws = DATA / f"ws_{scale}"
+    ws.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "workspace.toml", ws / "shortlist.toml")  # the pipeline benchmarked
     runs = []
     for _ in range(repeat):
         runs.append(

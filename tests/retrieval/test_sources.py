@@ -80,3 +80,35 @@ def test_union_interleaves_by_rank_and_keeps_every_source_rank():
     assert ranks["b"].tolist() == [[3, 1, 2, 0]]
     small, _ = union({"a": a, "b": b}, 2)  # type: ignore[dict-item]
     assert small.tolist() == [[1, 2]]
+
+
+def test_copurchase_source_exact_mode_equals_the_baseline_scores():
+    rng = np.random.default_rng(0)
+    rows = [
+        (int(u), int(i), int(d), 1)
+        for u, i, d in zip(
+            rng.integers(0, 40, 600),
+            rng.integers(0, 30, 600),
+            rng.integers(40, 100, 600),
+            strict=True,
+        )
+    ]
+    data = history(rows, n_users=40, n_items=30)
+    users = np.arange(40)
+    exact = CoPurchaseSource(neighbours=0, max_seeds=0).fit(data)
+    scores = exact.model_.scores(users).toarray()
+    items, values = exact.candidates(users, 10)
+    for u in users:
+        got = items[u][items[u] >= 0]
+        order = np.lexsort((np.arange(scores.shape[1]), -scores[u]))
+        want = order[scores[u][order] > 0][:10]
+        assert got.tolist() == want.tolist()
+        assert np.allclose(values[u][: len(got)], scores[u][got])
+    # bounded: every seed keeps 3 neighbours and every user 2 seeds; still no seed proposed
+    bounded = CoPurchaseSource(neighbours=3, max_seeds=2).fit(data)
+    assert (np.diff(bounded.neighbours_.indptr) <= 3).all()
+    assert (np.diff(bounded.weights_.indptr) <= 2).all()
+    proposed, _ = bounded.candidates(users, 10)
+    for u in users:
+        bought = set(bounded.bought_[u].indices.tolist())
+        assert not bought & set(proposed[u][proposed[u] >= 0].tolist())

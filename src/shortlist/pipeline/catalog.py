@@ -79,10 +79,10 @@ class Catalog:
 
     def user_idx(self, user_id: object) -> int:
         """Raises: NotFoundError for a user the workspace has never seen."""
-        pos = int(self._users.get_indexer([str(user_id)])[0])
-        if pos < 0:
-            raise NotFoundError(f"unknown user '{user_id}'")
-        return pos
+        try:
+            return int(self._users.get_loc(str(user_id)))  # a hash lookup: ids are unique
+        except KeyError:
+            raise NotFoundError(f"unknown user '{user_id}'") from None
 
     def item_idx(self, item_ids: Sequence[object]) -> np.ndarray:
         """Raises: NotFoundError naming the first unknown item."""

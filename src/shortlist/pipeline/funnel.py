@@ -177,7 +177,7 @@ class Funnel:
             scores = np.full(cs.items.shape, -np.inf)
             scores[rows, cols] = self.scorer.predict(X)
             order = np.argsort(-scores, axis=1, kind="stable")
-            cs = _reorder(cs, order)
+            cs = cs.reorder(order)
             scores = np.take_along_axis(scores, order, axis=1)
             if keep_features:
                 full = np.full((*order.shape, X.shape[1]), np.nan, np.float32)
@@ -273,19 +273,6 @@ class _Exclude(CandidateFilter):
 
     def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return ~np.isin(items, self.items)
-
-
-def _reorder(cs: CandidateSet, order: np.ndarray) -> CandidateSet:
-    def take(a: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(a, order, axis=1)
-
-    return CandidateSet(
-        cs.users,
-        take(cs.items),
-        {n: take(r) for n, r in cs.ranks.items()},
-        {n: take(s) for n, s in cs.scores.items()},
-        cs.seconds,
-    )
 
 
 def _scores_of(top: np.ndarray, items: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -13,9 +13,18 @@ from typing import Any, Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.eval.baselines import CHUNK, CoPurchase, TrainData, decayed_matrix, top_items
+from shortlist.eval.baselines import CoPurchase, TrainData, decayed_matrix, top_items
 from shortlist.eval.data import US_PER_DAY, Interactions
 from shortlist.features.buckets import age_bucket
+from shortlist.retrieval.sparse import (
+    drop_entries,
+    gather_rows,
+    sum_duplicates,
+    top_k_entries,
+    truncate_rows,
+)
+
+BATCH = 1024  # users expanded at once by the sparse sources: bounds temporary memory
 
 Candidates = tuple[np.ndarray, np.ndarray]  # items (n, k) int32, -1 padded; scores (n, k) f32
 
@@ -26,21 +35,6 @@ class Source(Protocol):
     def fit(self, data: TrainData) -> Self: ...
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates: ...
-
-
-def top_k_scored(scores: sp.csr_matrix, k: int) -> Candidates:
-    """Per row, the k best columns and their scores (ties by column id), -1/NaN padded."""
-    items = np.full((scores.shape[0], k), -1, dtype=np.int32)
-    values = np.full((scores.shape[0], k), np.nan, dtype=np.float32)
-    for r in range(scores.shape[0]):
-        lo, hi = scores.indptr[r], scores.indptr[r + 1]
-        if lo == hi:
-            continue
-        cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
-        best = np.lexsort((cols, -vals))[:k]
-        items[r, : len(best)] = cols[best]
-        values[r, : len(best)] = vals[best]
-    return items, values
 
 
 @dataclass
@@ -55,32 +49,52 @@ class Repurchase:
         self.scores_ = decayed_matrix(
             data.interactions, data.cutoff, data.n_users, data.n_items, self.half_life_days
         )
+        self.scores_.sort_indices()
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         assert self.scores_ is not None, "fit first"
-        return top_k_scored(self.scores_[users], k)
+        return top_k_entries(gather_rows(self.scores_, users), len(users), k)
 
 
 @dataclass
 class CoPurchaseSource:
-    """Items bought in the same baskets as the user's recent purchases (seeds excluded)."""
+    """Items bought in the same baskets as the user's recent purchases (seeds excluded).
 
+    The scores of the copurchase baseline, bounded for serving: each item keeps only its
+    `neighbours` most co-bought items and each user only the `max_seeds` heaviest recent
+    purchases, so a request costs at most max_seeds x neighbours lookups however long the
+    catalogue's co-occurrence lists and the user's history grow (0 = no bound, exact scores).
+    """
+
+    neighbours: int = 200
+    max_seeds: int = 50
     name: str = "copurchase"
     model_: CoPurchase = field(default_factory=CoPurchase)
 
     def fit(self, data: TrainData) -> Self:
         self.model_.fit(data)
+        cooc, seeds = self.model_.cooc_, self.model_.seeds_
+        assert cooc is not None and seeds is not None
+        seeds.sort_indices()
+        self.bought_ = seeds  # every purchase is excluded, however old
+        self.neighbours_ = truncate_rows(cooc, self.neighbours) if self.neighbours else cooc
+        self.weights_ = truncate_rows(seeds, self.max_seeds) if self.max_seeds else seeds
+        self.neighbours_.sort_indices()
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        parts = [
-            top_k_scored(self.model_.scores(users[lo : lo + CHUNK]), k)
-            for lo in range(0, len(users), CHUNK)
-        ]
-        if not parts:
-            return np.full((0, k), -1, np.int32), np.full((0, k), np.nan, np.float32)
-        return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+        users = np.asarray(users, dtype=np.int64)
+        items = np.full((len(users), k), -1, np.int32)
+        scores = np.full((len(users), k), np.nan, np.float32)
+        for lo in range(0, len(users), BATCH):
+            batch = users[lo : lo + BATCH]
+            owner, seed, weight = gather_rows(self.weights_, batch)
+            of_seed, item, count = gather_rows(self.neighbours_, seed)
+            entries = sum_duplicates(owner[of_seed], item, weight[of_seed] * count)
+            entries = drop_entries(entries, gather_rows(self.bought_, batch))
+            items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
+        return items, scores
 
 
 @dataclass
@@ -174,19 +188,28 @@ class SameGroup:
         self.group_items_ = sp.csr_matrix(
             (share, (group, np.arange(data.n_items))), shape=(n_groups, data.n_items)
         )
+        for m in (self.bought_, self.user_groups_, self.group_items_):
+            m.sort_indices()
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        users = np.asarray(users, dtype=np.int64)
         if self.user_groups_ is None or self.group_items_ is None or self.bought_ is None:
             return (
                 np.full((len(users), k), -1, np.int32),
                 np.full((len(users), k), np.nan, np.float32),
             )
-        seeds = self.bought_[users]
-        scores = (self.user_groups_[users] @ self.group_items_).tocsr()
-        scores = (scores - scores.multiply(seeds > 0)).tocsr()
-        scores.eliminate_zeros()
-        return top_k_scored(scores, k)
+        items = np.full((len(users), k), -1, np.int32)
+        scores = np.full((len(users), k), np.nan, np.float32)
+        for lo in range(0, len(users), BATCH):
+            batch = users[lo : lo + BATCH]
+            owner, group, weight = gather_rows(self.user_groups_, batch)
+            of_group, item, share = gather_rows(self.group_items_, group)
+            # groups partition the items: no (user, item) pair arises twice, the sum only sorts
+            entries = sum_duplicates(owner[of_group], item, weight[of_group] * share)
+            entries = drop_entries(entries, gather_rows(self.bought_, batch))
+            items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
+        return items, scores
 
 
 @dataclass
