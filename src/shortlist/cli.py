@@ -180,7 +180,8 @@ def info(ctx: click.Context) -> None:
     "--methods",
     help="Comma-separated methods: popular, popular_by_age, repurchase_trending, copurchase, "
     "als, two_tower, pipeline, pipeline_no_ranker, pipeline_no_<source>, "
-    "pipeline_div_<round_robin|max_per_value|mmr|revenue>, or pipeline_ablations for every "
+    "pipeline_div_<round_robin|max_per_value|mmr|revenue>, pipeline_with_<filter>, or "
+    "pipeline_ablations for every "
     "pipeline variant. [default: the five baselines]",
 )
 @click.option(

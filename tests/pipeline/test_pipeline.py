@@ -17,6 +17,7 @@ from shortlist.pipeline import (
     AvailableInRegion,
     CoPurchase,
     InStock,
+    NotBoughtBefore,
     Pipeline,
     Ranker,
     Repurchase,
@@ -210,7 +211,7 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     from shortlist.eval.evaluate import evaluate_workspace
 
     methods = ["repurchase_trending", "pipeline", "pipeline_no_ranker", "pipeline_no_trending",
-               "pipeline_div_max_per_value"]  # fmt: skip
+               "pipeline_div_max_per_value", "pipeline_with_not_bought_before"]  # fmt: skip
     report = evaluate_workspace(ws, methods, n_windows=1)
     got = report["methods"]
     assert list(got) == methods
@@ -220,6 +221,43 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     key = next(k for k in got["pipeline"] if k.startswith("distinct_"))
     assert got["pipeline_div_max_per_value"][key] >= got["pipeline"][key]
     assert got["pipeline_div_max_per_value"][key] > 1
+
+
+def test_a_pipeline_fitted_at_a_cutoff_binds_nothing_after_it(ws):
+    """Evaluation fits at a cutoff: the bought-before filter must not know the scored window."""
+    from shortlist.data.offline import OfflineStore
+    from shortlist.eval.data import load_dataset
+
+    data = load_dataset(OfflineStore(ws))
+    inter = data.interactions
+    cutoff = int(inter.time[len(inter) * 3 // 4])
+    pipeline = (
+        Pipeline(ws).retrieve(Repurchase(k=20)).filter(NotBoughtBefore()).rank(None).take(12)
+    ).fit(data, cutoff)
+    funnel = pipeline.funnel_
+    assert funnel.catalog.data.interactions.time.max() < cutoff
+    before = set(
+        zip(
+            inter.user[inter.time < cutoff].tolist(),
+            inter.item[inter.time < cutoff].tolist(),
+            strict=True,
+        )
+    )
+    later = [
+        (u, i)
+        for u, i in zip(
+            inter.user[inter.time >= cutoff].tolist(),
+            inter.item[inter.time >= cutoff].tolist(),
+            strict=True,
+        )
+        if (u, i) not in before
+    ]
+    bought_before = next(iter(before))
+    assert later
+    nbb = dict(funnel.filters)["not_bought_before"]
+    for user, item, kept in [(*later[0], True), (*bought_before, False)]:
+        got = nbb.keep(FilterContext(np.array([user])), np.array([[item]]))
+        assert bool(got[0, 0]) is kept
 
 
 def test_info_lists_the_business_rule_tables(ws):

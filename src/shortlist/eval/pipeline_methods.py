@@ -4,6 +4,7 @@
     pipeline_no_ranker        the same candidates and filters, in the sources' interleaved order
     pipeline_no_<source>      without one source (its candidates and features), ranker retrained
     pipeline_div_<method>     with a diversity step (round_robin, max_per_value, mmr, revenue)
+    pipeline_with_<filter>    with one more filter, e.g. pipeline_with_not_bought_before
 
 The full pipeline is fitted once per window (ranking set, ranker, sources); variants reuse its
 fitted parts, so an ablation costs a ranker fit, not a second ranking set. Dropping a source
@@ -18,10 +19,10 @@ from typing import Self
 
 import numpy as np
 
-from shortlist.config import DiversifySettings, Settings
+from shortlist.config import DiversifySettings, FilterSettings, Settings
 from shortlist.eval.baselines import TrainData
 from shortlist.pipeline.core import Pipeline
-from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier
+from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier, bind_filter
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.diversity import distinct_values, intra_list_diversity
 from shortlist.ranking.train import make_ranker
@@ -30,6 +31,7 @@ from shortlist.retrieval.stage import Retrieval, source_name
 
 PIPELINE = "pipeline"
 DIVERSIFY = ("round_robin", "max_per_value", "mmr", "revenue")
+FILTERS = ("in_stock", "available_in_region", "age_allowed", "not_bought_before")
 
 
 def pipeline_methods(settings: Settings) -> list[str]:
@@ -37,6 +39,8 @@ def pipeline_methods(settings: Settings) -> list[str]:
     names = [PIPELINE, f"{PIPELINE}_no_ranker"]
     names += [f"{PIPELINE}_no_{source_name(s)}" for s in settings.pipeline.sources]
     names += [f"{PIPELINE}_div_{m}" for m in DIVERSIFY]
+    configured = {f.name for f in settings.pipeline.filters}
+    names += [f"{PIPELINE}_with_{f}" for f in FILTERS if f not in configured]
     return names
 
 
@@ -85,6 +89,11 @@ class PipelineFamily:
             method = variant[4:]
             spec = DiversifySettings(method=method, by=self.diversity_attribute(base))
             return replace(base, diversifier=bind_diversifier(spec, base.catalog, _vectors(base)))
+        if variant.startswith("with_"):
+            # the same ranker: filters act after ranking's inputs, on the candidates only
+            spec = FilterSettings(name=variant[5:])  # type: ignore[arg-type]
+            added = bind_filter(spec, base.catalog)
+            return replace(base, filters=[*base.filters, (spec.name, added)])
         dropped = variant.removeprefix("no_")
         if dropped not in base.retrieval.names:
             raise KeyError(name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +183,17 @@ class Pipeline:
     def fit(
         self, data: Dataset | Catalog, cutoff: int, settings: Settings | None = None
     ) -> Pipeline:
-        """Bind to the data before `cutoff`, training the two-tower and the ranker on it."""
+        """Bind to the data before `cutoff`, training the two-tower and the ranker on it.
+
+        A Dataset is cut at `cutoff` first, so nothing bound (the bought-before filter, last
+        prices) sees the window an evaluation scores; a Catalog is taken as it is.
+        """
         settings = settings or self._settings()
-        catalog = data if isinstance(data, Catalog) else Catalog.from_dataset(data)
+        if isinstance(data, Catalog):
+            catalog = data
+        else:
+            past = replace(data, interactions=data.interactions.between(None, cutoff))
+            catalog = Catalog.from_dataset(past)
         train = TrainData.before(catalog.data, cutoff)
         retrieval = make_retrieval(self.spec.sources, settings.retrieval)
         ranker = scorer = features = None
