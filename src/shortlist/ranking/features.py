@@ -235,7 +235,7 @@ class RankingFeatures:
         items = cs.items.ravel()[flat].astype(np.int64)
         item_block, user_block = self._blocks()
         head = 2 * len(cs.sources) + 1 + (similarity is not None)
-        X = np.empty((len(rows), head + item_block.shape[1] + user_block.shape[1]), np.float32)
+        X = np.empty((len(rows), head + len(self.names_)), np.float32)
         n_sources = np.zeros(len(rows), np.float32)
         for j, name in enumerate(cs.sources):
             rank = cs.ranks[name].ravel()[flat]
@@ -249,8 +249,9 @@ class RankingFeatures:
         safe = np.where(inside, items, 0)
         # one gather per table instead of one per column: most of a request's feature cost
         X[:, head : head + item_block.shape[1]] = item_block[np.where(inside, items, -1)]
-        X[:, head + item_block.shape[1] :] = user_block[users]
-        out: list[np.ndarray] = []
+        at = head + item_block.shape[1] + user_block.shape[1]
+        X[:, head + item_block.shape[1] : at] = user_block[users]
+        out: list[np.ndarray] = []  # the remaining columns, in order, copied into X at the end
         pairs = self.pairs_.lookup(users * self.n_items_ + items)
         out += [pairs["ui_units"], -pairs["ui_last"], pairs["ui_decayed"]]
         total = np.maximum(self.user_numeric_["user_purchases_all"][users], 1)
@@ -266,7 +267,9 @@ class RankingFeatures:
             out.append(self.user_numeric_["user_age"][users] - buyer_age)
         day = (self.cutoff_ // US_PER_DAY) % 365.2425
         out.append(np.full(len(rows), day, np.float32))
-        X = np.hstack([X, np.column_stack(out).astype(np.float32)])
+        assert at + len(out) == X.shape[1], "columns out of step with names_"
+        for j, column in enumerate(out):
+            X[:, at + j] = column
         return X, rows, cols
 
     def _blocks(self) -> tuple[np.ndarray, np.ndarray]:
