@@ -9,6 +9,7 @@ from shortlist.retrieval.sparse import (
     descending_key,
     drop_entries,
     gather_rows,
+    row_products,
     sum_duplicates,
     top_k_entries,
     truncate_rows,
@@ -72,3 +73,23 @@ def test_truncate_rows_keeps_each_rows_k_largest():
     cut, _ = top_k_entries(gather_rows(t, np.arange(20)), 20, 4)
     assert np.array_equal(full, cut)
     assert np.array_equal(t.toarray()[t.toarray() > 0], m.toarray()[t.toarray() > 0])
+
+
+def test_row_products_agree_for_few_and_many_rows():
+    a, b, banned = (
+        random_csr(80, 30, 0.2, 3),
+        random_csr(30, 50, 0.3, 4),
+        random_csr(80, 50, 0.1, 5),
+    )
+    rows = np.arange(80)
+    want = (a @ b).toarray()
+    want[banned.toarray() > 0] = 0
+    for chunk in (1, 7, 80):  # the numpy path below SCIPY_ROWS, scipy's above
+        for lo in range(0, 80, chunk):
+            row, col, value = row_products(a, b, rows[lo : lo + chunk], exclude=banned)
+            got = np.zeros((len(rows[lo : lo + chunk]), 50))
+            got[row, col] = value
+            assert np.allclose(got, want[lo : lo + chunk])
+            assert (np.diff(row) >= 0).all()
+            same_row = np.diff(row) == 0
+            assert (np.diff(col)[same_row] > 0).all()

@@ -16,13 +16,7 @@ import scipy.sparse as sp
 from shortlist.eval.baselines import CoPurchase, TrainData, decayed_matrix, top_items
 from shortlist.eval.data import US_PER_DAY, Interactions
 from shortlist.features.buckets import age_bucket
-from shortlist.retrieval.sparse import (
-    drop_entries,
-    gather_rows,
-    sum_duplicates,
-    top_k_entries,
-    truncate_rows,
-)
+from shortlist.retrieval.sparse import gather_rows, row_products, top_k_entries, truncate_rows
 
 BATCH = 1024  # users expanded at once by the sparse sources: bounds temporary memory
 
@@ -89,10 +83,7 @@ class CoPurchaseSource:
         scores = np.full((len(users), k), np.nan, np.float32)
         for lo in range(0, len(users), BATCH):
             batch = users[lo : lo + BATCH]
-            owner, seed, weight = gather_rows(self.weights_, batch)
-            of_seed, item, count = gather_rows(self.neighbours_, seed)
-            entries = sum_duplicates(owner[of_seed], item, weight[of_seed] * count)
-            entries = drop_entries(entries, gather_rows(self.bought_, batch))
+            entries = row_products(self.weights_, self.neighbours_, batch, exclude=self.bought_)
             items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
         return items, scores
 
@@ -203,11 +194,7 @@ class SameGroup:
         scores = np.full((len(users), k), np.nan, np.float32)
         for lo in range(0, len(users), BATCH):
             batch = users[lo : lo + BATCH]
-            owner, group, weight = gather_rows(self.user_groups_, batch)
-            of_group, item, share = gather_rows(self.group_items_, group)
-            # groups partition the items: no (user, item) pair arises twice, the sum only sorts
-            entries = sum_duplicates(owner[of_group], item, weight[of_group] * share)
-            entries = drop_entries(entries, gather_rows(self.bought_, batch))
+            entries = row_products(self.user_groups_, self.group_items_, batch, self.bought_)
             items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
         return items, scores
 

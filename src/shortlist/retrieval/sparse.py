@@ -12,6 +12,9 @@ import numpy as np
 import scipy.sparse as sp
 
 Entries = tuple[np.ndarray, np.ndarray, np.ndarray]  # row (int64), column (int64), value
+#: rows from which scipy's product wins: its per-call overhead is amortised and it sums with a
+#: dense accumulator per row where the numpy path sorts every product entry
+SCIPY_ROWS = 32
 
 
 def gather_rows(m: sp.csr_matrix, rows: np.ndarray) -> Entries:
@@ -47,6 +50,26 @@ def drop_entries(entries: Entries, banned: Entries) -> Entries:
         return entries
     keep = ~np.isin((row << 32) | col, (banned[0] << 32) | banned[1])
     return row[keep], col[keep], value[keep]
+
+
+def row_products(
+    a: sp.csr_matrix, b: sp.csr_matrix, rows: np.ndarray, exclude: sp.csr_matrix | None = None
+) -> Entries:
+    """The entries of (a[rows] @ b), without the (row, column) pairs stored in exclude[rows];
+    grouped by row with ascending columns, as `top_k_entries` wants. a, b, exclude: sorted CSR
+    matrices with positive values (so no product sums to zero)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < SCIPY_ROWS:
+        owner, middle, weight = gather_rows(a, rows)
+        of, col, value = gather_rows(b, middle)
+        entries = sum_duplicates(owner[of], col, weight[of] * value)
+        return entries if exclude is None else drop_entries(entries, gather_rows(exclude, rows))
+    product = (a[rows] @ b).tocsr()
+    if exclude is not None:
+        product = (product - product.multiply(exclude[rows] > 0)).tocsr()
+        product.eliminate_zeros()
+    product.sort_indices()
+    return gather_rows(product, np.arange(len(rows)))
 
 
 def descending_key(values: np.ndarray) -> np.ndarray:
