@@ -73,6 +73,8 @@ def main() -> None:
                 stages.setdefault(stage["stage"], []).append(stage["ms"])
                 for name, ms in stage.get("source_ms", {}).items():
                     sources.setdefault(name, []).append(ms)
+                if "score_ms" in stage:
+                    stages.setdefault("score (trees)", []).append(stage["score_ms"])
             candidates.append(rec.trace[0]["out"])
             proposed.append(sum(rec.trace[0]["sources"].values()))
         runs.append(pct(totals))

@@ -82,6 +82,7 @@ def test_recommend_from_the_cli_with_reasons_and_trace(ws, user_ids):
                           for r in ranked[0]["reasons"])  # fmt: skip
     assert [s["stage"] for s in got["trace"]] == ["retrieve", "filter", "rank", "take"]
     assert got["trace"][2]["scorer"] in ("compiled", "lightgbm")
+    assert 0 < got["trace"][2]["score_ms"] <= got["trace"][2]["ms"]
 
 
 def test_the_toml_pipeline_equals_the_same_pipeline_in_python(ws, pipeline, user_ids):
