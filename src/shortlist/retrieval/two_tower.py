@@ -284,7 +284,8 @@ class TwoTower:
         self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 8192
     ) -> np.ndarray:
         """(len(users), dim) unit vectors as of `days` (days since the epoch, history before)."""
-        self.user_tower_.eval()
+        if self.user_tower_.training:  # once: eval() walks every module, per request it shows
+            self.user_tower_.eval()
         out = [
             self._user_batch(users[i : i + batch], days[i : i + batch], hist).numpy()
             for i in range(0, len(users), batch)
