@@ -20,8 +20,8 @@ import faiss
 import numpy as np
 import torch
 
+from shortlist.data.arrays import US_PER_DAY, load_dataset
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.data import US_PER_DAY, load_dataset
 from shortlist.retrieval.build import QUERY_SAMPLE_FILE, model_folder
 from shortlist.retrieval.filters import ItemAttributes
 from shortlist.retrieval.history import HistoryIndex

@@ -204,10 +204,10 @@ def evaluate(
 ) -> None:
     """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
 
+    from shortlist.data.arrays import load_dataset
     from shortlist.data.ingest import ingest as run_ingest
     from shortlist.data.ingest import is_current
     from shortlist.data.offline import OfflineStore
-    from shortlist.eval.data import load_dataset
     from shortlist.eval.evaluate import evaluate as run
     from shortlist.eval.evaluate import resolve_methods
     from shortlist.eval.report import candidates_table, report_table

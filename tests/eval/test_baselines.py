@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shortlist.data.arrays import US_PER_DAY, Interactions
 from shortlist.eval.baselines import (
     ALS,
     CoPurchase,
@@ -14,7 +15,6 @@ from shortlist.eval.baselines import (
     TrainData,
     fill,
 )
-from shortlist.eval.data import US_PER_DAY, Interactions
 
 CUTOFF_DAY = 100
 

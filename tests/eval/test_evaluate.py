@@ -11,9 +11,9 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData, from_us, to_us
 from shortlist.errors import ConfigError
-from shortlist.eval.baselines import Popular, TrainData
-from shortlist.eval.data import US_PER_DAY, Dataset, Interactions, from_us, to_us
+from shortlist.eval.baselines import Popular
 from shortlist.eval.evaluate import evaluate, resolve_methods
 from shortlist.eval.protocol import targets, windows
 

@@ -226,8 +226,8 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
 
 def test_a_pipeline_fitted_at_a_cutoff_binds_nothing_after_it(ws):
     """Evaluation fits at a cutoff: the bought-before filter must not know the scored window."""
+    from shortlist.data.arrays import load_dataset
     from shortlist.data.offline import OfflineStore
-    from shortlist.eval.data import load_dataset
 
     data = load_dataset(OfflineStore(ws))
     inter = data.interactions

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from shortlist.config import AttributeKind
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import US_PER_DAY, Dataset, Interactions
+from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData
 from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes
 from shortlist.retrieval.stage import CandidateSet
 

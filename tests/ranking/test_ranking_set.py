@@ -6,11 +6,10 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from shortlist.data.arrays import TrainData, load_dataset
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import load_dataset
 from shortlist.eval.protocol import targets
 from shortlist.ranking.dataset import WEEK, RankingSet, build_ranking_set
 from shortlist.ranking.features import RankingFeatures

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import Dataset
+from shortlist.data.arrays import Dataset, TrainData
 from shortlist.retrieval.sources import (
     CoPurchaseSource,
     Repurchase,

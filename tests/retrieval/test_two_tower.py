@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from shortlist.config import AttributeKind, RetrievalSettings
+from shortlist.data.arrays import US_PER_DAY, load_dataset
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.data import US_PER_DAY, load_dataset
 from shortlist.retrieval.history import HistoryIndex
 from shortlist.retrieval.two_tower import TwoTower, _top_k
 
@@ -94,7 +94,7 @@ def test_a_fresh_purchase_moves_the_user_vector(tiny, trained):
         np.array([user]), np.array([day]), HistoryIndex(data.interactions)
     )
     bought = int(np.argmax(trained.item_vectors_ @ -before[0]))  # an item far from the user
-    from shortlist.eval.data import Interactions
+    from shortlist.data.arrays import Interactions
 
     inter = data.interactions
     more = Interactions(

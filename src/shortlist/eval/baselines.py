@@ -13,34 +13,8 @@ from typing import Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.eval.data import US_PER_DAY, Dataset, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
 from shortlist.features.buckets import age_bucket
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """What a method may see: interactions strictly before `cutoff`, and the tables."""
-
-    interactions: Interactions
-    cutoff: int  # microseconds since the epoch
-    n_users: int
-    n_items: int
-    user_age: np.ndarray | None = None
-    dataset: Dataset | None = None  # tables and role columns (not time-dependent)
-
-    @classmethod
-    def before(cls, data: Dataset, cutoff: int) -> TrainData:
-        return cls(
-            data.interactions.between(None, cutoff),
-            cutoff,
-            data.n_users,
-            data.n_items,
-            data.user_age,
-            data,
-        )
-
-    def last_days(self, days: float) -> Interactions:
-        return self.interactions.between(self.cutoff - int(days * US_PER_DAY), None)
 
 
 class Recommender(Protocol):

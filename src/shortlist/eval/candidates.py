@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from shortlist.eval.baselines import TrainData
+from shortlist.data.arrays import TrainData
 from shortlist.eval.protocol import Targets
 from shortlist.retrieval.sources import Candidates, Source, union
 

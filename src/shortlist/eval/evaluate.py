@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from shortlist.config import Settings
+from shortlist.data.arrays import Dataset, TrainData, from_us
 from shortlist.errors import ConfigError
-from shortlist.eval.baselines import BASELINES, Recommender, TrainData
+from shortlist.eval.baselines import BASELINES, Recommender
 from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
-from shortlist.eval.data import Dataset, from_us
 from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
 from shortlist.eval.pipeline_methods import PipelineFamily, pipeline_methods
 from shortlist.eval.protocol import Targets, Window, targets, windows
@@ -138,8 +138,8 @@ def evaluate_workspace(
     candidates: bool = False,
 ) -> dict[str, Any]:
     """`evaluate` on a workspace's offline store, methods named (default: every baseline)."""
+    from shortlist.data.arrays import load_dataset
     from shortlist.data.offline import OfflineStore
-    from shortlist.eval.data import load_dataset
 
     return evaluate(
         load_dataset(OfflineStore(workspace)),

@@ -20,7 +20,7 @@ from typing import Self
 import numpy as np
 
 from shortlist.config import DiversifySettings, FilterSettings, Settings
-from shortlist.eval.baselines import TrainData
+from shortlist.data.arrays import TrainData
 from shortlist.pipeline.core import Pipeline
 from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier, bind_filter
 from shortlist.ranking.dataset import RankingSet

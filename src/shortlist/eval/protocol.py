@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shortlist.eval.data import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import pandas as pd
 
 from shortlist import columns as C
 from shortlist.config import AttributeKind
+from shortlist.data.arrays import Dataset, load_dataset
 from shortlist.data.offline import OfflineStore
 from shortlist.data.rules import Rules, load_rules
 from shortlist.errors import NotFoundError
-from shortlist.eval.data import Dataset, load_dataset
 from shortlist.retrieval.filters import ItemAttributes
 from shortlist.workspace import Workspace
 

@@ -29,9 +29,8 @@ from shortlist.config import (
     Settings,
     SourceSettings,
 )
+from shortlist.data.arrays import Dataset, TrainData
 from shortlist.errors import ConfigError, WorkspaceError
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import Dataset
 from shortlist.pipeline.catalog import Catalog
 from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import US_PER_DAY, Dataset
+from shortlist.data.arrays import US_PER_DAY, Dataset, TrainData
 from shortlist.eval.protocol import Targets, targets
 from shortlist.progress import track
 from shortlist.ranking.features import RankingFeatures

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from shortlist.config import AttributeKind
-from shortlist.eval.baselines import TrainData
-from shortlist.eval.data import US_PER_DAY
+from shortlist.data.arrays import US_PER_DAY, TrainData
 from shortlist.retrieval.stage import CandidateSet
 
 HALF_LIFE_DAYS = 30.0

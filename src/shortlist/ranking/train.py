@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from shortlist.config import Settings
+from shortlist.data.arrays import US_PER_DAY, Dataset, load_dataset
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.data import US_PER_DAY, Dataset, load_dataset
 from shortlist.ranking.dataset import RankingSet, build_ranking_set
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shortlist.data.arrays import US_PER_DAY, Dataset, load_dataset
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.data import US_PER_DAY, Dataset, load_dataset
 from shortlist.retrieval.two_tower import TwoTower
 from shortlist.workspace import Workspace
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shortlist.eval.data import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions
 
 _DAY_SPAN = 1_000_000  # key = user * span + day; days since 1970 stay far below it
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.eval.baselines import CoPurchase, TrainData, decayed_matrix, top_items
-from shortlist.eval.data import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
+from shortlist.eval.baselines import CoPurchase, decayed_matrix, top_items
 from shortlist.features.buckets import age_bucket
 from shortlist.retrieval.sparse import gather_rows, row_products, top_k_entries, truncate_rows
 

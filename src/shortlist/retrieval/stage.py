@@ -14,8 +14,8 @@ from typing import Self
 import numpy as np
 
 from shortlist.config import RetrievalSettings, SourceSettings
+from shortlist.data.arrays import TrainData
 from shortlist.errors import ConfigError
-from shortlist.eval.baselines import TrainData
 from shortlist.retrieval.sources import (
     Candidates,
     CoPurchaseSource,

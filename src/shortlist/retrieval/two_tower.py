@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shortlist.config import AttributeKind, RetrievalSettings
+from shortlist.data.arrays import US_PER_DAY, Interactions
 from shortlist.errors import WorkspaceError
-from shortlist.eval.data import US_PER_DAY, Interactions
 from shortlist.progress import track
 from shortlist.retrieval.encoding import NumericStats, encode_table
 from shortlist.retrieval.history import HistoryIndex, season

@@ -1,4 +1,8 @@
-"""Interactions as sorted numpy arrays: what the protocol slices and the methods learn from."""
+"""A workspace's interactions and tables as numpy arrays, loaded once from the offline store.
+
+What evaluation, retrieval, ranking and the pipeline learn from: interactions sorted by time
+(slicing a window is a binary search), and `TrainData`, the view of everything before a cutoff.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,32 @@ class Dataset:
     users: pd.DataFrame | None = None  # attributes by user_idx
     item_kinds: dict[str, AttributeKind] = field(default_factory=dict)
     user_kinds: dict[str, AttributeKind] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What a method may see: interactions strictly before `cutoff`, and the tables."""
+
+    interactions: Interactions
+    cutoff: int  # microseconds since the epoch
+    n_users: int
+    n_items: int
+    user_age: np.ndarray | None = None
+    dataset: Dataset | None = None  # tables and role columns (not time-dependent)
+
+    @classmethod
+    def before(cls, data: Dataset, cutoff: int) -> TrainData:
+        return cls(
+            data.interactions.between(None, cutoff),
+            cutoff,
+            data.n_users,
+            data.n_items,
+            data.user_age,
+            data,
+        )
+
+    def last_days(self, days: float) -> Interactions:
+        return self.interactions.between(self.cutoff - int(days * US_PER_DAY), None)
 
 
 def _codes(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
