@@ -145,3 +145,21 @@ def test_wide_attributes_are_not_features():
     frame = pd.DataFrame({"id": [str(i) for i in range(50)], "g": ["a", "b"] * 25})
     chosen = choose_attributes(frame, {"id": CAT, "g": CAT}, max_values=10)
     assert list(chosen) == ["g"]
+
+
+def test_key_table_lookup_finds_present_keys_and_nan_for_absent_ones():
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 10**6, 5000))
+    table = KeyTable(keys, {"v": keys.astype(float)})
+    cases = [
+        rng.integers(0, 10**6, 300),  # spread over the whole table
+        keys[100:110],  # one short run, as a request's keys are
+        np.array([keys[0], keys[-1], 10**6 + 5, -3]),  # both ends and beyond them
+        np.array([keys[5]] * 3),
+        np.array([], np.int64),
+    ]
+    for needles in cases:
+        got = table.lookup(needles)["v"]
+        present = np.isin(needles, keys)
+        assert np.array_equal(~np.isnan(got), present)
+        assert np.array_equal(got[present], needles[present].astype(np.float32))

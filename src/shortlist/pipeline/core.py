@@ -15,6 +15,7 @@ instead, training what needs training: that is how `shortlist evaluate` scores i
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -147,10 +148,17 @@ class Pipeline:
 
     def load(self) -> Pipeline:
         """Bind to the workspace as trained: the two-tower model and index and the ranker
-        from disk, the other sources and the features fitted on all interactions."""
+        from disk, the other sources and the features fitted on all interactions.
+
+        The loaded state then lives as long as the process, so it is moved out of the garbage
+        collector's reach (`gc.freeze`): at full scale the collector walking it paused one
+        request in a hundred by 5-500 ms (p99 15 ms -> 9 ms, benchmarks/bench_pipeline.py).
+        """
         with self._lock:
             if self.funnel_ is None:
                 self.funnel_ = self._load()
+                gc.collect()
+                gc.freeze()
         return self
 
     def _load(self) -> Funnel:

@@ -45,7 +45,14 @@ class KeyTable:
         return cls(uniq, out)
 
     def lookup(self, keys: np.ndarray) -> dict[str, np.ndarray]:
-        pos = np.searchsorted(self.keys, keys)
+        # A request's keys share one user, i.e. one short run of the table: search that run
+        # (a few cache lines) rather than the whole table (one cache miss per probe).
+        lo, hi = 0, len(self.keys)
+        if len(keys) and hi:
+            lo = int(np.searchsorted(self.keys, keys.min()))
+            hi = max(lo, int(np.searchsorted(self.keys, keys.max(), side="right")))
+        run = self.keys[lo:hi]
+        pos = lo + np.minimum(np.searchsorted(run, keys), max(len(run) - 1, 0))
         pos = np.minimum(pos, max(len(self.keys) - 1, 0))
         found = self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), bool)
         return {
