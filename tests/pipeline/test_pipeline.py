@@ -118,6 +118,14 @@ def test_trace_accounts_for_every_candidate(pipeline, user_ids):
     assert all(stage["ms"] >= 0 for stage in trace)
 
 
+def test_loaded_state_is_out_of_the_collectors_reach(pipeline):
+    """What load() binds lives as long as the process: frozen, so full collections skip it."""
+    import gc
+
+    assert gc.get_freeze_count() > 0
+    assert not any(gc.is_tracked(o) and o is pipeline.funnel_ for o in gc.get_objects())
+
+
 def test_recommendations_pass_every_business_rule(pipeline, user_ids):
     funnel = pipeline.funnel_
     rules = funnel.catalog.rules
