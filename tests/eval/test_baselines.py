@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shortlist.data.arrays import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
 from shortlist.eval.baselines import (
     ALS,
     CoPurchase,
     Popular,
     PopularByAge,
     RepurchaseTrending,
-    TrainData,
     fill,
 )
 

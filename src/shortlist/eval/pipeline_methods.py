@@ -14,6 +14,7 @@ the set without it, since the union keeps every proposed item.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, replace
 from typing import Self
 
@@ -31,7 +32,7 @@ from shortlist.retrieval.stage import Retrieval, source_name
 
 PIPELINE = "pipeline"
 DIVERSIFY = ("round_robin", "max_per_value", "mmr", "revenue")
-FILTERS = ("in_stock", "available_in_region", "age_allowed", "not_bought_before")
+FILTERS = typing.get_args(FilterSettings.model_fields["name"].annotation)  # every filter name
 
 
 def pipeline_methods(settings: Settings) -> list[str]:

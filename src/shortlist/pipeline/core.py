@@ -151,8 +151,8 @@ class Pipeline:
         from disk, the other sources and the features fitted on all interactions.
 
         The loaded state then lives as long as the process, so it is moved out of the garbage
-        collector's reach (`gc.freeze`): at full scale the collector walking it paused one
-        request in a hundred by 5-500 ms (p99 15 ms -> 9 ms, benchmarks/bench_pipeline.py).
+        collector's reach (`gc.freeze`): at full scale the collector walking it paused about
+        one request in a hundred, some by hundreds of milliseconds (p99 15 ms -> 9 ms).
         """
         with self._lock:
             if self.funnel_ is None:

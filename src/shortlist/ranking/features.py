@@ -200,7 +200,7 @@ class RankingFeatures:
             table = KeyTable.aggregate(keys, {"all": (qty, "sum"), "recent": (qty * recent, "sum")})
             self.affinity_[name] = (codes, n_values, table)
         self.n_items_, self.n_users_ = n_items, n_users
-        self.blocks_: tuple[np.ndarray, np.ndarray] | None = None  # built on first use
+        self.blocks_ = self._blocks()
         self._name_columns(data)
         return self
 
@@ -239,7 +239,7 @@ class RankingFeatures:
         flat = rows * cs.items.shape[1] + cols
         users = cs.users[rows].astype(np.int64)
         items = cs.items.ravel()[flat].astype(np.int64)
-        item_block, user_block = self._blocks()
+        item_block, user_block = self.blocks_
         head = 2 * len(cs.sources) + 1 + (similarity is not None)
         X = np.empty((len(rows), head + len(self.names_)), np.float32)
         n_sources = np.zeros(len(rows), np.float32)
@@ -279,24 +279,20 @@ class RankingFeatures:
         return X, rows, cols
 
     def _blocks(self) -> tuple[np.ndarray, np.ndarray]:
-        """The item and user columns of `transform` as two matrices, built once after fit.
+        """The item and user columns of `transform` as two matrices: one gather each per
+        request. The item matrix has one more row, all NaN, for items unknown at the fit."""
 
-        The item matrix has one more row, all NaN, for items unknown at the fit (index -1).
-        """
-        if getattr(self, "blocks_", None) is None:
+        def block(numeric: dict, cats: dict, n: int, extra: int) -> np.ndarray:
+            columns = [*numeric.values(), *(np.where(c >= 0, c, np.nan) for c in cats.values())]
+            out = np.full((n + extra, len(columns)), np.nan, np.float32)
+            for j, column in enumerate(columns):
+                out[:n, j] = column
+            return out
 
-            def block(numeric: dict, cats: dict, n: int, extra: int) -> np.ndarray:
-                columns = [*numeric.values(), *(np.where(c >= 0, c, np.nan) for c in cats.values())]
-                out = np.full((n + extra, len(columns)), np.nan, np.float32)
-                for j, column in enumerate(columns):
-                    out[:n, j] = column
-                return out
-
-            self.blocks_ = (
-                block(self.item_numeric_, self.item_cats_, self.n_items_, 1),
-                block(self.user_numeric_, self.user_cats_, self.n_users_, 0),
-            )
-        return self.blocks_
+        return (
+            block(self.item_numeric_, self.item_cats_, self.n_items_, 1),
+            block(self.user_numeric_, self.user_cats_, self.n_users_, 0),
+        )
 
 
 def _first_last(keys: np.ndarray, age_days: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

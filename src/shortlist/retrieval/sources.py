@@ -16,9 +16,7 @@ import scipy.sparse as sp
 from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
 from shortlist.eval.baselines import CoPurchase, decayed_matrix, top_items
 from shortlist.features.buckets import age_bucket
-from shortlist.retrieval.sparse import gather_rows, row_products, top_k_entries, truncate_rows
-
-BATCH = 1024  # users expanded at once by the sparse sources: bounds temporary memory
+from shortlist.retrieval.sparse import gather_rows, top_k_entries, top_k_products, truncate_rows
 
 Candidates = tuple[np.ndarray, np.ndarray]  # items (n, k) int32, -1 padded; scores (n, k) f32
 
@@ -78,14 +76,7 @@ class CoPurchaseSource:
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.full((len(users), k), -1, np.int32)
-        scores = np.full((len(users), k), np.nan, np.float32)
-        for lo in range(0, len(users), BATCH):
-            batch = users[lo : lo + BATCH]
-            entries = row_products(self.weights_, self.neighbours_, batch, exclude=self.bought_)
-            items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
-        return items, scores
+        return top_k_products(self.weights_, self.neighbours_, users, k, exclude=self.bought_)
 
 
 @dataclass
@@ -184,19 +175,12 @@ class SameGroup:
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        users = np.asarray(users, dtype=np.int64)
         if self.user_groups_ is None or self.group_items_ is None or self.bought_ is None:
             return (
                 np.full((len(users), k), -1, np.int32),
                 np.full((len(users), k), np.nan, np.float32),
             )
-        items = np.full((len(users), k), -1, np.int32)
-        scores = np.full((len(users), k), np.nan, np.float32)
-        for lo in range(0, len(users), BATCH):
-            batch = users[lo : lo + BATCH]
-            entries = row_products(self.user_groups_, self.group_items_, batch, self.bought_)
-            items[lo : lo + BATCH], scores[lo : lo + BATCH] = top_k_entries(entries, len(batch), k)
-        return items, scores
+        return top_k_products(self.user_groups_, self.group_items_, users, k, self.bought_)
 
 
 @dataclass

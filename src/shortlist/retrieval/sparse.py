@@ -82,6 +82,15 @@ def descending_key(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), np.uint32(0xFFFFFFFF), key)
 
 
+def rank_in_row(row: np.ndarray, value: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts entries by row, then value descending (ties keep their order), and
+    each sorted entry's 0-based rank within its row."""
+    key = (row.astype(np.uint64) << np.uint64(32)) | descending_key(value).astype(np.uint64)
+    order = np.argsort(key, kind="stable")
+    sorted_row = row[order]
+    return order, np.arange(len(order)) - np.searchsorted(sorted_row, np.arange(n_rows))[sorted_row]
+
+
 def top_k_entries(entries: Entries, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the k highest values and their columns (ties by column), -1/NaN padded.
 
@@ -93,14 +102,11 @@ def top_k_entries(entries: Entries, n_rows: int, k: int) -> tuple[np.ndarray, np
     scores = np.full((n_rows, k), np.nan, np.float32)
     if len(row) == 0 or k == 0:
         return items, scores
-    key = (row.astype(np.uint64) << np.uint64(32)) | descending_key(value).astype(np.uint64)
-    order = np.argsort(key, kind="stable")
-    row, col, value = row[order], col[order], value[order]
-    first = np.searchsorted(row, np.arange(n_rows))
-    rank = np.arange(len(row)) - first[row]
+    order, rank = rank_in_row(row, value, n_rows)
     keep = rank < k
-    items[row[keep], rank[keep]] = col[keep]
-    scores[row[keep], rank[keep]] = value[keep]
+    at = order[keep]
+    items[row[at], rank[keep]] = col[at]
+    scores[row[at], rank[keep]] = value[at]
     return items, scores
 
 
@@ -109,11 +115,24 @@ def truncate_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     m = m.tocsr()
     m.sort_indices()
     row, col, value = gather_rows(m, np.arange(m.shape[0]))
-    key = (row.astype(np.uint64) << np.uint64(32)) | descending_key(value).astype(np.uint64)
-    order = np.argsort(key, kind="stable")
-    first = np.searchsorted(row[order], np.arange(m.shape[0]))
-    keep = order[(np.arange(len(order)) - first[row[order]]) < k]
-    keep.sort()  # back to (row, column) order
+    order, rank = rank_in_row(row, value, m.shape[0])
+    keep = np.sort(order[rank < k])  # back to (row, column) order
     out = sp.csr_matrix((value[keep], (row[keep], col[keep])), shape=m.shape)
     out.sort_indices()
     return out
+
+
+def top_k_products(
+    a: sp.csr_matrix, b: sp.csr_matrix, rows: np.ndarray, k: int, exclude: sp.csr_matrix | None,
+    batch: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per row of a[rows] @ b (pairs stored in exclude[rows] left out), the k best columns and
+    values; `batch` rows at a time bound the temporary entries."""
+    rows = np.asarray(rows, dtype=np.int64)
+    items = np.full((len(rows), k), -1, np.int32)
+    scores = np.full((len(rows), k), np.nan, np.float32)
+    for lo in range(0, len(rows), batch):
+        part = rows[lo : lo + batch]
+        entries = row_products(a, b, part, exclude)
+        items[lo : lo + batch], scores[lo : lo + batch] = top_k_entries(entries, len(part), k)
+    return items, scores
