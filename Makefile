@@ -38,6 +38,7 @@ demo: install
 	@echo "                 $(SHORTLIST) similar --item ID --filter '{\"price\": {\"lte\": 0.02}}'"
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 bench: install

@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from shortlist.retrieval.filters import ItemAttributes
+from shortlist.data.filters import ItemAttributes
 from shortlist.retrieval.index import ExactIndex, HNSWIndex
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from shortlist.data.arrays import US_PER_DAY, load_dataset
+from shortlist.data.filters import ItemAttributes
 from shortlist.data.offline import OfflineStore
 from shortlist.retrieval.build import QUERY_SAMPLE_FILE, model_folder
-from shortlist.retrieval.filters import ItemAttributes
 from shortlist.retrieval.history import HistoryIndex
 from shortlist.retrieval.index import ExactIndex, HNSWIndex
-from shortlist.retrieval.two_tower import TwoTower
+from shortlist.retrieval.two_tower import TwoTowerModel
 from shortlist.workspace import open_workspace
 
 K = 100
@@ -42,7 +42,9 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
-def encode_latency(model: TwoTower, hist: HistoryIndex, day: int, users: np.ndarray, repeat: int):
+def encode_latency(
+    model: TwoTowerModel, hist: HistoryIndex, day: int, users: np.ndarray, repeat: int
+):
     """One user per call, as a request encodes it (history lookup included)."""
     runs = []
     for _ in range(repeat):
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     store = OfflineStore(ws)
     data = load_dataset(store)
     assert data.items is not None and data.users is not None
-    model = TwoTower.load(model_folder(ws), data.items, data.users)
+    model = TwoTowerModel.load(model_folder(ws), data.items, data.users)
     hist = HistoryIndex(data.interactions)
     day = int(data.interactions.time[-1]) // US_PER_DAY + 1
     rng = np.random.default_rng(0)

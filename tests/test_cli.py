@@ -28,7 +28,6 @@ def shortlist(*args: str, cwd=None) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=cwd,
-        timeout=300,
     )
 
 

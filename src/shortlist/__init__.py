@@ -9,7 +9,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from shortlist.errors import ConfigError, DataError, NotFoundError, ShortlistError, WorkspaceError
+from shortlist.errors import (
+    ConfigError,
+    DataError,
+    FilterError,
+    NotFoundError,
+    RequestError,
+    ShortlistError,
+    WorkspaceError,
+)
 from shortlist.workspace import Workspace, open_workspace
 
 __version__ = "0.1.0"
@@ -23,7 +31,8 @@ _LAZY = {
     "train_retrieval": ("shortlist.retrieval.build", "train_retrieval"),
     "build_item_index": ("shortlist.retrieval.build", "build_item_index"),
     "ItemSearch": ("shortlist.retrieval.similar", "ItemSearch"),
-    "train_ranking": ("shortlist.ranking.train", "train_ranking"),
+    "train_pipeline": ("shortlist.pipeline.build", "train_pipeline"),
+    "build": ("shortlist.pipeline.build", "build"),
     "Pipeline": ("shortlist.pipeline", "Pipeline"),
 }
 
@@ -34,7 +43,7 @@ if TYPE_CHECKING:
     from shortlist.eval.evaluate import evaluate_workspace as evaluate
     from shortlist.features.materialize import materialize
     from shortlist.pipeline import Pipeline
-    from shortlist.ranking.train import train_ranking
+    from shortlist.pipeline.build import build, train_pipeline
     from shortlist.retrieval.build import build_item_index, train_retrieval
     from shortlist.retrieval.similar import ItemSearch
 
@@ -51,20 +60,23 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError",
     "DataError",
+    "FilterError",
     "ItemSearch",
     "NotFoundError",
     "OfflineStore",
     "Pipeline",
+    "RequestError",
     "ShortlistError",
     "Workspace",
     "WorkspaceError",
     "__version__",
+    "build",
     "build_item_index",
     "evaluate",
     "generate",
     "ingest",
     "materialize",
     "open_workspace",
-    "train_ranking",
+    "train_pipeline",
     "train_retrieval",
 ]

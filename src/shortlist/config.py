@@ -81,19 +81,6 @@ class FeaturesSettings(_Section):
     memory_limit: str = Field("", pattern=r"^(\d+(\.\d+)?\s*(MB|GB|MiB|GiB))?$")
     threads: int = Field(0, ge=0, le=256)
 
-    def options(self) -> Any:
-        """The FeatureOptions these settings describe."""
-        from shortlist.features.base import FeatureOptions
-
-        return FeatureOptions(
-            history_length=self.history_length,
-            max_category_values=self.max_category_values,
-            category_attributes=(
-                tuple(self.category_attributes) if self.category_attributes is not None else None
-            ),
-            max_channels=self.max_channels,
-        )
-
 
 class RankingSettings(_Section):
     """The ranking training set and the LightGBM ranker (`shortlist train ranking`)."""

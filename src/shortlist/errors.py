@@ -47,3 +47,24 @@ class NotFoundError(ShortlistError):
     """An id (user, item) is not known to the workspace."""
 
     http_status = 404
+
+
+class RequestError(ShortlistError):
+    """A request (its context, parameters or filters) names an unknown value or an impossible
+    one; the message names the field and the value."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class FilterError(RequestError):
+    """A request's attribute filter is malformed; names the offending field."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        ShortlistError.__init__(
+            self, f"filter field '{field}': {message}" if field else f"filter: {message}"
+        )
+        self.field = field

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 _enabled: ContextVar[bool] = ContextVar("shortlist_progress", default=False)
+_scope: ContextVar[str] = ContextVar("shortlist_progress_scope", default="")
 console = Console(stderr=True)
 
 
@@ -29,6 +30,18 @@ def enabled(on: bool = True) -> Iterator[None]:
         yield
     finally:
         _enabled.reset(token)
+
+
+@contextmanager
+def scope(label: str) -> Iterator[None]:
+    """Prefix every bar started inside this block with `label` (e.g. which method and window
+    an evaluation is training), nested scopes joined by " / "."""
+    outer = _scope.get()
+    token = _scope.set(f"{outer} / {label}" if outer else label)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 Advance = Callable[..., None]  # advance(n=1, note=None): n steps done; note shown beside the bar
@@ -44,6 +57,8 @@ def track(description: str, total: float | None = None) -> Iterator[Advance]:
     if not _enabled.get():
         yield lambda n=1, note=None: None
         return
+    if _scope.get():
+        description = f"[{_scope.get()}] {description}"
     if not console.is_terminal:
         started, last = time.perf_counter(), [""]
 

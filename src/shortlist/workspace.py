@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,3 +49,14 @@ def open_workspace(path: str | Path | None = None) -> Workspace:
     if chosen.exists() and not chosen.is_dir():
         raise WorkspaceError(f"workspace {chosen} exists and is not a folder")
     return Workspace(chosen.resolve())
+
+
+def file_digest(*paths: Path) -> str:
+    """A short content hash of files, in order: the fingerprint that ties saved artefacts (a
+    model, the index built from it, the ranker trained with both) to each other."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:16]

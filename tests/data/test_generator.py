@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from shortlist.data import generator_transactions as T
-from shortlist.data import generator_vocab as V
 from shortlist.data.generator import SCALES, generate, price_strings, resolve
+from shortlist.data.generator import transactions as T
+from shortlist.data.generator import vocab as V
 from shortlist.errors import ConfigError
 
 FILES = ("articles.csv", "customers.csv", "transactions_train.csv")

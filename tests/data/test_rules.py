@@ -16,8 +16,14 @@ from shortlist.data.generator import generate
 from shortlist.data.ingest import BadRowsError, ingest
 from shortlist.data.offline import OfflineStore
 from shortlist.data.rules import load_rules
-from shortlist.errors import ConfigError, DataError
-from shortlist.filtering import FilterChain, FilterContext
+from shortlist.errors import DataError, RequestError
+from shortlist.filtering import (
+    AgeAllowedFilter,
+    AvailableInRegionFilter,
+    FilterChain,
+    FilterContext,
+    InStockFilter,
+)
 from shortlist.workspace import open_workspace
 from tests.conftest import write
 
@@ -67,7 +73,9 @@ def test_generic_rule_files_load_as_arrays(tmp_path, workspace):
     np.testing.assert_array_equal(rules.user_region, [2, -1, 0])
     assert rules.user_region.dtype == np.int32 and rules.units.dtype == np.float64
     assert rules.region_names == ["east", "north", "south", "west"]
-    assert rules.region_code("west") == 3 and rules.region_code("mars") == -1
+    assert rules.region_code("west") == 3
+    with pytest.raises(RequestError, match="region: unknown region 'mars' .known: east, north"):
+        rules.region_code("mars")
     np.testing.assert_array_equal(
         rules.availability.toarray(),
         [[0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]],  # C, D: sold everywhere
@@ -75,7 +83,13 @@ def test_generic_rule_files_load_as_arrays(tmp_path, workspace):
 
     # The filters built from the rules agree with the arrays: u1 (south, 25), u2 (unknown
     # region, 17), u3 (east, 40), each offered every item.
-    chain = FilterChain(rules.filters())
+    chain = FilterChain(
+        [
+            InStockFilter(rules.units),
+            AvailableInRegionFilter(rules.availability),
+            AgeAllowedFilter(rules.min_age),
+        ]
+    )
     users = np.array([0, 1, 2])
     ctx = FilterContext(users, region=rules.user_region[users], age=[25, 17, 40])
     out = chain.apply(ctx, np.tile(np.arange(4), (3, 1)))
@@ -214,11 +228,9 @@ def test_absent_files_and_old_stores_have_no_rules(tmp_path, workspace):
     ingest(workspace, src)
     rules = load_rules(OfflineStore(workspace))
     assert (rules.units, rules.availability, rules.user_region, rules.min_age) == (None,) * 4
-    assert rules.region_names == [] and rules.filters() == []
-    with pytest.raises(ConfigError, match="in_stock needs inventory data"):
-        rules.filters(["in_stock"], strict=True)
-    with pytest.raises(ConfigError, match="unknown filter"):
-        rules.filters(["colour"])
+    assert rules.region_names == []
+    with pytest.raises(RequestError, match="the data has no regions"):
+        rules.region_code("north")
 
     # A store from before the rule tables: its manifest has neither key.
     ingest(workspace, _generic(tmp_path, **GOOD))

@@ -8,7 +8,7 @@ import pytest
 from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
 from shortlist.eval.baselines import (
     ALS,
-    CoPurchase,
+    CoPurchaseBaseline,
     Popular,
     PopularByAge,
     RepurchaseTrending,
@@ -111,7 +111,7 @@ def test_copurchase_recommends_basket_partners_not_seeds():
             (5, 9, 99, 9),  # trending item
         ]
     )
-    recs = CoPurchase().fit(data).recommend(np.array([0]), 3)
+    recs = CoPurchaseBaseline().fit(data).recommend(np.array([0]), 3)
     assert recs[0].tolist() == [2, 3, 9]
 
 
@@ -133,7 +133,9 @@ def test_fill_skips_items_already_present():
     assert fill(recs, np.array([3, 4, 5], dtype=np.int32)).tolist() == [[3, 4, 5], [3, 4, 5]]
 
 
-@pytest.mark.parametrize("method", [Popular, PopularByAge, RepurchaseTrending, CoPurchase, ALS])
+@pytest.mark.parametrize(
+    "method", [Popular, PopularByAge, RepurchaseTrending, CoPurchaseBaseline, ALS]
+)
 def test_every_method_returns_k_distinct_items_for_cold_users(method):
     rows = [(u, i, 90 + (u + i) % 9, 1) for u in range(8) for i in range(u, u + 6)]
     data = history(rows, n_users=10, n_items=20, age=[20.0] * 10)

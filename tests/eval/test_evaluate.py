@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 
 import numpy as np
 import pytest
 
-from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData, from_us, to_us
+from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData, from_us, targets
 from shortlist.errors import ConfigError
 from shortlist.eval.baselines import Popular
 from shortlist.eval.evaluate import evaluate, resolve_methods
-from shortlist.eval.protocol import targets, windows
+from shortlist.eval.protocol import windows
 
 
 def test_windows_end_at_midnight_after_last_day():
-    last = to_us(datetime(2020, 9, 22))
+    last = int((datetime(2020, 9, 22) - datetime(1970, 1, 1)).total_seconds()) * 1_000_000
     wins = windows(last, 7, 3)
     assert [from_us(w.cutoff).date().isoformat() for w in wins] == [
         "2020-09-02",
@@ -94,6 +94,83 @@ def test_methods_never_see_the_target_window_and_oracle_scores_one():
     assert report["methods"]["spy"]["recall@12"] == pytest.approx(1.0)
 
 
+@dataclass
+class Peeker:
+    """A cheat: reads every interaction its inputs can reach (walking the TrainData and what it
+    holds) and recommends what was bought at or after the cutoff."""
+
+    name: str = "peeker"
+    reached: list[int] = field(default_factory=list)  # latest time reachable per fit
+
+    def fit(self, data: TrainData):
+        found = list(_interactions_in(data))
+        self.reached.append(max(int(i.time.max()) for i in found if len(i)))
+        future = [i.item[i.time >= data.cutoff] for i in found]
+        self.items = np.unique(np.concatenate(future)).astype(np.int32)
+        return self
+
+    def recommend(self, users, k):
+        row = np.full(k, -1, np.int32)
+        row[: min(k, len(self.items))] = self.items[:k]
+        return np.tile(row, (len(users), 1))
+
+
+def _interactions_in(obj, seen=None):
+    """Every Interactions reachable from `obj` through dataclass fields."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, Interactions):
+        yield obj
+    elif is_dataclass(obj):
+        for f in fields(obj):
+            yield from _interactions_in(getattr(obj, f.name), seen)
+
+
+def test_nothing_a_method_is_given_reaches_the_target_window():
+    data = _dataset()
+    peeker = Peeker()
+    report = evaluate(data, {"peeker": lambda: peeker}, n_windows=3, holdout_days=7, k=12)
+    wins = windows(int(data.interactions.time[-1]), 7, 3)
+    assert [seen < w.cutoff for w, seen in zip(wins, peeker.reached, strict=True)] == [True] * 3
+    assert report["methods"]["peeker"]["map@12"] == 0.0
+    # the walk does find the future when it is there: the check above can fail
+    leaky = TrainData(data.interactions, wins[0].cutoff, data.n_users, data.n_items, None, data)
+    assert max(int(i.time.max()) for i in _interactions_in(leaky)) >= wins[0].cutoff
+
+
+def test_two_tower_and_candidates_use_the_workspaces_retrieval_settings(tmp_path):
+    from shortlist.config import Settings
+    from shortlist.data.arrays import load_dataset
+    from shortlist.data.generator import generate
+    from shortlist.data.ingest import ingest
+    from shortlist.data.offline import OfflineStore
+    from shortlist.eval.baselines import TwoTowerNearest
+    from shortlist.workspace import open_workspace
+
+    generate(tmp_path / "src", scale="tiny", seed=5, weeks=6)
+    ws = open_workspace(tmp_path / "ws")
+    ingest(ws, tmp_path / "src", format="hm")
+    settings = Settings.model_validate(
+        {"retrieval": {"dim": 8, "hidden": 16, "epochs": 1, "max_epochs": 1, "min_steps": 0}}
+    )
+    made = resolve_methods(["two_tower"], settings)["two_tower"]()
+    assert isinstance(made, TwoTowerNearest) and made.settings == settings.retrieval
+    made: list[TwoTowerNearest] = []
+    report = evaluate(
+        load_dataset(OfflineStore(ws)),
+        {"two_tower": lambda: made.append(TwoTowerNearest(settings.retrieval)) or made[-1]},
+        candidates=True,
+        settings=settings,
+    )
+    # the method was handed the candidate report's two-tower (one training per window), so
+    # this checks both: trained with the workspace's settings, not the defaults (dim 64)
+    model = made[0].source.model_
+    assert model.config_.dim == 8 and model.settings == settings.retrieval
+    assert "two_tower" in report["candidates"]
+
+
 def test_report_contract():
     report = evaluate(_dataset(), {"popular": Popular}, n_windows=2, holdout_days=7)
     assert set(report) == {"dataset", "protocol", "methods"}
@@ -138,7 +215,6 @@ def test_cli_on_hm_sample_matches_the_published_cross_check(hm_sample, tmp_path)
         ],
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

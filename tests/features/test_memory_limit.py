@@ -8,6 +8,7 @@ import sys
 
 from shortlist.config import load_settings
 from shortlist.data.generator import generate
+from shortlist.features.base import FeatureOptions
 
 
 def test_too_small_a_memory_limit_names_the_setting_and_the_group(tmp_path):
@@ -35,5 +36,5 @@ def test_every_settings_section_can_be_set_from_the_environment(tmp_path, monkey
     monkeypatch.setenv("SHORTLIST_RETRIEVAL_MIN_STEPS", "9")
     settings = load_settings(tmp_path)
     assert settings.features.history_length == 7
-    assert settings.features.options().history_length == 7
+    assert FeatureOptions.from_settings(settings.features).history_length == 7
     assert settings.retrieval.min_steps == 9

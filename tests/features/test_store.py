@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 from click.testing import CliRunner
 
-from shortlist import cli_features
 from shortlist import columns as C
-from shortlist.cli_features import features as features_command
+from shortlist.cli import features as cli_features
+from shortlist.cli.features import features as features_command
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.features import groups
 from shortlist.features.base import FEATURE_TIME

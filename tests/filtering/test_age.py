@@ -1,13 +1,12 @@
-"""AgeAllowed: minimum ages against the user's age, and the policy for unknown ages."""
+"""AgeAllowedFilter: minimum ages against the user's age, and the policy for unknown ages."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shortlist.errors import ConfigError
-from shortlist.filtering import AgeAllowed, FilterContext
-from shortlist.retrieval.filters import FilterError
+from shortlist.errors import ConfigError, FilterError
+from shortlist.filtering import AgeAllowedFilter, FilterContext
 
 # item 0 unrestricted, 1 from 18, 2 from 21, 3 from 16; 4 beyond the array: unrestricted
 MIN_AGE = [np.nan, 18, 21, 16]
@@ -16,7 +15,7 @@ AGES = [17, 18, np.nan, 30]  # a minor, exactly 18, unknown, an adult
 
 
 def test_keeps_items_the_user_is_old_enough_for():
-    keep = AgeAllowed(MIN_AGE).keep(FilterContext([0, 1, 2, 3], age=AGES), ITEMS)
+    keep = AgeAllowedFilter(MIN_AGE).keep(FilterContext([0, 1, 2, 3], age=AGES), ITEMS)
     assert keep.tolist() == [
         [True, False, False, True, True, False],
         [True, True, False, True, True, False],
@@ -26,7 +25,7 @@ def test_keeps_items_the_user_is_old_enough_for():
 
 
 def test_unknown_age_allowed_when_configured():
-    f = AgeAllowed(MIN_AGE, unknown_age_allowed=True)
+    f = AgeAllowedFilter(MIN_AGE, unknown_age_allowed=True)
     keep = f.keep(FilterContext([0, 1, 2, 3], age=AGES), ITEMS)
     assert keep[2].tolist() == [True] * 5 + [False]
     assert keep[0].tolist() == [True, False, False, True, True, False]  # minors still filtered
@@ -35,16 +34,16 @@ def test_unknown_age_allowed_when_configured():
 
 
 def test_no_ages_in_context_means_unknown():
-    keep = AgeAllowed(MIN_AGE).keep(FilterContext([5]), ITEMS[:1])
+    keep = AgeAllowedFilter(MIN_AGE).keep(FilterContext([5]), ITEMS[:1])
     assert keep.tolist() == [[True, False, False, False, True, False]]
 
 
 def test_bad_configuration_and_requests():
     with pytest.raises(ConfigError):
-        AgeAllowed([-1.0])
+        AgeAllowedFilter([-1.0])
     with pytest.raises(ConfigError):
-        AgeAllowed(np.zeros((2, 2)))
+        AgeAllowedFilter(np.zeros((2, 2)))
     with pytest.raises(FilterError):
-        AgeAllowed(MIN_AGE).keep(FilterContext([0], age=-3), ITEMS[:1])
+        AgeAllowedFilter(MIN_AGE).keep(FilterContext([0], age=-3), ITEMS[:1])
     with pytest.raises(FilterError):
         FilterContext([0, 1], age=[20, 30, 40])

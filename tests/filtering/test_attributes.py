@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shortlist.errors import ConfigError
+from shortlist.data.filters import ItemAttributes, parse_filter
+from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering import AttributeFilter, FilterContext
-from shortlist.retrieval.filters import FilterError, ItemAttributes, parse_filter
 
 ITEMS = np.array([[0, 1, 2, 3, 4, 9, -1]], np.int32)  # 9 is beyond the table
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shortlist.errors import ConfigError
+from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering import (
-    AgeAllowed,
+    AgeAllowedFilter,
     FilterChain,
     FilterContext,
-    InStock,
-    NotBoughtBefore,
+    InStockFilter,
+    NotBoughtBeforeFilter,
     compact,
 )
-from shortlist.retrieval.filters import FilterError
 
 # items 0..5: 2 is out of stock, 4 is 18+; user 0 (age 16) bought 1, user 1 (age 40) bought 2
 CANDIDATES = np.array([[0, 1, 2, 3, 4, -1], [5, 4, 2, 1, -1, -1]], np.int32)
@@ -22,9 +21,9 @@ CTX = FilterContext([0, 1], age=[16, 40])
 
 
 def _filters():
-    stock = InStock([1, 1, 0, 1, 1, 1])
-    age = AgeAllowed([np.nan, np.nan, np.nan, np.nan, 18, np.nan])
-    bought = NotBoughtBefore.exact([0, 1], [1, 2])
+    stock = InStockFilter([1, 1, 0, 1, 1, 1])
+    age = AgeAllowedFilter([np.nan, np.nan, np.nan, np.nan, 18, np.nan])
+    bought = NotBoughtBeforeFilter.exact([0, 1], [1, 2])
     return stock, age, bought
 
 
@@ -53,7 +52,7 @@ def test_order_changes_the_counts_not_the_result():
 def test_later_filters_see_only_surviving_candidates():
     seen = []
 
-    class Spy(InStock):
+    class Spy(InStockFilter):
         name = "spy"
 
         def _keep(self, ctx, items, valid):
@@ -70,7 +69,7 @@ def test_padding_is_never_kept_even_by_an_empty_chain():
     assert out.keep.tolist() == (CANDIDATES >= 0).tolist()
     assert out.steps == ()
     # a filter that would keep anything: untracked items are kept, padding still is not
-    keep = InStock([]).keep(CTX, CANDIDATES)
+    keep = InStockFilter([]).keep(CTX, CANDIDATES)
     assert keep.tolist() == (CANDIDATES >= 0).tolist()
 
 
@@ -85,7 +84,7 @@ def test_bad_chains_and_requests():
     with pytest.raises(ConfigError):
         FilterChain([stock, "age"])
     with pytest.raises(ConfigError, match="distinct"):
-        FilterChain([stock, InStock([1])])
+        FilterChain([stock, InStockFilter([1])])
     with pytest.raises(FilterError, match="candidate rows"):
         FilterChain([stock]).apply(CTX, CANDIDATES[:1])
     with pytest.raises(FilterError):

@@ -1,4 +1,4 @@
-"""NotBoughtBefore over an exact set or a Bloom filter, and the exact PairSet itself."""
+"""NotBoughtBeforeFilter over an exact set or a Bloom filter, and the exact PairSet itself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from shortlist.errors import ConfigError
-from shortlist.filtering import BloomFilter, FilterContext, NotBoughtBefore, PairSet
+from shortlist.filtering import BloomFilter, FilterContext, NotBoughtBeforeFilter, PairSet
 
 # interactions: user 0 bought items 1 and 3 (3 twice), user 1 bought item 0
 USERS = np.array([0, 0, 0, 1])
@@ -23,13 +23,13 @@ EXPECTED = [
 
 @pytest.mark.parametrize("kind", ["exact", "bloom"])
 def test_removes_what_each_user_bought(kind):
-    f = getattr(NotBoughtBefore, kind)(USERS, ITEMS_BOUGHT)
+    f = getattr(NotBoughtBeforeFilter, kind)(USERS, ITEMS_BOUGHT)
     assert f.keep(CTX, CANDIDATES).tolist() == EXPECTED
 
 
 @pytest.mark.parametrize("kind", ["exact", "bloom"])
 def test_purchases_added_in_real_time_are_removed(kind):
-    f = getattr(NotBoughtBefore, kind)(USERS, ITEMS_BOUGHT)
+    f = getattr(NotBoughtBeforeFilter, kind)(USERS, ITEMS_BOUGHT)
     f.add([2, 1], [1, 4])
     keep = f.keep(CTX, CANDIDATES)
     assert keep[1].tolist() == [False, True, True, True, False]
@@ -38,7 +38,7 @@ def test_purchases_added_in_real_time_are_removed(kind):
 
 def test_exact_set_from_a_csr_matrix():
     csr = sp.csr_array((np.ones(4), (USERS, ITEMS_BOUGHT)), shape=(3, 5))  # duplicates summed
-    f = NotBoughtBefore(PairSet.from_csr(csr))
+    f = NotBoughtBeforeFilter(PairSet.from_csr(csr))
     assert f.keep(CTX, CANDIDATES).tolist() == EXPECTED
     assert len(f.history) == 3
 
@@ -59,7 +59,7 @@ def test_pair_set_adds_merge_and_stay_exact():
 
 def test_bloom_history_instance_is_used_as_given():
     bloom = BloomFilter(100, 0.01)
-    f = NotBoughtBefore(bloom)
+    f = NotBoughtBeforeFilter(bloom)
     f.add(5, 7)
     assert bloom.contains([5], [7])[0]
     assert not f.keep(FilterContext([5]), np.array([[7]]))[0, 0]
@@ -67,4 +67,4 @@ def test_bloom_history_instance_is_used_as_given():
 
 def test_bad_history():
     with pytest.raises(ConfigError):
-        NotBoughtBefore({(0, 1)})
+        NotBoughtBeforeFilter({(0, 1)})

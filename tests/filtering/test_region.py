@@ -1,4 +1,4 @@
-"""AvailableInRegion: item x region availability against the user's region code."""
+"""AvailableInRegionFilter: item x region availability against the user's region code."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from shortlist.errors import ConfigError
-from shortlist.filtering import AvailableInRegion, FilterContext
-from shortlist.retrieval.filters import FilterError
+from shortlist.errors import ConfigError, FilterError
+from shortlist.filtering import AvailableInRegionFilter, FilterContext
 
 # 3 regions; item 0 everywhere, 1 only in region 0, 2 in regions 1 and 2, 3 nowhere
-SETS = [None, [0], [1, 2], []]
 ITEMS = np.array([[0, 1, 2, 3, 5, -1]] * 4, np.int32)  # 5 is beyond the table
 REGIONS = [0, 1, 2, -1]
 
@@ -21,13 +19,8 @@ def _matrix() -> sp.csr_array:
     return sp.csr_array(dense)
 
 
-@pytest.mark.parametrize("build", ["csr", "sets"])
-def test_keeps_items_sold_in_the_users_region(build):
-    f = (
-        AvailableInRegion(_matrix())
-        if build == "csr"
-        else AvailableInRegion.from_region_sets(SETS, n_regions=3)
-    )
+def test_keeps_items_sold_in_the_users_region():
+    f = AvailableInRegionFilter(_matrix())
     keep = f.keep(FilterContext([0, 1, 2, 3], region=REGIONS), ITEMS)
     assert keep.tolist() == [
         [True, True, False, False, True, False],
@@ -38,26 +31,24 @@ def test_keeps_items_sold_in_the_users_region(build):
 
 
 def test_unlisted_items_removed_when_configured():
-    f = AvailableInRegion(_matrix(), unlisted_available=False)
+    f = AvailableInRegionFilter(_matrix(), unlisted_available=False)
     keep = f.keep(FilterContext([0, 1], region=[0, -1]), ITEMS[:2])
     assert keep[:, 4].tolist() == [False, True]  # an unknown region still keeps it
 
 
 def test_no_regions_in_context_keeps_everything_but_padding():
-    keep = AvailableInRegion(_matrix()).keep(FilterContext([0]), ITEMS[:1])
+    keep = AvailableInRegionFilter(_matrix()).keep(FilterContext([0]), ITEMS[:1])
     assert keep.tolist() == [[True] * 5 + [False]]
 
 
 def test_explicit_zeros_in_the_matrix_are_not_availability():
     m = sp.csr_array((np.array([1, 0]), (np.array([0, 1]), np.array([0, 0]))), shape=(2, 1))
-    keep = AvailableInRegion(m).keep(FilterContext([0], region=0), np.array([[0, 1]]))
+    keep = AvailableInRegionFilter(m).keep(FilterContext([0], region=0), np.array([[0, 1]]))
     assert keep.tolist() == [[True, False]]
 
 
 def test_bad_configuration_and_requests():
     with pytest.raises(ConfigError):
-        AvailableInRegion(np.ones((2, 2)))
-    with pytest.raises(ConfigError):
-        AvailableInRegion.from_region_sets([[0, 3]], n_regions=3)
+        AvailableInRegionFilter(np.ones((2, 2)))
     with pytest.raises(FilterError, match="region"):
-        AvailableInRegion(_matrix()).keep(FilterContext([0], region=3), ITEMS[:1])
+        AvailableInRegionFilter(_matrix()).keep(FilterContext([0], region=3), ITEMS[:1])

@@ -1,4 +1,4 @@
-"""InStock: stock > 0 kept, untracked items by configuration, updates change the answer."""
+"""InStockFilter: stock > 0 kept, untracked items by configuration, updates change the answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shortlist.errors import ConfigError, DataError
-from shortlist.filtering import FilterContext, InStock, Inventory
+from shortlist.filtering import FilterContext, InStockFilter, Inventory
 
 # items 0..4: 3 units, none, 1 unit, untracked (NaN), oversold
 UNITS = [3, 0, 1, np.nan, -2]
@@ -15,20 +15,20 @@ CTX = FilterContext([10, 11])
 
 
 def test_keeps_items_with_stock_and_untracked_ones():
-    keep = InStock(UNITS).keep(CTX, ITEMS)
+    keep = InStockFilter(UNITS).keep(CTX, ITEMS)
     # 3 is NaN, 7 is beyond the inventory: both untracked, kept by default; padding never
     expected = [[True, False, True, True, False, True, False], [False, True] + [False] * 5]
     assert keep.tolist() == expected
 
 
 def test_untracked_items_removed_when_configured():
-    keep = InStock(UNITS, keep_untracked=False).keep(CTX, ITEMS)
+    keep = InStockFilter(UNITS, keep_untracked=False).keep(CTX, ITEMS)
     assert keep[0].tolist() == [True, False, True, False, False, False, False]
 
 
 def test_set_stock_updates_the_result_in_place():
     inventory = Inventory(UNITS)
-    f = InStock(inventory, keep_untracked=False)
+    f = InStockFilter(inventory, keep_untracked=False)
     f.set_stock([0, 1], 0)  # sold out, and restocked below
     inventory.set_stock(np.array([1, 9]), np.array([5, 2]))  # 9 grows the inventory
     assert f.inventory is inventory
@@ -42,7 +42,7 @@ def test_bad_inventory_and_updates():
     with pytest.raises(ConfigError):
         Inventory([[1, 2]])
     with pytest.raises(ConfigError):
-        InStock(UNITS, keep_untracked="yes")
+        InStockFilter(UNITS, keep_untracked="yes")
     with pytest.raises(DataError):
         Inventory(UNITS).set_stock([-1], 3)
     with pytest.raises(DataError):

@@ -8,8 +8,8 @@ import pytest
 
 from shortlist.config import AttributeKind
 from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData
+from shortlist.data.candidates import CandidateSet
 from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes
-from shortlist.retrieval.stage import CandidateSet
 
 CUTOFF = 100 * US_PER_DAY
 CAT = AttributeKind.CATEGORICAL
@@ -68,7 +68,7 @@ def fitted() -> RankingFeatures:
 
 
 def column(f: RankingFeatures, X: np.ndarray, name: str) -> np.ndarray:
-    return X[:, f.feature_names(["src"], False).index(name)]
+    return X[:, f.feature_names(["src"], []).index(name)]
 
 
 def test_duplicate_partitions_are_kept_once(fitted):

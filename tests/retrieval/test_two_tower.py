@@ -12,7 +12,7 @@ from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
 from shortlist.retrieval.history import HistoryIndex
-from shortlist.retrieval.two_tower import TwoTower, _top_k
+from shortlist.retrieval.two_tower import TwoTowerModel, _top_k
 
 FAST = RetrievalSettings(epochs=3, batch_size=512, patience=3, dim=32, hidden=64)
 
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny):
     data, cutoff = tiny
-    return TwoTower(FAST).fit(
+    return TwoTowerModel(FAST).fit(
         data.items, data.item_kinds, data.users, data.user_kinds, data.interactions, cutoff
     )
 
@@ -52,7 +52,7 @@ def test_shapes_and_unit_vectors(tiny, trained):
 
 def test_training_improves_validation_recall_over_an_untrained_model(tiny, trained):
     data, cutoff = tiny
-    untrained = TwoTower(FAST.model_copy(update={"epochs": 1, "lr": 1e-9})).fit(
+    untrained = TwoTowerModel(FAST.model_copy(update={"epochs": 1, "lr": 1e-9})).fit(
         data.items, data.item_kinds, data.users, data.user_kinds, data.interactions, cutoff
     )
     best = max(e["val_recall@100"] for e in trained.history_)
@@ -62,7 +62,7 @@ def test_training_improves_validation_recall_over_an_untrained_model(tiny, train
 def test_save_load_round_trip(tiny, trained, tmp_path):
     data, cutoff = tiny
     trained.save(tmp_path / "m")
-    loaded = TwoTower.load(tmp_path / "m", data.items, data.users)
+    loaded = TwoTowerModel.load(tmp_path / "m", data.items, data.users)
     assert np.array_equal(loaded.item_vectors_, trained.item_vectors_)
     assert np.allclose(loaded.encode_items(), trained.item_vectors_, atol=1e-6)
     hist = HistoryIndex(data.interactions)
@@ -80,10 +80,12 @@ def test_loading_never_unpickles(tmp_path, tiny, trained):
         "config.json",
         "item_tower.safetensors",
         "item_vectors.npy",
+        "query_sample.npy",
         "user_tower.safetensors",
     ]
     # .npy saved without pickles: loading with allow_pickle=False must work
     np.load(tmp_path / "m" / "item_vectors.npy", allow_pickle=False)
+    np.load(tmp_path / "m" / "query_sample.npy", allow_pickle=False)
 
 
 def test_a_fresh_purchase_moves_the_user_vector(tiny, trained):
@@ -120,7 +122,7 @@ def test_cold_item_is_retrieved_through_its_attributes(tiny, trained):
     source = int(np.argmax(np.bincount(data.interactions.item)))  # a well-known item
     cold = pd.concat([items, items.iloc[[source]]], ignore_index=True)
     users = data.users
-    model = TwoTower.__new__(TwoTower)
+    model = TwoTowerModel.__new__(TwoTowerModel)
     model.__dict__.update(trained.__dict__)
     model.config_ = type(trained.config_)(**{**trained.config_.to_dict(), "n_items": len(cold)})
     model._encode(cold, data.item_kinds, users, data.user_kinds)

@@ -6,7 +6,7 @@ What evaluation, retrieval, ranking and the pipeline learn from: interactions so
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -15,13 +15,9 @@ import pandas as pd
 from shortlist import columns as C
 from shortlist.config import AttributeKind
 from shortlist.data.offline import OfflineStore
+from shortlist.data.rules import Rules, load_rules
 
 US_PER_DAY = 86_400_000_000
-
-
-def to_us(t: datetime) -> int:
-    """A naive UTC datetime as microseconds since the epoch (the arrays' time unit)."""
-    return int((t - datetime(1970, 1, 1)) / timedelta(microseconds=1))
 
 
 def from_us(us: int) -> datetime:
@@ -56,7 +52,7 @@ class Interactions:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Everything the evaluation needs from an offline store, loaded once."""
+    """Everything the funnel and the evaluation learn from an offline store, loaded once."""
 
     interactions: Interactions
     n_users: int
@@ -68,32 +64,63 @@ class Dataset:
     users: pd.DataFrame | None = None  # attributes by user_idx
     item_kinds: dict[str, AttributeKind] = field(default_factory=dict)
     user_kinds: dict[str, AttributeKind] = field(default_factory=dict)
+    item_ids: np.ndarray | None = None  # external id (str) by item idx; None: the idx itself
+    user_ids: np.ndarray | None = None  # external id (str) by user idx
+    rules: Rules | None = None  # business-rule arrays (stock, regions, age limits)
+    fingerprint: str = ""  # of the offline store it was read from ("" when built in memory)
+
+    def before(self, cutoff: int) -> Dataset:
+        """The same tables with only the interactions strictly before `cutoff`."""
+        return replace(self, interactions=self.interactions.between(None, cutoff))
+
+
+def end_of_data(data: Dataset) -> int:
+    """The midnight after the last interaction: the cutoff of a model trained on everything."""
+    return (int(data.interactions.time[-1]) // US_PER_DAY + 1) * US_PER_DAY
 
 
 @dataclass(frozen=True)
 class TrainData:
-    """What a method may see: interactions strictly before `cutoff`, and the tables."""
+    """What a method may see: interactions strictly before `cutoff`, and the tables.
+
+    `dataset` is cut at the cutoff too, so nothing reachable from here holds the window an
+    evaluation scores.
+    """
 
     interactions: Interactions
     cutoff: int  # microseconds since the epoch
     n_users: int
     n_items: int
     user_age: np.ndarray | None = None
-    dataset: Dataset | None = None  # tables and role columns (not time-dependent)
+    dataset: Dataset | None = None  # tables, roles and rules; interactions before the cutoff
 
     @classmethod
     def before(cls, data: Dataset, cutoff: int) -> TrainData:
-        return cls(
-            data.interactions.between(None, cutoff),
-            cutoff,
-            data.n_users,
-            data.n_items,
-            data.user_age,
-            data,
-        )
+        past = data.before(cutoff)
+        return cls(past.interactions, cutoff, data.n_users, data.n_items, data.user_age, past)
 
     def last_days(self, days: float) -> Interactions:
         return self.interactions.between(self.cutoff - int(days * US_PER_DAY), None)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Users who bought in a window, and the distinct items each bought (CSR layout)."""
+
+    users: np.ndarray  # int32, sorted
+    indptr: np.ndarray  # items of users[i] are items[indptr[i]:indptr[i+1]]
+    items: np.ndarray
+
+    def of(self, i: int) -> np.ndarray:
+        return self.items[self.indptr[i] : self.indptr[i + 1]]
+
+
+def targets(inter: Interactions) -> Targets:
+    """Distinct (user, item) pairs of the window, grouped by user."""
+    pairs = np.unique(np.stack([inter.user.astype(np.int64), inter.item.astype(np.int64)]), axis=1)
+    users, starts = np.unique(pairs[0], return_index=True)
+    indptr = np.append(starts, pairs.shape[1])
+    return Targets(users.astype(np.int32), indptr, pairs[1].astype(np.int32))
 
 
 def _codes(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
@@ -123,6 +150,10 @@ def load_dataset(store: OfflineStore) -> Dataset:
     age = None
     if m.roles.user_age and m.roles.user_age in users.columns:
         age = pd.to_numeric(users[m.roles.user_age], errors="coerce").to_numpy(np.float64)
+    ids = {}
+    for table, column, idx in (("items", C.ITEM_ID, C.ITEM_IDX), ("users", C.USER_ID, C.USER_IDX)):
+        got = store.sql(f"SELECT CAST({column} AS VARCHAR) AS id FROM {table} ORDER BY {idx}")
+        ids[table] = got.fetchnumpy()["id"].astype(str)
     return Dataset(
         inter,
         m.users.rows,
@@ -134,6 +165,10 @@ def load_dataset(store: OfflineStore) -> Dataset:
         users,
         dict(m.items.attributes),
         dict(m.users.attributes),
+        ids["items"],
+        ids["users"],
+        load_rules(store),
+        m.fingerprint(),
     )
 
 

@@ -7,22 +7,14 @@ not have, including every table of a store ingested before they existed, leaves 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from shortlist import columns as C
 from shortlist.data.offline import OfflineStore
-from shortlist.errors import ConfigError
-
-# Filter name (as in shortlist.filtering) -> the Rules field it needs, and that field's table
-FILTERS = {
-    "in_stock": ("units", "inventory"),
-    "available_in_region": ("availability", "item_regions"),
-    "age_allowed": ("min_age", "item_restrictions"),
-}
+from shortlist.errors import RequestError
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +26,7 @@ class Rules:
     - `availability`: n_items x n_regions CSR matrix (int8), 1 where the item is sold in that
       region. An item listed in `item_regions` has ones in its listed regions only; an item not
       listed there is sold everywhere, and its row holds a one in every region, so
-      `AvailableInRegion(availability)` (which keeps stored non-zeros) agrees. None without
+      `AvailableInRegionFilter(availability)` (which keeps stored non-zeros) agrees. None without
       `item_regions`.
     - `user_region`: int32 per user_idx, the column of `availability` for the user's region;
       -1 for users `user_regions` does not list. None without `user_regions`.
@@ -49,42 +41,35 @@ class Rules:
     user_region: np.ndarray | None
     region_names: list[str]
     min_age: np.ndarray | None
+    withheld: dict[str, str] = field(default_factory=dict)  # table -> why it is not used
 
-    def region_code(self, name: str) -> int:
-        """The code of a region name; -1 when unknown."""
-        try:
-            return self.region_names.index(name)
-        except ValueError:
-            return -1
+    def as_of_past(self) -> Rules:
+        """The rules that hold at any past date: regions and age limits do not change with
+        time, but the inventory is a snapshot of the end of the data, and filtering a past
+        window's candidates by it would leak what sold out later. It is withheld (with the
+        reason, which the filter's trace and the evaluation report give)."""
+        if self.units is None:
+            return self
+        reason = (
+            "the inventory is a snapshot of the end of the data: applied to past windows "
+            "it would leak what sold out later"
+        )
+        return replace(self, units=None, withheld={**self.withheld, "inventory": reason})
 
-    def filters(self, names: Iterable[str] | None = None, *, strict: bool = False) -> list:
-        """The candidate filters these rules support, in the order named.
+    def region_code(self, name: object) -> int:
+        """The code of a region name.
 
-        Args:
-            names: any of "in_stock", "available_in_region", "age_allowed"; None: all three.
-                A filter whose data the store lacks is left out, unless `strict`.
-            strict: raise ConfigError for a named filter without data instead.
-
-        The filters take their defaults (`InStock` keeps untracked items, `AgeAllowed` hides
-        restricted items from users of unknown age); build them directly for other options.
-        The user's region for `FilterContext(region=...)` is `user_region[users]`.
+        Raises:
+            RequestError: a name the region tables do not hold (misspelled, or no regions).
         """
-        from shortlist.filtering import AgeAllowed, AvailableInRegion, InStock
-
-        build = {"in_stock": InStock, "available_in_region": AvailableInRegion,
-                 "age_allowed": AgeAllowed}  # fmt: skip
-        out = []
-        for name in FILTERS if names is None else names:
-            if name not in FILTERS:
-                raise ConfigError(f"unknown filter {name!r} (known: {', '.join(FILTERS)})")
-            attr, table = FILTERS[name]
-            data = getattr(self, attr)
-            if data is None:
-                if strict:
-                    raise ConfigError(f"{name} needs {table} data, which the store lacks")
-                continue
-            out.append(build[name](data))
-        return out
+        try:
+            return self.region_names.index(str(name))
+        except ValueError:
+            known = ", ".join(self.region_names[:20]) or "none: the data has no regions"
+            more = ", ..." if len(self.region_names) > 20 else ""
+            raise RequestError(
+                f"unknown region {name!r} (known: {known}{more})", field="region"
+            ) from None
 
 
 def load_rules(store: OfflineStore) -> Rules:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +51,12 @@ class Manifest(BaseModel):
     # had. Stores written before they existed have none; readers treat absent as "no data".
     rules: dict[str, TableInfo] = Field(default_factory=dict)
     regions: list[str] = Field(default_factory=list)  # region code -> name, sorted by name
+
+    def fingerprint(self) -> str:
+        """A hash of what the store holds (sources, counts, time range, rules), not of when it
+        was written: re-ingesting unchanged files keeps it, new data changes it."""
+        content = self.model_dump_json(exclude={"created_at"})
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")

@@ -13,8 +13,11 @@ from typing import Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
+from shortlist.config import RetrievalSettings
+from shortlist.data.arrays import Interactions, TrainData
 from shortlist.features.buckets import age_bucket
+from shortlist.retrieval.signals import basket_cooccurrence, decayed_matrix, top_items
+from shortlist.retrieval.sources import TwoTowerSource
 
 
 class Recommender(Protocol):
@@ -25,13 +28,6 @@ class Recommender(Protocol):
     def fit(self, data: TrainData) -> Self: ...
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray: ...
-
-
-def top_items(inter: Interactions, n_items: int, k: int) -> np.ndarray:
-    """The k items with the most units; ties by item id, so results are deterministic."""
-    units = np.bincount(inter.item, weights=inter.quantity, minlength=n_items)
-    order = np.lexsort((np.arange(n_items), -units))
-    return order[: min(k, int((units > 0).sum()))].astype(np.int32)
 
 
 def trending(data: TrainData, k: int, days: float = 7) -> np.ndarray:
@@ -70,15 +66,6 @@ def top_k_rows(scores: sp.csr_matrix, k: int) -> np.ndarray:
         best = np.lexsort((cols, -vals))[:k]
         out[r, : len(best)] = cols[best]
     return out
-
-
-def decayed_matrix(
-    inter: Interactions, cutoff: int, n_users: int, n_items: int, half_life_days: float
-) -> sp.csr_matrix:
-    """users x items, each purchase weighted by quantity * 0.5 ** (age in days / half-life)."""
-    age_days = (cutoff - inter.time) / US_PER_DAY
-    weights = inter.quantity * np.power(0.5, age_days / half_life_days)
-    return sp.csr_matrix((weights, (inter.user, inter.item)), shape=(n_users, n_items))
 
 
 @dataclass
@@ -160,7 +147,7 @@ class RepurchaseTrending:
 
 
 @dataclass
-class CoPurchase:
+class CoPurchaseBaseline:
     """Items bought in the same basket (user and day) as the user's recent purchases.
 
     Co-occurrence counts come from the last `basket_days` of baskets; a user's seeds are their
@@ -176,20 +163,7 @@ class CoPurchase:
     trending_: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
 
     def fit(self, data: TrainData) -> Self:
-        recent = data.last_days(self.basket_days)
-        day = recent.time // US_PER_DAY
-        _, basket = np.unique(
-            np.stack([recent.user.astype(np.int64), day]), axis=1, return_inverse=True
-        )
-        baskets = sp.csr_matrix(
-            (np.ones(len(recent), np.float32), (basket.ravel(), recent.item)),
-            shape=(int(basket.max()) + 1 if len(recent) else 0, data.n_items),
-        )
-        baskets.data[:] = 1.0  # an item twice in a basket is one co-occurrence
-        cooc = (baskets.T @ baskets).tocsr()
-        cooc.setdiag(0)
-        cooc.eliminate_zeros()
-        self.cooc_ = cooc
+        self.cooc_ = basket_cooccurrence(data.last_days(self.basket_days), data.n_items)
         self.seeds_ = decayed_matrix(
             data.interactions, data.cutoff, data.n_users, data.n_items, self.half_life_days
         )
@@ -269,10 +243,31 @@ class ALS:
         return fill(out, self.trending_)
 
 
+@dataclass
+class TwoTowerNearest:
+    """The two-tower model's nearest items alone, no popularity fill: what the ANN retrieves.
+
+    Not a baseline to beat but a measure of the retrieval model, trained per window with the
+    workspace's [retrieval] settings (`source` may be a window's two-tower already trained).
+    """
+
+    settings: RetrievalSettings | None = None
+    source: TwoTowerSource | None = None
+    name: str = "two_tower"
+
+    def fit(self, data: TrainData) -> Self:
+        self.source = (self.source or TwoTowerSource(settings=self.settings)).fit(data)
+        return self
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        assert self.source is not None, "fit first"
+        return self.source.candidates(users, k).items
+
+
 BASELINES = {
     "popular": Popular,
     "popular_by_age": PopularByAge,
     "repurchase_trending": RepurchaseTrending,
-    "copurchase": CoPurchase,
+    "copurchase": CoPurchaseBaseline,
     "als": ALS,
 }

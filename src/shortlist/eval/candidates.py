@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from shortlist.data.arrays import TrainData
-from shortlist.eval.protocol import Targets
+from shortlist.data.arrays import Targets, TrainData
 from shortlist.retrieval.sources import Candidates, Source, union
 
 BUDGETS = (50, 100, 300, 500)
@@ -41,7 +40,8 @@ def candidate_report(
     compared with single sources at the same number of candidates.
     """
     out: dict[str, dict[str, float]] = {}
-    for name, (items, _) in results.items():
+    for name, found in results.items():
+        items = found.items
         out[name] = {}
         for n in budgets:
             rec, size = _recall(items[:, :n], tg)

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
 import numpy as np
 
 from shortlist.config import Settings
-from shortlist.data.arrays import Dataset, TrainData, from_us
+from shortlist.data.arrays import Dataset, Targets, TrainData, from_us, targets
 from shortlist.errors import ConfigError
-from shortlist.eval.baselines import BASELINES, Recommender
+from shortlist.eval.baselines import BASELINES, Recommender, TwoTowerNearest
 from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
-from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
 from shortlist.eval.pipeline_methods import PipelineFamily, pipeline_methods
-from shortlist.eval.protocol import Targets, Window, targets, windows
-from shortlist.progress import track
+from shortlist.eval.protocol import Window, windows
+from shortlist.progress import scope, track
+from shortlist.ranking.metrics import average_precision, coverage, ndcg, recall
 from shortlist.retrieval.sources import TwoTowerSource, default_sources
 from shortlist.workspace import Workspace
 
 MethodFactory = Callable[[], Recommender]
 
 
-TWO_TOWER = "two_tower"  # top-k straight from the two-tower model's nearest items
+TWO_TOWER = "two_tower"  # top-k straight from the two-tower model's nearest items (TwoTowerNearest)
 ABLATIONS = "pipeline_ablations"  # every pipeline variant
 DEEP = 100  # every method also ranks this many items, for recall@100 (retrieval quality)
 
@@ -40,7 +42,8 @@ def resolve_methods(
     settings = settings or Settings()
     family = PipelineFamily(settings)
     variants = pipeline_methods(settings)
-    available: dict[str, MethodFactory] = {**BASELINES, TWO_TOWER: TwoTowerSource}  # type: ignore[dict-item]
+    available: dict[str, MethodFactory] = dict(BASELINES)  # type: ignore[arg-type]
+    available[TWO_TOWER] = lambda: TwoTowerNearest(settings.retrieval)
     available.update({name: family.factory(name) for name in variants})
     chosen = list(names) if names else list(BASELINES)
     if ABLATIONS in chosen:
@@ -82,17 +85,21 @@ def evaluate(
     holdout_days: int = 7,
     k: int = 12,
     candidates: bool = False,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Every method on every window; the result follows the `shortlist evaluate --json` contract.
 
+    Methods see `TrainData.before(data, cutoff)` only, with the business rules that hold in
+    the past (`Rules.as_of_past`: regions and age limits, not the end-of-data inventory).
     With `candidates`, also the candidate sources' recall (see eval/candidates.py), reported
-    under "candidates".
+    under "candidates"; `settings` are the workspace's (its [retrieval] for the two-tower).
 
     Raises:
         ConfigError: bad protocol arguments, or a window with no history before it.
     """
     if n_windows < 1 or holdout_days < 1 or k < 1:
         raise ConfigError("windows, holdout days and k must be at least 1")
+    settings = settings or Settings()
     inter = data.interactions
     wins = windows(int(inter.time[-1]), holdout_days, n_windows)
     if wins[0].cutoff <= int(inter.time[0]):
@@ -101,11 +108,16 @@ def evaluate(
             f"cutoff {from_us(wins[0].cutoff):%Y-%m-%d}; use fewer windows or shorter ones",
             key="windows",
         )
+    if data.rules is not None:
+        data = replace(data, rules=data.rules.as_of_past())
     per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
     per_window_candidates: list[dict[str, dict[str, float]]] = []
     with track("Evaluating", total=len(wins) * len(methods)) as advance:
-        for win in wins:
-            cands = _evaluate_window(data, win, methods, k, per_method, advance, candidates)
+        for i, win in enumerate(wins, 1):
+            where = f"window {i}/{len(wins)} (cutoff {from_us(win.cutoff):%Y-%m-%d})"
+            cands = _evaluate_window(
+                data, win, methods, k, per_method, advance, candidates, settings, where
+            )
             if cands is not None:
                 per_window_candidates.append(cands)
     extra = {"candidates": average(per_window_candidates)} if per_window_candidates else {}
@@ -132,22 +144,32 @@ def evaluate_workspace(
     workspace: Workspace,
     methods: Sequence[str] | None = None,
     *,
+    source: str | Path | None = None,
+    format: str | None = None,
     n_windows: int = 1,
     holdout_days: int = 7,
     k: int = 12,
     candidates: bool = False,
 ) -> dict[str, Any]:
-    """`evaluate` on a workspace's offline store, methods named (default: every baseline)."""
+    """`evaluate` on a workspace's offline store (ingesting `source` first unless the store
+    already holds it unchanged), methods named (default: every baseline), with the
+    workspace's settings."""
     from shortlist.data.arrays import load_dataset
+    from shortlist.data.ingest import ingest, is_current
     from shortlist.data.offline import OfflineStore
 
+    settings = workspace.settings()
+    chosen = resolve_methods(methods, settings)  # before any work: a typo fails at once
+    if source is not None and not is_current(workspace, source, format):
+        ingest(workspace, source, format=format)
     return evaluate(
         load_dataset(OfflineStore(workspace)),
-        resolve_methods(methods, workspace.settings()),
+        chosen,
         n_windows=n_windows,
         holdout_days=holdout_days,
         k=k,
         candidates=candidates,
+        settings=settings,
     )
 
 
@@ -159,31 +181,32 @@ def _evaluate_window(
     out: dict[str, list[dict[str, Any]]],
     advance: Callable[..., None],
     candidates: bool,
+    settings: Settings,
+    where: str,
 ) -> dict[str, dict[str, float]] | None:
     train = TrainData.before(data, win.cutoff)
     tg = targets(data.interactions.between(win.cutoff, win.end))
-    results, report, source_seconds = None, None, 0.0
+    report = None
+    two_tower: TwoTowerSource | None = None  # one training per window, shared when asked twice
+    shared_seconds = 0.0
     if candidates:
+        sources = default_sources(settings.retrieval)
         started = time.perf_counter()
-        sources = default_sources(two_tower=True)
-        results = fit_sources(sources, train, tg.users, max(BUDGETS))
+        with scope(f"candidate sources, {where}"):
+            results = fit_sources(sources, train, tg.users, max(BUDGETS))
+        two_tower = next(s for s in sources if isinstance(s, TwoTowerSource))
+        shared_seconds = time.perf_counter() - started
         report = candidate_report(results, tg)
-        source_seconds = time.perf_counter() - started
     for name, factory in methods.items():
         started = time.perf_counter()
-        if name == TWO_TOWER:
-            # the source's own ranking, no popularity fill: what the ANN alone retrieves
-            if results is None:
-                depth = max(k, DEEP)
-                results = {TWO_TOWER: TwoTowerSource().fit(train).candidates(tg.users, depth)}
-            else:
-                started -= source_seconds  # the two-tower was trained with the sources
-            deep = results[TWO_TOWER][0][:, : max(k, DEEP)]
-            extra: dict[str, float] = {}
-        else:
-            method = factory().fit(train)
+        method = factory()
+        if isinstance(method, TwoTowerNearest) and two_tower is not None:
+            method.source = two_tower
+            started -= shared_seconds  # its training is the candidate report's two-tower
+        with scope(f"{name}, {where}"):
+            method = method.fit(train)
             deep = method.recommend(tg.users, max(k, DEEP))
-            extra = method.metrics(deep, k) if hasattr(method, "metrics") else {}
+        extra = method.metrics(deep, k) if hasattr(method, "metrics") else {}
         recs = deep[:, :k]
         metrics = score(deep, tg, k)
         out[name].append(
@@ -210,6 +233,7 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     keys += [key for key in rows[0] if key.startswith(("distinct_", "ild@")) and key not in keys]
     return {
         **{key: mean(r[key] for r in rows) for key in keys},
+        "filters": rows[0].get("filters", {}),
         "users_scored": sum(r["users_scored"] for r in rows),
         "seconds": round(sum(r["seconds"] for r in rows), 3),
         "per_window": [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, replace
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -24,11 +24,10 @@ from shortlist.config import DiversifySettings, FilterSettings, Settings
 from shortlist.data.arrays import TrainData
 from shortlist.pipeline.core import Pipeline
 from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier, bind_filter
+from shortlist.pipeline.training import make_ranker
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.diversity import distinct_values, intra_list_diversity
-from shortlist.ranking.train import make_ranker
-from shortlist.retrieval.sources import TwoTowerSource
-from shortlist.retrieval.stage import Retrieval, source_name
+from shortlist.retrieval.stage import source_name
 
 PIPELINE = "pipeline"
 DIVERSIFY = ("round_robin", "max_per_value", "mmr", "revenue")
@@ -93,18 +92,15 @@ class PipelineFamily:
         if variant.startswith("with_"):
             # the same ranker: filters act after ranking's inputs, on the candidates only
             spec = FilterSettings(name=variant[5:])  # type: ignore[arg-type]
-            added = bind_filter(spec, base.catalog)
-            return replace(base, filters=[*base.filters, (spec.name, added)])
+            return replace(base, filters=[*base.filters, bind_filter(spec, base.catalog)])
         dropped = variant.removeprefix("no_")
         if dropped not in base.retrieval.names:
             raise KeyError(name)
-        kept = [(s, k) for s, k in base.retrieval.sources if s.name != dropped]
-        retrieval = Retrieval(kept, fitted_=True)
+        retrieval = base.retrieval.without(dropped)
         if base.ranker is None or pipeline.ranking_set_ is None:
             return replace(base, retrieval=retrieval)
         rs = without_source(pipeline.ranking_set_, dropped, base.retrieval.names)
-        ranker = make_ranker(self.settings)
-        ranker.fit(rs.weeks(np.unique(rs.week[rs.week > 0])), rs.weeks(np.array([0])))
+        ranker = make_ranker(self.settings).fit(*rs.split())
         return replace(base, retrieval=retrieval, ranker=ranker, scorer=ranker)
 
 
@@ -125,10 +121,11 @@ class PipelineVariant:
         funnel = replace(self.funnel_, k=k)
         return funnel.run(np.asarray(users, np.int64)).items
 
-    def metrics(self, recs: np.ndarray, k: int) -> dict[str, float]:
-        """Diversity of the top k: distinct attribute values, and 1 - cosine of item vectors."""
+    def metrics(self, recs: np.ndarray, k: int) -> dict[str, Any]:
+        """Which filters ran (or were skipped, and why), and the diversity of the top k:
+        distinct attribute values, and 1 - cosine of item vectors."""
         assert self.funnel_ is not None
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {"filters": self.funnel_.filter_report}
         by = self.family.diversity_attribute(self.funnel_)
         if by:
             codes = attribute_codes(self.funnel_.catalog, by)
@@ -161,14 +158,12 @@ def without_source(rs: RankingSet, dropped: str, sources: list[str]) -> RankingS
         X[keep_rows][rows][:, keep_cols],
         y[rows],
         sizes[useful],
-        rs.week[useful],
+        rs.period[useful],
         [names[i] for i in keep_cols],
         [c for c in rs.categorical if c in {names[i] for i in keep_cols}],
     )
 
 
 def _vectors(funnel: Funnel) -> np.ndarray | None:
-    for source, _ in funnel.retrieval.sources:
-        if isinstance(source, TwoTowerSource) and source.model_ is not None:
-            return source.model_.item_vectors_  # type: ignore[attr-defined]
-    return None
+    tt = funnel.retrieval.two_tower
+    return tt.model_.item_vectors_ if tt is not None and tt.model_ is not None else None

@@ -63,3 +63,19 @@ def candidates_table(report: dict[str, Any]) -> Table:
             f"{stats['mean_candidates']:.1f}",
         )
     return table
+
+
+def filters_note(report: dict[str, Any]) -> list[str]:
+    """One line per set of methods that share which filters ran and which were skipped (and
+    why); baselines apply no business rules."""
+    groups: dict[str, list[str]] = {}
+    for name, m in report["methods"].items():
+        filters = m.get("filters") or {}
+        if not filters:
+            continue
+        text = "; ".join(f"{f} {status}" for f, status in filters.items())
+        groups.setdefault(text, []).append(name)
+    lines = [f"Filters of {', '.join(names)}: {text}" for text, names in groups.items()]
+    if lines:
+        lines.append("The baselines apply no business rules.")
+    return lines

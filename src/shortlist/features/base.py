@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import ibis
 import ibis.expr.types as ir
 
+from shortlist.config import FeaturesSettings
 from shortlist.errors import ConfigError
 
 # Not in shortlist.columns (owned elsewhere); candidates to move there.
@@ -30,6 +31,20 @@ class FeatureOptions:
     max_category_values: int = 200
     category_attributes: tuple[str, ...] | None = None  # restrict user_category; None: all fit
     max_channels: int = 16  # channel share columns: the most frequent values, the rest ignored
+
+    @classmethod
+    def from_settings(cls, settings: FeaturesSettings) -> FeatureOptions:
+        """The options the workspace's [features] section describes."""
+        return cls(
+            history_length=settings.history_length,
+            max_category_values=settings.max_category_values,
+            category_attributes=(
+                tuple(settings.category_attributes)
+                if settings.category_attributes is not None
+                else None
+            ),
+            max_channels=settings.max_channels,
+        )
 
     def __post_init__(self) -> None:
         if self.history_length < 1:

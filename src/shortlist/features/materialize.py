@@ -128,7 +128,13 @@ def materialize(
     when = default_cutoff(Manifest.read(workspace.offline)) if cutoff is None else cutoff
     settings = workspace.settings().features
     with _backend(engine, con, _spill(workspace), settings) as backend:
-        return _run(workspace, backend, to_utc_naive(when), names, options or settings.options())
+        return _run(
+            workspace,
+            backend,
+            to_utc_naive(when),
+            names,
+            options or FeatureOptions.from_settings(settings),
+        )
 
 
 def materialize_snapshots(
@@ -143,7 +149,7 @@ def materialize_snapshots(
     """A time series of snapshots (e.g. weekly cutoffs) for point-in-time training sets."""
     names = G.resolve(groups)
     settings = workspace.settings().features
-    opts = options or settings.options()
+    opts = options or FeatureOptions.from_settings(settings)
     Manifest.read(workspace.offline)  # fail before starting an engine
     with _backend(engine, con, _spill(workspace), settings) as backend:
         return [_run(workspace, backend, to_utc_naive(c), names, opts) for c in cutoffs]

@@ -4,29 +4,29 @@ Every filter maps a `FilterContext` and an (n, k) candidate matrix (-1 padding) 
 a `FilterChain` applies several in order and records what each removed.
 """
 
-from shortlist.filtering.age import AgeAllowed
+from shortlist.filtering.age import AgeAllowedFilter
 from shortlist.filtering.attributes import AttributeFilter
 from shortlist.filtering.base import CandidateFilter, FilterContext
 from shortlist.filtering.bloom import BloomFilter, bloom_size
 from shortlist.filtering.chain import FilterChain, Filtered, FilterStep, compact
 from shortlist.filtering.pairs import PairSet
-from shortlist.filtering.purchases import NotBoughtBefore, PurchaseHistory
-from shortlist.filtering.region import AvailableInRegion
-from shortlist.filtering.stock import InStock, Inventory
+from shortlist.filtering.purchases import NotBoughtBeforeFilter, PurchaseHistory
+from shortlist.filtering.region import AvailableInRegionFilter
+from shortlist.filtering.stock import InStockFilter, Inventory
 
 __all__ = [
-    "AgeAllowed",
+    "AgeAllowedFilter",
     "AttributeFilter",
-    "AvailableInRegion",
+    "AvailableInRegionFilter",
     "BloomFilter",
     "CandidateFilter",
     "FilterChain",
     "FilterContext",
     "FilterStep",
     "Filtered",
-    "InStock",
+    "InStockFilter",
     "Inventory",
-    "NotBoughtBefore",
+    "NotBoughtBeforeFilter",
     "PairSet",
     "PurchaseHistory",
     "bloom_size",

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shortlist.errors import ConfigError
+from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering.base import CandidateFilter, FilterContext, lookup
-from shortlist.retrieval.filters import FilterError
 
 
-class AgeAllowed(CandidateFilter):
+class AgeAllowedFilter(CandidateFilter):
     """Keeps an item when the user's age is at least its `min_age` (NaN: no limit; items
     beyond the array have none).
 
@@ -54,4 +53,4 @@ class AgeAllowed(CandidateFilter):
     def __repr__(self) -> str:
         restricted = int((~np.isnan(self.min_age)).sum())
         allowed = self.unknown_age_allowed
-        return f"AgeAllowed({restricted:,} restricted items, unknown_age_allowed={allowed})"
+        return f"AgeAllowedFilter({restricted:,} restricted items, unknown_age_allowed={allowed})"

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from shortlist.errors import ConfigError
+from shortlist.data.filters import Filter, ItemAttributes
+from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering.base import CandidateFilter, FilterContext, lookup
-from shortlist.retrieval.filters import Filter, FilterError, ItemAttributes
 
 
 class AttributeFilter(CandidateFilter):

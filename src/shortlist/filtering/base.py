@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shortlist.retrieval.filters import Filter, FilterError
+from shortlist.data.filters import Filter
+from shortlist.errors import FilterError
 
 PAD = -1  # the item id filling candidate rows shorter than k
 

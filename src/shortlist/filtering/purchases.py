@@ -14,14 +14,14 @@ from shortlist.filtering.pairs import PairSet
 
 
 class PurchaseHistory(Protocol):
-    """What `NotBoughtBefore` needs: vectorized membership of (user, item) pairs, and adds."""
+    """What `NotBoughtBeforeFilter` needs: vectorized membership of (user, item) pairs, and adds."""
 
     def contains(self, users: ArrayLike, items: ArrayLike) -> np.ndarray: ...
 
     def add(self, users: ArrayLike, items: ArrayLike) -> None: ...
 
 
-class NotBoughtBefore(CandidateFilter):
+class NotBoughtBeforeFilter(CandidateFilter):
     """Removes the items a user already bought.
 
     With an exact `PairSet` nothing else is removed; with a `BloomFilter` a share of about its
@@ -42,7 +42,7 @@ class NotBoughtBefore(CandidateFilter):
         self.history = history
 
     @classmethod
-    def exact(cls, users: ArrayLike, items: ArrayLike) -> NotBoughtBefore:
+    def exact(cls, users: ArrayLike, items: ArrayLike) -> NotBoughtBeforeFilter:
         """From interaction arrays (user idx, item idx), kept as an exact set."""
         return cls(PairSet.from_pairs(users, items))
 
@@ -54,7 +54,7 @@ class NotBoughtBefore(CandidateFilter):
         *,
         fp_rate: float = 0.01,
         capacity: int | None = None,
-    ) -> NotBoughtBefore:
+    ) -> NotBoughtBeforeFilter:
         """From interaction arrays, kept in a Bloom filter (see `BloomFilter.from_pairs`)."""
         return cls(BloomFilter.from_pairs(users, items, fp_rate=fp_rate, capacity=capacity))
 
@@ -68,4 +68,4 @@ class NotBoughtBefore(CandidateFilter):
         return keep
 
     def __repr__(self) -> str:
-        return f"NotBoughtBefore({type(self.history).__name__})"
+        return f"NotBoughtBeforeFilter({type(self.history).__name__})"

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import numpy as np
 import scipy.sparse as sp
 
-from shortlist.errors import ConfigError
+from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering.base import CandidateFilter, FilterContext
 from shortlist.filtering.pairs import PairSet
-from shortlist.retrieval.filters import FilterError
 
 
-class AvailableInRegion(CandidateFilter):
+class AvailableInRegionFilter(CandidateFilter):
     """Keeps an item when it is sold in the user's region.
 
     `availability` is an items x regions sparse matrix (non-zero: sold there). Items beyond its
@@ -39,32 +36,6 @@ class AvailableInRegion(CandidateFilter):
         self.pairs = PairSet.from_csr(availability)
         self.unlisted_available = unlisted_available
 
-    @classmethod
-    def from_region_sets(
-        cls,
-        regions: Sequence[Iterable[int] | None],
-        n_regions: int,
-        *,
-        unlisted_available: bool = True,
-    ) -> AvailableInRegion:
-        """From each item's allowed region codes (`regions[i]` for item i; None: everywhere)."""
-        rows: list[int] = []
-        cols: list[int] = []
-        for item, allowed in enumerate(regions):
-            codes = range(n_regions) if allowed is None else sorted(set(allowed))
-            for code in codes:
-                if not (isinstance(code, int | np.integer) and 0 <= code < n_regions):
-                    raise ConfigError(
-                        f"item {item}: region code {code!r} outside 0..{n_regions - 1}",
-                        key="availability",
-                    )
-                rows.append(item)
-                cols.append(int(code))
-        matrix = sp.csr_array(
-            (np.ones(len(rows), bool), (rows, cols)), shape=(len(regions), n_regions)
-        )
-        return cls(matrix, unlisted_available=unlisted_available)
-
     def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if ctx.region is None:
             return np.ones(items.shape, bool)
@@ -85,4 +56,4 @@ class AvailableInRegion(CandidateFilter):
         return keep
 
     def __repr__(self) -> str:
-        return f"AvailableInRegion({self.n_items:,} items x {self.n_regions} regions)"
+        return f"AvailableInRegionFilter({self.n_items:,} items x {self.n_regions} regions)"

@@ -53,7 +53,7 @@ class Inventory:
         return lookup(self.units, arr, arr >= 0, np.nan)
 
 
-class InStock(CandidateFilter):
+class InStockFilter(CandidateFilter):
     """Keeps items with units in stock > 0. Items the inventory does not track are kept
     unless `keep_untracked=False` (a catalogue without stock data should not go empty)."""
 
@@ -76,4 +76,5 @@ class InStock(CandidateFilter):
             return np.where(np.isnan(units), self.keep_untracked, units > 0)
 
     def __repr__(self) -> str:
-        return f"InStock({len(self.inventory.units):,} items, keep_untracked={self.keep_untracked})"
+        units, keep = len(self.inventory.units), self.keep_untracked
+        return f"InStockFilter({units:,} items, keep_untracked={keep})"

@@ -1,4 +1,4 @@
-"""A workspace's data, loaded once for the pipeline: interactions, tables, ids, business rules.
+"""The data a bound pipeline serves from: interactions, tables, ids, business rules, prices.
 
 Requests then only index numpy arrays: no file or SQL reads on the request path.
 """
@@ -11,14 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shortlist import columns as C
 from shortlist.config import AttributeKind
-from shortlist.data.arrays import Dataset, load_dataset
-from shortlist.data.offline import OfflineStore
-from shortlist.data.rules import Rules, load_rules
+from shortlist.data.arrays import Dataset
+from shortlist.data.filters import ItemAttributes
+from shortlist.data.rules import Rules
 from shortlist.errors import NotFoundError
-from shortlist.retrieval.filters import ItemAttributes
-from shortlist.workspace import Workspace
 
 PRICE = "price"  # the filterable price: the price an item last sold at
 
@@ -37,31 +34,9 @@ class Catalog:
         self._users = pd.Index(self.user_ids)
 
     @classmethod
-    def load(cls, workspace: Workspace) -> Catalog:
-        store = OfflineStore(workspace)
-        data = load_dataset(store)
-        item_ids = store.sql(
-            f"SELECT CAST({C.ITEM_ID} AS VARCHAR) FROM items ORDER BY {C.ITEM_IDX}"
-        ).fetchnumpy()
-        user_ids = store.sql(
-            f"SELECT CAST({C.USER_ID} AS VARCHAR) FROM users ORDER BY {C.USER_IDX}"
-        ).fetchnumpy()
-        return cls.from_dataset(
-            data,
-            next(iter(item_ids.values())).astype(str),
-            next(iter(user_ids.values())).astype(str),
-            load_rules(store),
-        )
-
-    @classmethod
-    def from_dataset(
-        cls,
-        data: Dataset,
-        item_ids: np.ndarray | None = None,
-        user_ids: np.ndarray | None = None,
-        rules: Rules | None = None,
-    ) -> Catalog:
-        """From loaded data; ids default to the dense idx as strings (evaluation)."""
+    def from_dataset(cls, data: Dataset) -> Catalog:
+        """From loaded data: ids from the dataset (the dense idx as strings when it has none)
+        and its business rules."""
         price = last_price(data)
         items = data.items if data.items is not None else pd.DataFrame(index=range(data.n_items))
         keep = [n for n, k in data.item_kinds.items() if k != AttributeKind.TEXT and n in items]
@@ -70,9 +45,9 @@ class Catalog:
             table[PRICE] = price
         return cls(
             data,
-            item_ids if item_ids is not None else np.arange(data.n_items).astype(str),
-            user_ids if user_ids is not None else np.arange(data.n_users).astype(str),
-            rules,
+            data.item_ids if data.item_ids is not None else np.arange(data.n_items).astype(str),
+            data.user_ids if data.user_ids is not None else np.arange(data.n_users).astype(str),
+            data.rules,
             ItemAttributes.from_table(table, n_items=data.n_items),
             price,
         )

@@ -8,9 +8,10 @@
         .take(12))
     result = pipeline.recommend(user_id, context={"cart": [...], "filters": {...}})
 
-Declaring is free; the first `recommend` binds the pipeline to the workspace (loads the data,
-the two-tower model and index, the ranker) once. `fit` binds it to data before a cutoff
-instead, training what needs training: that is how `shortlist evaluate` scores it.
+Declaring is free. `fit` binds a pipeline to the data before a cutoff, training what needs
+training: that is how `shortlist evaluate` scores it, window by window, and how `shortlist
+build` trains it at the end of the data before `save` writes it into the workspace. The first
+`recommend` binds the pipeline to what was saved (`load`), once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,17 @@ from shortlist.config import (
     Settings,
     SourceSettings,
 )
-from shortlist.data.arrays import Dataset, TrainData
+from shortlist.data.arrays import Dataset, TrainData, load_dataset
+from shortlist.data.offline import OfflineStore
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.pipeline.catalog import Catalog
 from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
 from shortlist.pipeline.steps import Ranker, diversify_settings
-from shortlist.ranking.train import end_of_data, fit_ranker, make_features, ranker_folder
-from shortlist.retrieval.sources import TwoTowerSource
-from shortlist.retrieval.stage import make_retrieval
+from shortlist.pipeline.training import fit_ranker, make_features
+from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.ranker import LightGBMRanker
+from shortlist.retrieval.stage import Retrieval, make_retrieval
 from shortlist.workspace import Workspace, open_workspace
 
 
@@ -93,6 +96,8 @@ class Pipeline:
         )  # fmt: skip
         self.spec = settings or PipelineSettings(sources=[], filters=[], ranker="none")
         self.funnel_: Funnel | None = None
+        self.cutoff_: int | None = None  # what the bound funnel was fitted before
+        self.ranking_set_ = None  # after `fit`, what the ranker learnt from (ablations)
         self._lock = threading.Lock()
 
     @classmethod
@@ -147,12 +152,18 @@ class Pipeline:
         return self.workspace.settings() if self.workspace is not None else Settings()
 
     def load(self) -> Pipeline:
-        """Bind to the workspace as trained: the two-tower model and index and the ranker
-        from disk, the other sources and the features fitted on all interactions.
+        """Bind to what `save` (run by `shortlist build`) left in the workspace: the two-tower
+        model, its index and the ranker from disk, the other sources and the features fitted
+        on the data before the same cutoff. What is served is then what was fitted.
 
         The loaded state then lives as long as the process, so it is moved out of the garbage
         collector's reach (`gc.freeze`): at full scale the collector walking it paused about
         one request in a hundred, some by hundreds of milliseconds (p99 15 ms -> 9 ms).
+
+        Raises:
+            WorkspaceError: nothing trained yet, or saved parts that do not belong together
+            (another two-tower, index, ranker or offline store than the pipeline was trained
+            with); the message says what to run.
         """
         with self._lock:
             if self.funnel_ is None:
@@ -162,69 +173,71 @@ class Pipeline:
         return self
 
     def _load(self) -> Funnel:
-        from shortlist.ranking.ranker import LightGBMRanker
-        from shortlist.ranking.scoring import load_scorer
+        from shortlist.pipeline.saved import load_trained
 
         if self.workspace is None:
             raise WorkspaceError("this pipeline has no workspace: give one, or call fit()")
         settings = self._settings()
-        catalog = Catalog.load(self.workspace)
-        data = catalog.data
-        train = TrainData.before(data, end_of_data(data))
-        retrieval = make_retrieval(self.spec.sources, settings.retrieval)
-        for source, _ in retrieval.sources:
-            if isinstance(source, TwoTowerSource):
-                _load_two_tower(source, self.workspace, data)
+        data = load_dataset(OfflineStore(self.workspace))
+        trained = load_trained(self.workspace, self.spec, settings, data)
+        past = data.before(trained.cutoff)
+        catalog = Catalog.from_dataset(past)
+        train = TrainData.before(past, trained.cutoff)
+        retrieval = make_retrieval(self.spec.sources, settings.retrieval, trained.two_tower)
         retrieval.fit(train)
-        ranker = scorer = features = None
-        if self.spec.ranker == "lightgbm":
-            folder = ranker_folder(self.workspace)
-            ranker = LightGBMRanker.load(folder)
+        features = None
+        if trained.ranker is not None:
             features = make_features(settings).fit(train)
-            _check_features(ranker, features, retrieval)
-            scorer = load_scorer(
-                folder / "ranker.txt", folder / "compiled", compiled=settings.ranking.compiled
-            )
-        return self._funnel(catalog, retrieval, train, features, ranker, scorer)
+            check_features(trained.ranker, features, retrieval)
+        self.cutoff_ = trained.cutoff
+        return self._funnel(catalog, retrieval, train, features, trained.ranker, trained.scorer)
 
-    def fit(
-        self, data: Dataset | Catalog, cutoff: int, settings: Settings | None = None
-    ) -> Pipeline:
+    def fit(self, data: Dataset, cutoff: int, settings: Settings | None = None) -> Pipeline:
         """Bind to the data before `cutoff`, training the two-tower and the ranker on it.
 
-        A Dataset is cut at `cutoff` first, so nothing bound (the bought-before filter, last
-        prices) sees the window an evaluation scores; a Catalog is taken as it is.
+        The dataset is cut at `cutoff` first, so nothing bound (the bought-before filter, last
+        prices) sees the window an evaluation scores. Its business rules are used as given:
+        an evaluation passes `rules.as_of_past()`, a build the rules as they are.
         """
         settings = settings or self._settings()
-        if isinstance(data, Catalog):
-            catalog = data
-        else:
-            past = replace(data, interactions=data.interactions.between(None, cutoff))
-            catalog = Catalog.from_dataset(past)
-        train = TrainData.before(catalog.data, cutoff)
+        past = data.before(cutoff)
+        catalog = Catalog.from_dataset(past)
+        train = TrainData.before(past, cutoff)
         retrieval = make_retrieval(self.spec.sources, settings.retrieval)
-        ranker = scorer = features = None
+        ranker = features = None
         self.ranking_set_ = None
         if self.spec.ranker == "lightgbm":
-            # the two-tower trained for the ranking set's oldest week also serves the cutoff
-            ranker, self.ranking_set_ = fit_ranker(catalog.data, cutoff, retrieval, settings)
+            # the two-tower trained for the ranking set's oldest period also serves the cutoff
+            ranker, self.ranking_set_ = fit_ranker(past, cutoff, retrieval, settings)
         retrieval.fit(train)
         if ranker is not None:
             features = make_features(settings).fit(train)
-            _check_features(ranker, features, retrieval)
-            scorer = ranker  # LightGBM's own predict: batches are large here
-        self.funnel_ = self._funnel(catalog, retrieval, train, features, ranker, scorer)
+            check_features(ranker, features, retrieval)
+        self.cutoff_ = cutoff
+        # LightGBM's own predict: batches are large here, and `save` compiles for serving
+        self.funnel_ = self._funnel(catalog, retrieval, train, features, ranker, ranker)
         return self
 
+    def save(self) -> Path:
+        """Write what `fit` trained into the workspace (two-tower, index, ranker) with the
+        fingerprints that tie them together and to the data; `load` then serves exactly it.
+
+        Raises:
+            WorkspaceError: no workspace, or not fitted.
+        """
+        from shortlist.pipeline.saved import save_trained
+
+        if self.workspace is None or self.funnel_ is None or getattr(self, "cutoff_", None) is None:
+            raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
+        return save_trained(self.workspace, self.spec, self.funnel_, self.cutoff_)
+
     def _funnel(self, catalog, retrieval, train, features, ranker, scorer) -> Funnel:
-        vectors = None
-        for source, _ in retrieval.sources:
-            if isinstance(source, TwoTowerSource):
-                vectors = source.model_.item_vectors_  # type: ignore[union-attr]
+        tt = retrieval.two_tower
+        vectors = tt.model_.item_vectors_ if tt is not None and tt.model_ is not None else None
         return Funnel(
             catalog,
             retrieval,
-            [(f.name, bind_filter(f, catalog)) for f in self.spec.filters],
+            [bind_filter(f, catalog) for f in self.spec.filters],
             features,
             ranker,
             scorer,
@@ -291,29 +304,14 @@ class Pipeline:
         return Recommendation(user_id, items, out.trace)
 
 
-def _load_two_tower(source: TwoTowerSource, workspace: Workspace, data: Dataset) -> None:
-    from shortlist.retrieval.build import index_folder, model_folder
-    from shortlist.retrieval.index import load_index
-    from shortlist.retrieval.two_tower import TwoTower
-
-    folder = model_folder(workspace)
-    if not (folder / "config.json").exists():
-        raise WorkspaceError("no two-tower model: run `shortlist train retrieval` first")
-    if not index_folder(workspace).exists():
-        raise WorkspaceError("no item index: run `shortlist index` first")
-    assert data.items is not None and data.users is not None
-    source.model_ = TwoTower.load(folder, data.items, data.users)
-    source.index_ = load_index(index_folder(workspace))
-    source.frozen = True
-
-
-def _check_features(ranker: Any, features: Any, retrieval: Any) -> None:
-    has_tt = any(isinstance(s, TwoTowerSource) for s, _ in retrieval.sources)
-    expected = features.feature_names(retrieval.names, has_tt)
+def check_features(ranker: LightGBMRanker, features: RankingFeatures, retrieval: Retrieval) -> None:
+    """The ranker must have been trained on exactly the features this funnel computes."""
+    columns = ["two_tower_similarity"] if retrieval.two_tower is not None else []
+    expected = features.feature_names(retrieval.names, columns)
     if list(ranker.names_) != expected:
         raise WorkspaceError(
             "the ranker was trained for other sources or features than this pipeline's: "
-            "run `shortlist train ranking` again"
+            "run `shortlist train pipeline` again"
         )
 
 

@@ -15,24 +15,24 @@ import numpy as np
 import pandas as pd
 
 from shortlist.config import DiversifySettings, FilterSettings
-from shortlist.errors import ConfigError
+from shortlist.data.candidates import CandidateSet
+from shortlist.errors import ConfigError, RequestError
 from shortlist.filtering import (
-    AgeAllowed,
+    AgeAllowedFilter,
     AttributeFilter,
-    AvailableInRegion,
+    AvailableInRegionFilter,
     CandidateFilter,
     FilterChain,
     FilterContext,
-    InStock,
-    NotBoughtBefore,
+    InStockFilter,
+    NotBoughtBeforeFilter,
 )
 from shortlist.pipeline.catalog import Catalog
-from shortlist.ranking.dataset import featurize
 from shortlist.ranking.diversity import MMR, ExpectedRevenue, MaxPerValue, RoundRobin
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.ranking.scoring import TreeScorer
-from shortlist.retrieval.stage import CandidateSet, Retrieval
+from shortlist.retrieval.stage import Retrieval
 
 FALLBACK_CHUNK = 2048  # fallback items examined per top-up round
 
@@ -50,23 +50,45 @@ class Output:
     topped_up: np.ndarray | None = None  # (n,) fallback items appended per row
 
 
-def bind_filter(spec: FilterSettings, catalog: Catalog) -> CandidateFilter | None:
-    """The filter a spec names, or None when the workspace lacks its data (traced as skipped)."""
+@dataclass(frozen=True)
+class BoundFilter:
+    """A configured filter bound to the data: the filter, or why it cannot run (`skipped`)."""
+
+    name: str
+    filter: CandidateFilter | None
+    skipped: str = ""
+
+
+def bind_filter(spec: FilterSettings, catalog: Catalog) -> BoundFilter:
+    """The filter a spec names, or the reason it is skipped (its data is missing or withheld);
+    a skipped filter is named, with its reason, in every trace and evaluation report."""
     rules, data = catalog.rules, catalog.data
+    withheld = rules.withheld if rules is not None else {}
+
+    def skipped(table: str) -> BoundFilter:
+        why = withheld.get(table, f"the data has no {table} table")
+        return BoundFilter(spec.name, None, why)
+
     if spec.name == "in_stock":
-        return InStock(rules.units) if rules is not None and rules.units is not None else None
+        if rules is None or rules.units is None:
+            return skipped("inventory")
+        return BoundFilter(spec.name, InStockFilter(rules.units))
     if spec.name == "available_in_region":
-        if rules is None or rules.availability is None or rules.user_region is None:
-            return None
-        return AvailableInRegion(rules.availability)
+        if rules is None or rules.availability is None:
+            return skipped("item_regions")
+        if rules.user_region is None:
+            return skipped("user_regions")
+        return BoundFilter(spec.name, AvailableInRegionFilter(rules.availability))
     if spec.name == "age_allowed":
         if rules is None or rules.min_age is None:
-            return None
-        return AgeAllowed(rules.min_age)
+            return skipped("item_restrictions")
+        return BoundFilter(spec.name, AgeAllowedFilter(rules.min_age))
     inter = data.interactions
     if spec.bloom:
-        return NotBoughtBefore.bloom(inter.user, inter.item, fp_rate=spec.fp_rate)
-    return NotBoughtBefore.exact(inter.user, inter.item)
+        bought = NotBoughtBeforeFilter.bloom(inter.user, inter.item, fp_rate=spec.fp_rate)
+    else:
+        bought = NotBoughtBeforeFilter.exact(inter.user, inter.item)
+    return BoundFilter(spec.name, bought)
 
 
 def bind_diversifier(spec: DiversifySettings, catalog: Catalog, vectors: np.ndarray | None):
@@ -99,7 +121,7 @@ def attribute_codes(catalog: Catalog, by: str) -> np.ndarray:
 class Funnel:
     catalog: Catalog
     retrieval: Retrieval
-    filters: list[tuple[str, CandidateFilter | None]]  # None: skipped, the data is missing
+    filters: list[BoundFilter]
     features: RankingFeatures | None
     ranker: LightGBMRanker | None
     scorer: TreeScorer | None
@@ -108,26 +130,43 @@ class Funnel:
     k: int = 12
     request_filter: AttributeFilter = field(init=False)
     chain: FilterChain = field(init=False)  # built once: the same for every request
-    skipped: list[str] = field(init=False)  # filters whose data the workspace lacks
+    skipped: dict[str, str] = field(init=False)  # filters that cannot run -> why
 
     def __post_init__(self) -> None:
         self.request_filter = AttributeFilter(self.catalog.attributes)
         self.request_filter.name = "request_filters"
-        self.active_ = [f for _, f in self.filters if f is not None]
-        self.skipped = [name for name, f in self.filters if f is None]
+        self.active_ = [b.filter for b in self.filters if b.filter is not None]
+        self.skipped = {b.name: b.skipped for b in self.filters if b.filter is None}
         self.chain = FilterChain([*self.active_, self.request_filter])
+
+    @property
+    def filter_report(self) -> dict[str, str]:
+        """Every configured filter: "ran", or "skipped: <why>"."""
+        return {
+            b.name: "ran" if b.filter is not None else f"skipped: {b.skipped}" for b in self.filters
+        }
 
     # -- context ------------------------------------------------------------------------
     def context(self, users: np.ndarray, request: Mapping[str, Any] | None = None) -> FilterContext:
-        """Region and age of the users from the workspace, unless the request overrides them."""
+        """Region and age of the users from the workspace, unless the request overrides them.
+
+        Raises:
+            RequestError: a region the data does not know, or an age that is not a number
+            from 0 to 150 (a filter must never be silently turned off by a typo).
+        """
         request = request or {}
         rules, data = self.catalog.rules, self.catalog.data
         region = rules.user_region[users] if rules and rules.user_region is not None else None
-        if request.get("region") is not None and rules is not None:
-            region = rules.region_code(str(request["region"]))
+        if request.get("region") is not None:
+            if rules is None:
+                raise RequestError(
+                    f"unknown region {request['region']!r} (the data has no regions)",
+                    field="region",
+                )
+            region = rules.region_code(request["region"])
         age = data.user_age[users] if data.user_age is not None else None
         if request.get("age") is not None:
-            age = request["age"]
+            age = request_age(request["age"])
         return FilterContext(users, region=region, age=age, filters=request.get("filters"))
 
     # -- the run ------------------------------------------------------------------------
@@ -156,7 +195,7 @@ class Funnel:
         )
 
         started = time.perf_counter()
-        chain, skipped = self._chain(exclude)
+        chain = self._chain(exclude)
         filtered = chain.apply(ctx, cs.items)
         cs = cs.select(filtered.keep)
         trace.append(
@@ -165,7 +204,7 @@ class Funnel:
                 "in": int(trace[0]["out"]),
                 "out": int((cs.items >= 0).sum()),
                 "removed": filtered.removed,
-                "skipped": skipped,
+                "skipped": self.skipped,
                 "ms": _ms(started),
             }
         )
@@ -173,7 +212,7 @@ class Funnel:
         started = time.perf_counter()
         X = None
         if self.scorer is not None and self.features is not None and cs.items.shape[1]:
-            X, rows, cols = featurize(cs, self.features, self.retrieval)
+            X, rows, cols = self.features.transform(cs)
             scores = np.full(cs.items.shape, -np.inf)
             scoring = time.perf_counter()
             scores[rows, cols] = self.scorer.predict(X)
@@ -235,12 +274,12 @@ class Funnel:
             added,
         )
 
-    def _chain(self, exclude: np.ndarray | None) -> tuple[FilterChain, list[str]]:
+    def _chain(self, exclude: np.ndarray | None) -> FilterChain:
         """The prebuilt chain, or one with the request's exclusions before its filters."""
         if exclude is None or not len(exclude):
-            return self.chain, self.skipped
+            return self.chain
         excluded = _Exclude(np.asarray(exclude, np.int64))
-        return FilterChain([*self.active_, excluded, self.request_filter]), self.skipped
+        return FilterChain([*self.active_, excluded, self.request_filter])
 
     def _top_up(
         self, top: np.ndarray, ctx: FilterContext, chain: FilterChain, cs: CandidateSet
@@ -297,6 +336,19 @@ def _scores_of(top: np.ndarray, items: np.ndarray, scores: np.ndarray) -> np.nda
         found = scores[r[order][pos], c[order][pos]]
         out = np.where(hit & np.isfinite(found), found, np.nan)
     return out
+
+
+def request_age(value: object) -> float:
+    """A request's age in years. Raises RequestError unless it is a number from 0 to 150."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise RequestError(f"must be a number of years, got {value!r}", field="age")
+    try:
+        age = float(value)
+    except ValueError:
+        raise RequestError(f"must be a number of years, got {value!r}", field="age") from None
+    if not 0 <= age <= 150:  # NaN fails too
+        raise RequestError(f"must be from 0 to 150 years, got {value!r}", field="age")
+    return age
 
 
 def _ms(started: float) -> float:

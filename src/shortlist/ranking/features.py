@@ -17,7 +17,7 @@ import pandas as pd
 
 from shortlist.config import AttributeKind
 from shortlist.data.arrays import US_PER_DAY, TrainData
-from shortlist.retrieval.stage import CandidateSet
+from shortlist.data.candidates import CandidateSet
 
 HALF_LIFE_DAYS = 30.0
 
@@ -222,14 +222,14 @@ class RankingFeatures:
         ]
 
     # -- transforming -----------------------------------------------------------------------
-    def feature_names(self, sources: list[str], two_tower: bool) -> list[str]:
-        """Column order of `transform`: source features first, then the fitted ones."""
+    def feature_names(self, sources: list[str], columns: list[str]) -> list[str]:
+        """Column order of `transform`: the candidate set's own features first (each source's
+        rank and score, how many sources proposed the item, the sources' extra columns such as
+        the two-tower similarity), then the fitted ones."""
         src = [f"{s}_{k}" for s in sources for k in ("rank", "score")] + ["n_sources"]
-        return src + (["two_tower_similarity"] if two_tower else []) + self.names_
+        return src + list(columns) + self.names_
 
-    def transform(
-        self, cs: CandidateSet, similarity: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def transform(self, cs: CandidateSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features of every non-padding candidate, in row-major order.
 
         Returns:
@@ -240,7 +240,7 @@ class RankingFeatures:
         users = cs.users[rows].astype(np.int64)
         items = cs.items.ravel()[flat].astype(np.int64)
         item_block, user_block = self.blocks_
-        head = 2 * len(cs.sources) + 1 + (similarity is not None)
+        head = 2 * len(cs.sources) + 1 + len(cs.columns)
         X = np.empty((len(rows), head + len(self.names_)), np.float32)
         n_sources = np.zeros(len(rows), np.float32)
         for j, name in enumerate(cs.sources):
@@ -249,8 +249,8 @@ class RankingFeatures:
             X[:, 2 * j] = np.where(rank > 0, rank, np.nan)
             X[:, 2 * j + 1] = cs.scores[name].ravel()[flat]
         X[:, 2 * len(cs.sources)] = n_sources
-        if similarity is not None:
-            X[:, head - 1] = similarity.ravel()[flat]
+        for j, column in enumerate(cs.columns.values()):
+            X[:, 2 * len(cs.sources) + 1 + j] = column.ravel()[flat]
         inside = items < self.n_items_  # items newer than the fit: unknown, NaN features
         safe = np.where(inside, items, 0)
         # one gather per table instead of one per column: most of a request's feature cost

@@ -1,9 +1,9 @@
-"""The LightGBM ranker: trained on past weeks, validated on the latest, saved as plain text.
+"""The LightGBM ranker: trained on past periods, validated on the latest, saved as plain text.
 
 Both objectives are tried when asked ("auto"): lambdarank optimises the order within a
 request directly, binary learns calibrated purchase odds; which ranks better depends on the
-data, so the latest week decides (MAP@12 over its requests). The winner is then refitted on
-every week, latest included, for the number of rounds early stopping found.
+data, so the latest period decides (MAP@12 over its requests). The winner is then refitted on
+every period, latest included, for the number of rounds early stopping found.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import lightgbm as lgb
 import numpy as np
 
 from shortlist.errors import ConfigError, WorkspaceError
-from shortlist.eval.metrics import average_precision
 from shortlist.ranking.dataset import RankingSet
+from shortlist.ranking.metrics import average_precision
 
 OBJECTIVES = ("lambdarank", "binary")
 MODEL_FILE, META_FILE = "ranker.txt", "ranker.json"
@@ -107,8 +107,8 @@ class LightGBMRanker:
             )
         if train.positives == 0 or valid.positives == 0:
             raise WorkspaceError(
-                "no purchases among the candidates of the training weeks: the ranker has "
-                "nothing to learn (more history, more weeks or more candidates needed)"
+                "no purchases among the candidates of the training periods: the ranker has "
+                "nothing to learn (more history, more periods or more candidates needed)"
             )
         choices = OBJECTIVES if self.objective == "auto" else (self.objective,)
         rows = len(train.y) + len(valid.y)
@@ -129,7 +129,7 @@ class LightGBMRanker:
             score = group_map(booster.predict(valid.X, num_iteration=rounds), valid.y, valid.group)
             results[objective] = {"valid_map@12": score, "rounds": rounds}
         best = max(results, key=lambda o: results[o]["valid_map@12"])
-        full = _concat(train, valid)
+        full = RankingSet.concat([train, valid])
         self.booster_ = lgb.train(
             self._params(best), self._dataset(full), num_boost_round=results[best]["rounds"]
         )
@@ -193,14 +193,3 @@ class LightGBMRanker:
         if ranker.booster_.feature_name() != ranker.names_:
             raise ConfigError(f"{meta} does not describe the features of {model}")
         return ranker
-
-
-def _concat(a: RankingSet, b: RankingSet) -> RankingSet:
-    return RankingSet(
-        np.vstack([a.X, b.X]),
-        np.concatenate([a.y, b.y]),
-        np.concatenate([a.group, b.group]),
-        np.concatenate([a.week, b.week]),
-        a.names,
-        a.categorical,
-    )

@@ -6,12 +6,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Self
+from typing import Any, ClassVar, Literal, Self
 
 import faiss
 import numpy as np
 
 from shortlist.errors import WorkspaceError
+from shortlist.workspace import file_digest
 
 INDEX_FILE, META_FILE, IDS_FILE = "index.faiss", "index.json", "ids.npy"
 FORMAT_VERSION = 1
@@ -21,24 +22,6 @@ DEFAULT_EXACT_BELOW = 20_000  # items; below this brute force is about as fast a
 # From this many queries at once, the allowed vectors are gathered once and scored with BLAS;
 # fewer are scored in place (no copy) one query at a time.
 BLAS_QUERIES = 20
-
-
-class VectorIndex(Protocol):
-    """What retrieval needs from an index: top-k item ids by inner product, optionally among
-    allowed items only (a bool mask over item ids, or an array of item ids)."""
-
-    is_exact: bool
-
-    def build(self, vectors: np.ndarray, ids: np.ndarray) -> Self: ...
-
-    def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def save(self, folder: Path) -> None: ...
-
-    @classmethod
-    def load(cls, folder: Path, *, mmap: bool = True) -> Self: ...
 
 
 class _FaissIndex:
@@ -51,6 +34,8 @@ class _FaissIndex:
     index_: Any = None  # faiss.Index
     ids_: np.ndarray  # (n,) int64 item id of each position
     mmapped_: bool = False
+    model_: str | None = None  # fingerprint of the model the vectors came from (when saved)
+    fingerprint_: str | None = None  # of the saved index file
 
     # -- building ---------------------------------------------------------------------------
     def _new_index(self, dim: int) -> Any:
@@ -68,6 +53,13 @@ class _FaissIndex:
             raise ValueError(f"expected (n, d) vectors for {len(ids)} ids, got {vectors.shape}")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("item ids must be distinct")
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            # FAISS would take them and, for HNSW, spend a very long time on a useless graph
+            raise WorkspaceError(
+                f"{int(bad.sum()):,} of {len(vectors):,} item vectors hold NaN or inf (item id "
+                f"{int(ids[bad][0])} first): the model that made them did not train; retrain it"
+            )
         self.index_ = self._new_index(vectors.shape[1])
         if len(vectors):
             self.index_.add(vectors)
@@ -198,9 +190,13 @@ class _FaissIndex:
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, *, model: str | None = None) -> None:
         """FAISS's own index file, the item ids (.npy, omitted when 0..n-1) and a JSON of the
-        parameters. Files are replaced atomically, so a reader holding an mmap stays valid."""
+        parameters. Files are replaced atomically, so a reader holding an mmap stays valid.
+
+        `model` is the fingerprint of the model whose vectors these are: `load_index` checks it,
+        so an index left behind by a retrained model is refused rather than searched.
+        """
         if self.index_ is None:
             raise RuntimeError("build the index before saving it")
         folder = Path(folder)
@@ -221,7 +217,10 @@ class _FaissIndex:
             "count": len(self),
             "ids": "range" if self._identity else IDS_FILE,
             "params": self.params(),
+            "model": model,
+            "fingerprint": file_digest(folder / INDEX_FILE),
         }
+        self.model_, self.fingerprint_ = model, meta["fingerprint"]
         (folder / f"{META_FILE}.tmp").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(folder / f"{META_FILE}.tmp", folder / META_FILE)
 
@@ -254,6 +253,7 @@ class _FaissIndex:
         else:  # 8 bytes an item: read, not mapped
             ids = np.load(Path(folder) / IDS_FILE, allow_pickle=False)
         obj._set_ids(ids)
+        obj.model_, obj.fingerprint_ = meta.get("model"), meta.get("fingerprint")
         return obj
 
 
@@ -296,6 +296,7 @@ class HNSWIndex(_FaissIndex):
 
     kind = "hnsw"
     is_exact = False
+    tuned_: dict[str, float] | None = None  # what `tune` chose, when it ran
 
     def __init__(
         self,
@@ -435,9 +436,37 @@ def build_index(
     return HNSWIndex(**hnsw_params).build(vectors, ids)
 
 
-def load_index(folder: Path, *, mmap: bool = True) -> ExactIndex | HNSWIndex:
-    """Whichever index was saved in `folder`."""
-    kind = _read_meta(Path(folder))["kind"]
+def index_vectors(
+    vectors: np.ndarray, queries: np.ndarray | None = None, *, exact_below: int | None = None
+) -> ExactIndex | HNSWIndex:
+    """The index over a model's item vectors (ids 0..n-1): exact for small catalogues, else
+    HNSW with its search effort tuned on `queries` (recent users' vectors), when given."""
+    index = build_index(
+        vectors,
+        np.arange(len(vectors), dtype=np.int64),
+        exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
+    )
+    if isinstance(index, HNSWIndex) and queries is not None and len(queries):
+        index.tuned_ = index.tune(queries, k=min(100, len(vectors)))
+    return index
+
+
+def load_index(
+    folder: Path, *, model: str | None = None, mmap: bool = True
+) -> ExactIndex | HNSWIndex:
+    """Whichever index was saved in `folder`.
+
+    Raises:
+        WorkspaceError: no index there, or (when `model` is given) one built from the vectors
+        of another model than the one with that fingerprint.
+    """
+    meta = _read_meta(Path(folder))
+    kind = meta["kind"]
     if kind not in INDEX_KINDS:
         raise WorkspaceError(f"unknown index kind '{kind}' in {folder}")
+    if model is not None and meta.get("model") != model:
+        raise WorkspaceError(
+            f"the index in {folder} was built from another model's item vectors than the "
+            f"two-tower now in the workspace (retrained since?): run `shortlist index`"
+        )
     return INDEX_KINDS[kind].load(Path(folder), mmap=mmap)

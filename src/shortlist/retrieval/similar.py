@@ -14,10 +14,10 @@ import pandas as pd
 
 from shortlist import columns as C
 from shortlist.config import AttributeKind
+from shortlist.data.filters import ItemAttributes
 from shortlist.data.offline import OfflineStore
-from shortlist.errors import NotFoundError
-from shortlist.retrieval.build import index_folder, item_vectors
-from shortlist.retrieval.filters import ItemAttributes
+from shortlist.errors import NotFoundError, WorkspaceError
+from shortlist.retrieval.build import index_folder, item_vectors, model_fingerprint
 from shortlist.retrieval.index import load_index
 from shortlist.workspace import Workspace
 
@@ -44,7 +44,13 @@ class ItemSearch:
         ).df()
         if LAST_PRICE not in items.columns:
             items = items.merge(_last_prices(store), on=C.ITEM_IDX, how="left")
-        self.index = load_index(index_folder(workspace))
+        folder = index_folder(workspace)
+        if not folder.exists():
+            raise WorkspaceError(
+                f"no item index in {folder}: run `shortlist build --source DIR` "
+                "(or `shortlist index` after `shortlist train retrieval`)"
+            )
+        self.index = load_index(folder, model=model_fingerprint(workspace))
         self.vectors = item_vectors(workspace)
         self.item_ids = items[C.ITEM_ID].to_numpy()
         self._idx = pd.Index(self.item_ids)

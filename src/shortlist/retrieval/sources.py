@@ -8,20 +8,38 @@ ranking feature found by the 3rd-place H&M team.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 import numpy as np
 import scipy.sparse as sp
 
+from shortlist.config import RetrievalSettings
 from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
-from shortlist.eval.baselines import CoPurchase, decayed_matrix, top_items
 from shortlist.features.buckets import age_bucket
+from shortlist.retrieval.signals import basket_cooccurrence, decayed_matrix, top_items
 from shortlist.retrieval.sparse import gather_rows, top_k_entries, top_k_products, truncate_rows
 
-Candidates = tuple[np.ndarray, np.ndarray]  # items (n, k) int32, -1 padded; scores (n, k) f32
+if TYPE_CHECKING:
+    from shortlist.retrieval.index import ExactIndex, HNSWIndex
+    from shortlist.retrieval.two_tower import TwoTowerModel
+
+
+class Candidates(NamedTuple):
+    """One source's answer for a batch of users."""
+
+    items: np.ndarray  # (n, k) int32, -1 padded
+    scores: np.ndarray  # (n, k) float32, NaN at padding
+    state: Any = None  # what the source's `columns` reuses for the same call (user vectors)
 
 
 class Source(Protocol):
+    """Fitted on the past, then asked for its k best items per user.
+
+    A source may also define `columns(users, items, state) -> {name: (n, m) float32}`: values
+    for every candidate of the union (e.g. the two-tower similarity of items other sources
+    proposed), given the `state` its own `candidates` returned for the same call.
+    """
+
     name: str
 
     def fit(self, data: TrainData) -> Self: ...
@@ -30,7 +48,7 @@ class Source(Protocol):
 
 
 @dataclass
-class Repurchase:
+class RepurchaseSource:
     """The user's own purchases, weighted by units and recency (half-life in days)."""
 
     half_life_days: float = 30
@@ -46,28 +64,31 @@ class Repurchase:
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         assert self.scores_ is not None, "fit first"
-        return top_k_entries(gather_rows(self.scores_, users), len(users), k)
+        return Candidates(*top_k_entries(gather_rows(self.scores_, users), len(users), k))
 
 
 @dataclass
 class CoPurchaseSource:
     """Items bought in the same baskets as the user's recent purchases (seeds excluded).
 
-    The scores of the copurchase baseline, bounded for serving: each item keeps only its
-    `neighbours` most co-bought items and each user only the `max_seeds` heaviest recent
-    purchases, so a request costs at most max_seeds x neighbours lookups however long the
-    catalogue's co-occurrence lists and the user's history grow (0 = no bound, exact scores).
+    The scores of the copurchase baseline (co-occurrence in the last `basket_days` of baskets,
+    seeds weighted by recency), bounded for serving: each item keeps only its `neighbours` most
+    co-bought items and each user only the `max_seeds` heaviest recent purchases, so a request
+    costs at most max_seeds x neighbours lookups however long the catalogue's co-occurrence
+    lists and the user's history grow (0 = no bound, exact scores).
     """
 
     neighbours: int = 200
     max_seeds: int = 50
+    basket_days: float = 56
+    half_life_days: float = 14
     name: str = "copurchase"
-    model_: CoPurchase = field(default_factory=CoPurchase)
 
     def fit(self, data: TrainData) -> Self:
-        self.model_.fit(data)
-        cooc, seeds = self.model_.cooc_, self.model_.seeds_
-        assert cooc is not None and seeds is not None
+        cooc = basket_cooccurrence(data.last_days(self.basket_days), data.n_items)
+        seeds = decayed_matrix(
+            data.interactions, data.cutoff, data.n_users, data.n_items, self.half_life_days
+        )
         seeds.sort_indices()
         self.bought_ = seeds  # every purchase is excluded, however old
         self.neighbours_ = truncate_rows(cooc, self.neighbours) if self.neighbours else cooc
@@ -76,11 +97,13 @@ class CoPurchaseSource:
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        return top_k_products(self.weights_, self.neighbours_, users, k, exclude=self.bought_)
+        return Candidates(
+            *top_k_products(self.weights_, self.neighbours_, users, k, exclude=self.bought_)
+        )
 
 
 @dataclass
-class Trending:
+class TrendingSource:
     """Most units sold in the last `days`, within the user's segment when one is known.
 
     segment: "age" (age bucket), "region" (the user_region role) or None (everyone alike).
@@ -132,11 +155,11 @@ class Trending:
             ranked = self.ranked_.get(int(s), self.global_)[:k]
             items[np.flatnonzero(segs == s), : len(ranked)] = ranked
         scores = np.where(items >= 0, self.units_[np.maximum(items, 0)], np.nan)
-        return items, scores.astype(np.float32)
+        return Candidates(items, scores.astype(np.float32))
 
 
 @dataclass
-class SameGroup:
+class SameGroupSource:
     """Other items of the groups the user bought from (e.g. other colours of one product).
 
     Needs the item_group role; without it the source proposes nothing. Score: the user's
@@ -176,84 +199,78 @@ class SameGroup:
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         if self.user_groups_ is None or self.group_items_ is None or self.bought_ is None:
-            return (
+            return Candidates(
                 np.full((len(users), k), -1, np.int32),
                 np.full((len(users), k), np.nan, np.float32),
             )
-        return top_k_products(self.user_groups_, self.group_items_, users, k, self.bought_)
+        return Candidates(
+            *top_k_products(self.user_groups_, self.group_items_, users, k, self.bought_)
+        )
 
 
 @dataclass
 class TwoTowerSource:
     """Nearest items to the user's two-tower vector, from the ANN index (exact when small).
 
-    frozen: once trained, later `fit` calls only move the cutoff (the history the user tower
-    reads) without retraining: a ranking set spanning several weeks uses one model trained
-    before its first week, so no week's candidates come from a model that saw its labels.
+    The first `fit` trains the model on the data before its cutoff and indexes the item
+    vectors; later fits keep both and only move the cutoff (the history the user tower reads).
+    A ranking set spanning several weeks thus uses one model trained before its first week, so
+    no week's candidates come from a model that saw its labels, and the same model serves
+    after. A source built `from_model` (loaded from a workspace) starts trained.
+
+    Besides its own candidates, it gives every candidate of the union its similarity to the
+    user's vector (`columns`): a ranking feature for items other sources proposed.
     """
 
-    settings: object | None = None
+    settings: RetrievalSettings | None = None
     name: str = "two_tower"
-    frozen: bool = False
-    model_: object | None = None
-    index_: Any = None
+    model_: TwoTowerModel | None = None
+    index_: ExactIndex | HNSWIndex | None = None
+
+    @classmethod
+    def from_model(
+        cls,
+        model: TwoTowerModel,
+        index: ExactIndex | HNSWIndex,
+        settings: RetrievalSettings | None = None,
+    ) -> TwoTowerSource:
+        """A trained source: the next `fit` only sets its cutoff."""
+        return cls(settings=settings or model.settings, model_=model, index_=index)
+
+    @property
+    def is_trained(self) -> bool:
+        return self.model_ is not None and self.index_ is not None
 
     def fit(self, data: TrainData) -> Self:
         from shortlist.retrieval.history import HistoryIndex
-        from shortlist.retrieval.two_tower import TwoTower
+        from shortlist.retrieval.index import index_vectors
+        from shortlist.retrieval.two_tower import TwoTowerModel
 
-        ds = data.dataset
-        if ds is None or ds.items is None or ds.users is None:
-            raise ValueError("the two-tower source needs the item and user tables")
-        if not (self.frozen and self.model_ is not None):
-            self.model_ = TwoTower(self.settings).fit(  # type: ignore[arg-type]
+        history = HistoryIndex(data.interactions)
+        if not self.is_trained:
+            ds = data.dataset
+            if ds is None or ds.items is None or ds.users is None:
+                raise ValueError("the two-tower source needs the item and user tables")
+            model = TwoTowerModel(self.settings).fit(
                 ds.items, ds.item_kinds, ds.users, ds.user_kinds, data.interactions, data.cutoff
             )
-            self.index_ = None
-        self.history_ = HistoryIndex(data.interactions)
+            # Exact below 20k items, HNSW above, tuned on recent users: as `shortlist index`.
+            self.model_ = model
+            self.index_ = index_vectors(
+                model.item_vectors_, model.query_sample(data.interactions, data.cutoff, history)
+            )
+        self.history_ = history
         self.day_ = data.cutoff // US_PER_DAY
-        self.last_ = None
         return self
 
     def queries(self, users: np.ndarray) -> np.ndarray:
-        """(len(users), dim) user vectors as of the cutoff (the last batch is remembered, as
-        the similarity feature asks again for the users just retrieved for)."""
-        model = self.model_
-        assert model is not None, "fit first"
-        last = getattr(self, "last_", None)
-        if last is not None and last[0] is users:
-            return last[1]
-        vectors = model.encode_users(  # type: ignore[attr-defined]
-            users, np.full(len(users), self.day_), self.history_
-        )
-        self.last_ = (users, vectors)
-        return vectors
-
-    def similarity(self, users: np.ndarray, items: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """(n, m) dot product of each user's vector with each candidate's (NaN at padding)."""
-        vectors = self.model_.item_vectors_  # type: ignore[union-attr]
-        out = np.full(items.shape, np.nan, np.float32)
-        for lo in range(0, len(users), chunk):
-            q = self.queries(users if len(users) <= chunk else users[lo : lo + chunk])
-            block = items[lo : lo + chunk]
-            inside = (block >= 0) & (block < len(vectors))
-            sim = np.einsum("nd,nmd->nm", q, vectors[np.where(inside, block, 0)])
-            out[lo : lo + chunk] = np.where(inside, sim, np.nan)
-        return out
+        """(len(users), dim) user vectors as of the cutoff."""
+        assert self.model_ is not None, "fit first"
+        return self.model_.encode_users(users, np.full(len(users), self.day_), self.history_)
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        from shortlist.retrieval.index import build_index
-
-        model = self.model_
-        assert model is not None, "fit first"
-        vectors = model.item_vectors_  # type: ignore[attr-defined]
+        assert self.index_ is not None, "fit first"
         queries = self.queries(users)
-        if self.index_ is None:
-            # Exact below 20k items, HNSW above, tuned on these users: as `shortlist index`.
-            self.index_ = build_index(vectors, np.arange(len(vectors), dtype=np.int64))
-            if not self.index_.is_exact:
-                sample = np.random.default_rng(0).permutation(len(queries))[:1000]
-                self.index_.tune(queries[sample], k=min(100, len(vectors)))
         out_i = np.full((len(users), k), -1, np.int32)
         out_s = np.full((len(users), k), np.nan, np.float32)
         for lo in range(0, len(users), 4096):
@@ -261,7 +278,23 @@ class TwoTowerSource:
             found = ids >= 0
             out_i[lo : lo + 4096] = np.where(found, ids, -1)
             out_s[lo : lo + 4096] = np.where(found, scores, np.nan)
-        return out_i, out_s
+        return Candidates(out_i, out_s, queries)
+
+    def columns(
+        self, users: np.ndarray, items: np.ndarray, queries: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """{"two_tower_similarity": (n, m)}: each candidate's dot product with its user's
+        vector (NaN at padding); `queries`, the vectors `candidates` computed, are reused."""
+        assert self.model_ is not None, "fit first"
+        vectors = self.model_.item_vectors_
+        out = np.full(items.shape, np.nan, np.float32)
+        for lo in range(0, len(users), 1024):
+            q = self.queries(users[lo : lo + 1024]) if queries is None else queries[lo : lo + 1024]
+            block = items[lo : lo + 1024]
+            inside = (block >= 0) & (block < len(vectors))
+            sim = np.einsum("nd,nmd->nm", q, vectors[np.where(inside, block, 0)])
+            out[lo : lo + 1024] = np.where(inside, sim, np.nan)
+        return {f"{self.name}_similarity": out}
 
 
 def union(
@@ -311,10 +344,13 @@ def union(
     return items, ranks
 
 
-def default_sources(two_tower: bool = True) -> list[Source]:
+def default_sources(settings: RetrievalSettings | None = None) -> list[Source]:
     """The sources in their union order: personal signals first, then popularity."""
-    sources: list[Source] = [Repurchase(), SameGroup(), CoPurchaseSource()]
-    if two_tower:
-        sources.append(TwoTowerSource())
-    sources += [Trending(segment="age", name="trending_age"), Trending()]
-    return sources
+    return [
+        RepurchaseSource(),
+        SameGroupSource(),
+        CoPurchaseSource(),
+        TwoTowerSource(settings=settings),
+        TrendingSource(segment="age", name="trending_age"),
+        TrendingSource(),
+    ]

@@ -8,66 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 
 from shortlist.config import RetrievalSettings, SourceSettings
 from shortlist.data.arrays import TrainData
+from shortlist.data.candidates import CandidateSet
 from shortlist.errors import ConfigError
 from shortlist.retrieval.sources import (
     Candidates,
     CoPurchaseSource,
-    Repurchase,
-    SameGroup,
+    RepurchaseSource,
+    SameGroupSource,
     Source,
-    Trending,
+    TrendingSource,
     TwoTowerSource,
     union,
 )
-
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """Candidates for a batch of users: row i belongs to users[i]; -1 pads short rows."""
-
-    users: np.ndarray  # (n,) int
-    items: np.ndarray  # (n, m) int32
-    ranks: dict[str, np.ndarray]  # per source (n, m) int16, 1-based, 0 = not proposed
-    scores: dict[str, np.ndarray]  # per source (n, m) float32, NaN = not proposed
-    seconds: dict[str, float] = field(default_factory=dict)  # per source, for the trace
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    @property
-    def sources(self) -> list[str]:
-        return list(self.ranks)
-
-    def select(self, keep: np.ndarray) -> CandidateSet:
-        """Keep the masked candidates of every row, in order, moved to the front (-1 after)."""
-        order = np.argsort(~keep, axis=1, kind="stable")
-        return self.reorder(order, keep[np.arange(len(order))[:, None], order])
-
-    def reorder(self, order: np.ndarray, kept: np.ndarray | None = None) -> CandidateSet:
-        """Every row's candidates in `order`; where `kept` (in the new order) is False, padding.
-
-        Plain fancy indexing with one row index: a request is one row, and take_along_axis
-        costs more per call than the copy itself for the dozen arrays of a candidate set.
-        """
-        at = (np.arange(len(order))[:, None], order)
-
-        def take(a: np.ndarray, pad: object) -> np.ndarray:
-            return a[at] if kept is None else np.where(kept, a[at], pad)
-
-        return CandidateSet(
-            self.users,
-            take(self.items, -1).astype(np.int32, copy=False),
-            {n: take(r, 0).astype(np.int16, copy=False) for n, r in self.ranks.items()},
-            {n: take(s, np.nan).astype(np.float32, copy=False) for n, s in self.scores.items()},
-            self.seconds,
-        )
 
 
 @dataclass
@@ -92,6 +51,15 @@ class Retrieval:
     def names(self) -> list[str]:
         return [s.name for s, _ in self.sources]
 
+    @property
+    def two_tower(self) -> TwoTowerSource | None:
+        """The two-tower source, if the stage has one."""
+        return next((s for s, _ in self.sources if isinstance(s, TwoTowerSource)), None)
+
+    def without(self, name: str) -> Retrieval:
+        """The same fitted sources but one (an ablation)."""
+        return Retrieval([(s, k) for s, k in self.sources if s.name != name], fitted_=True)
+
     def candidates(self, users: np.ndarray) -> CandidateSet:
         assert self.fitted_, "fit first"
         users = np.asarray(users, dtype=np.int64)
@@ -104,26 +72,35 @@ class Retrieval:
         budget = self.budget or sum(k for _, k in self.sources)
         items, ranks = union(results, budget)
         scores = {}
-        for name, (_, values) in results.items():
+        for name, found in results.items():
             r = ranks[name].astype(np.int64)
-            picked = np.take_along_axis(values, np.maximum(r - 1, 0), axis=1)
+            picked = np.take_along_axis(found.scores, np.maximum(r - 1, 0), axis=1)
             scores[name] = np.where(r > 0, picked, np.nan).astype(np.float32)
-        return CandidateSet(users, items, ranks, scores, seconds)
+        columns: dict[str, np.ndarray] = {}
+        for source, _ in self.sources:
+            if hasattr(source, "columns"):
+                started = time.perf_counter()
+                columns.update(source.columns(users, items, results[source.name].state))
+                seconds[source.name] += time.perf_counter() - started
+        return CandidateSet(users, items, ranks, scores, seconds, columns)
 
 
 def make_source(
-    spec: SourceSettings, two_tower_settings: RetrievalSettings | None = None
+    spec: SourceSettings,
+    two_tower_settings: RetrievalSettings | None = None,
+    two_tower: TwoTowerSource | None = None,
 ) -> Source:
-    """The source a `[pipeline] sources` entry names (unfitted)."""
+    """The source a `[pipeline] sources` entry names: unfitted, or for the two-tower the
+    trained source given (a saved model and index)."""
     if spec.name == "repurchase":
-        return Repurchase()
+        return RepurchaseSource()
     if spec.name == "same_group":
-        return SameGroup()
+        return SameGroupSource()
     if spec.name == "copurchase":
         return CoPurchaseSource()
     if spec.name == "two_tower":
-        return TwoTowerSource(settings=two_tower_settings)
-    return Trending(segment=spec.segment, name=source_name(spec))
+        return two_tower or TwoTowerSource(settings=two_tower_settings)
+    return TrendingSource(segment=spec.segment, name=source_name(spec))
 
 
 def source_name(spec: SourceSettings) -> str:
@@ -132,13 +109,16 @@ def source_name(spec: SourceSettings) -> str:
 
 
 def make_retrieval(
-    specs: Sequence[SourceSettings], two_tower_settings: RetrievalSettings | None = None
+    specs: Sequence[SourceSettings],
+    two_tower_settings: RetrievalSettings | None = None,
+    two_tower: TwoTowerSource | None = None,
 ) -> Retrieval:
-    """Sources in order with their depths. Raises ConfigError for none or a repeated name."""
+    """Sources in order with their depths (`two_tower`: a trained two-tower source to use).
+    Raises ConfigError for none or a repeated name."""
     names = [source_name(s) for s in specs]
     if not names:
         raise ConfigError("the pipeline needs at least one source", key="pipeline.sources")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"source '{repeated[0]}' is listed twice", key="pipeline.sources")
-    return Retrieval([(make_source(s, two_tower_settings), s.k) for s in specs])
+    return Retrieval([(make_source(s, two_tower_settings, two_tower), s.k) for s in specs])

@@ -20,15 +20,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shortlist.config import AttributeKind, RetrievalSettings
-from shortlist.data.arrays import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions, from_us
 from shortlist.errors import WorkspaceError
 from shortlist.progress import track
 from shortlist.retrieval.encoding import NumericStats, encode_table
 from shortlist.retrieval.history import HistoryIndex, season
 from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower
+from shortlist.workspace import file_digest
 
 ITEM_TOWER_FILE, USER_TOWER_FILE = "item_tower.safetensors", "user_tower.safetensors"
 ITEM_VECTORS_FILE, CONFIG_FILE = "item_vectors.npy", "config.json"
+QUERY_SAMPLE_FILE = "query_sample.npy"  # recent users' vectors: what an index tunes search on
 
 
 TwoTowerSettings = RetrievalSettings  # the [retrieval] section of shortlist.toml
@@ -38,7 +40,7 @@ def numeric_columns(kinds: dict[str, AttributeKind]) -> list[str]:
     return [c for c, k in kinds.items() if k == AttributeKind.NUMERIC]
 
 
-class TwoTower:
+class TwoTowerModel:
     """User and item towers trained on purchases; see the module docstring for the loss."""
 
     def __init__(self, settings: TwoTowerSettings | None = None):
@@ -98,7 +100,7 @@ class TwoTower:
         user_kinds: dict[str, AttributeKind],
         inter: Interactions,
         cutoff: int,
-    ) -> TwoTower:
+    ) -> TwoTowerModel:
         """Train on purchases before `cutoff` (µs); the last `val_days` pick the best epoch.
 
         `items` and `users` are the offline store's tables sorted by idx; text attributes feed
@@ -130,11 +132,23 @@ class TwoTower:
         self.user_tower_ = UserTower(self.config_)
         hist = HistoryIndex(inter)
         cutoff_day = cutoff // US_PER_DAY
-        val_day = cutoff_day - s.val_days
+        span = cutoff_day - int(hist.day.min()) if len(hist.day) else 0
+        self.val_days_ = validation_days(s.val_days, span)
+        val_day = cutoff_day - self.val_days_
         rows = self._training_rows(hist, val_day)
+        if len(rows) == 0:
+            raise WorkspaceError(
+                f"no purchases before {_day(val_day)} to train the two-tower on "
+                f"({len(inter):,} purchases in all, {span} day(s) of history)"
+            )
         batch, epochs = self._schedule(len(rows))
-        self.schedule_ = {"examples": len(rows), "batch_size": batch, "epochs": epochs}
-        val = hist.day >= val_day
+        self.schedule_ = {
+            "examples": len(rows),
+            "batch_size": batch,
+            "epochs": epochs,
+            "validation_days": self.val_days_,
+        }
+        val = (hist.day >= val_day) & (hist.day < cutoff_day)
         counts = np.bincount(hist.item[rows], minlength=len(items)).astype(np.float64)
         log_q = torch.from_numpy(
             np.log((counts + 1) / (counts.sum() + len(items))).astype(np.float32)
@@ -159,6 +173,11 @@ class TwoTower:
         for epoch in range(epochs):
             started = time.perf_counter()
             loss = self._epoch(epoch, epochs, batch, rows, hist, log_q, optimizers, rng)
+            if not np.isfinite(loss):
+                raise WorkspaceError(
+                    f"the two-tower's training loss is {loss} at epoch {epoch + 1} "
+                    f"({len(rows):,} examples): lower [retrieval] lr (now {s.lr})"
+                )
             seconds = time.perf_counter() - started
             recall = self._validate(hist, val, val_day)
             self.history_.append(
@@ -170,6 +189,8 @@ class TwoTower:
                     "examples_per_s": min(len(rows), max(1, len(rows) // batch) * batch) / seconds,
                 }
             )
+            if recall is None:  # no validation span (a few days of data): keep the last epoch
+                continue
             if recall > best_recall:
                 best_recall, stale = recall, 0
                 best = (
@@ -184,7 +205,21 @@ class TwoTower:
             self.item_tower_.load_state_dict(best[0])
             self.user_tower_.load_state_dict(best[1])
         self.item_vectors_ = self.encode_items()
+        if not np.isfinite(self.item_vectors_).all():
+            raise WorkspaceError("the two-tower produced item vectors holding NaN or inf")
+        self.query_sample_ = self.query_sample(inter, cutoff, hist)
         return self
+
+    def query_sample(
+        self, inter: Interactions, cutoff: int, hist: HistoryIndex, size: int = 1000
+    ) -> np.ndarray:
+        """Vectors of up to `size` users who bought in the 28 days before the cutoff, as of the
+        cutoff: the queries an index tunes its search effort on."""
+        recent = np.unique(inter.user[(inter.time >= cutoff - 28 * US_PER_DAY)
+                                      & (inter.time < cutoff)])  # fmt: skip
+        users = np.random.default_rng(0).choice(recent, min(size, len(recent)), replace=False)
+        day = cutoff // US_PER_DAY
+        return self.encode_users(np.sort(users), np.full(len(users), day), hist)
 
     def _training_rows(self, hist: HistoryIndex, val_day: int) -> np.ndarray:
         """Purchases of the `train_days` before validation, reaching further back on small data
@@ -252,10 +287,11 @@ class TwoTower:
                 adv(1, f"loss {np.mean(losses[-50:]):.3f}, {rate:,.0f} ex/s")
         return float(np.mean(losses)) if losses else float("nan")
 
-    def _validate(self, hist: HistoryIndex, val: np.ndarray, val_day: int) -> float:
-        """Mean recall@100 of the held-out purchases, users encoded as of the split day."""
+    def _validate(self, hist: HistoryIndex, val: np.ndarray, val_day: int) -> float | None:
+        """Mean recall@100 of the held-out purchases, users encoded as of the split day; None
+        without held-out purchases."""
         if not val.any():
-            return 0.0
+            return None
         users, first = np.unique(hist.user[val], return_index=True)
         items = self.encode_items()
         user_vecs = self.encode_users(users, np.full(len(users), val_day), hist)
@@ -302,6 +338,7 @@ class TwoTower:
         save_file(self.item_tower_.state_dict(), str(folder / ITEM_TOWER_FILE))
         save_file(self.user_tower_.state_dict(), str(folder / USER_TOWER_FILE))
         np.save(folder / ITEM_VECTORS_FILE, self.item_vectors_, allow_pickle=False)
+        np.save(folder / QUERY_SAMPLE_FILE, self.query_sample_, allow_pickle=False)
         config = {
             "format_version": 1,
             "tower": self.config_.to_dict(),
@@ -312,11 +349,16 @@ class TwoTower:
             "user_kinds": {k: v.value for k, v in self.user_kinds_.items()},
             "training": self.history_,
             "schedule": getattr(self, "schedule_", None),
+            # what an index, a ranker and a saved pipeline record, to refuse another model's
+            "fingerprint": file_digest(
+                folder / ITEM_TOWER_FILE, folder / USER_TOWER_FILE, folder / ITEM_VECTORS_FILE
+            ),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        self.fingerprint_ = config["fingerprint"]
 
     @classmethod
-    def load(cls, folder: Path, items: pd.DataFrame, users: pd.DataFrame) -> TwoTower:
+    def load(cls, folder: Path, items: pd.DataFrame, users: pd.DataFrame) -> TwoTowerModel:
         """A saved model, with its inputs re-encoded from the (same) item and user tables.
 
         Raises:
@@ -328,7 +370,13 @@ class TwoTower:
                 f"no two-tower model in {folder}: run `shortlist train retrieval` first"
             )
         config = json.loads(path.read_text())
+        if "fingerprint" not in config:
+            raise WorkspaceError(
+                f"the model in {folder} was saved by an older shortlist: retrain it "
+                "(`shortlist build`, or `shortlist train retrieval`)"
+            )
         model = cls(TwoTowerSettings.model_validate(config["settings"]))
+        model.fingerprint_ = config["fingerprint"]
         model.config_ = TowerConfig(**config["tower"])
         if (model.config_.n_items, model.config_.n_users) != (len(items), len(users)):
             raise WorkspaceError(
@@ -347,6 +395,12 @@ class TwoTower:
         model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)))
         model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)))
         model.item_vectors_ = np.load(folder / ITEM_VECTORS_FILE, allow_pickle=False)
+        sample = folder / QUERY_SAMPLE_FILE
+        model.query_sample_ = (
+            np.load(sample, allow_pickle=False)
+            if sample.is_file()
+            else np.zeros((0, model.config_.dim), np.float32)
+        )
         return model
 
 
@@ -359,3 +413,14 @@ def _top_k(queries: np.ndarray, items: np.ndarray, k: int, batch: int = 4096) ->
         scores = torch.from_numpy(queries[i : i + batch]) @ items_t.T
         out.append(torch.topk(scores, k, dim=1).indices.numpy())
     return np.vstack(out) if out else np.zeros((0, k), np.int64)
+
+
+def validation_days(wanted: int, span_days: int) -> int:
+    """Days held out to choose the epoch: `wanted`, but at most a quarter of the history, so
+    a shop with a few days of data still trains on most of them (0: too short to hold any
+    out; the schedule's epochs are then trained and the last is kept)."""
+    return int(min(wanted, span_days // 4))
+
+
+def _day(day: int) -> str:
+    return from_us(day * US_PER_DAY).date().isoformat()

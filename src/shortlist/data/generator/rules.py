@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from shortlist.data.generator_catalog import Catalog
-from shortlist.data.generator_customers import REGIONS, Customers
+from shortlist.data.generator.catalog import GeneratedCatalog
+from shortlist.data.generator.customers import REGIONS, Customers
 
 # Names of the hidden regions 0..REGIONS-1, as written to the region files
 REGION_NAMES = ("nordics", "british_isles", "dach", "benelux", "france", "iberia", "italy",
@@ -50,7 +50,7 @@ def markets(cus: Customers) -> np.ndarray:
     return (cus.region + REGIONS * (cus.age < ADULT_AGE)).astype(np.int16)
 
 
-def draw_assortment(rng: np.random.Generator, cat: Catalog) -> Assortment:
+def draw_assortment(rng: np.random.Generator, cat: GeneratedCatalog) -> Assortment:
     """About P_REGIONAL of products in 1-3 random regions; about ADULT_SHARE of articles,
     lingerie first, restricted to adults."""
     n_prod = len(cat.product_nvar)
@@ -80,7 +80,7 @@ def draw_assortment(rng: np.random.Generator, cat: Catalog) -> Assortment:
 
 
 def rule_tables(
-    rng: np.random.Generator, assort: Assortment, cat: Catalog, cus: Customers
+    rng: np.random.Generator, assort: Assortment, cat: GeneratedCatalog, cus: Customers
 ) -> dict[str, pl.DataFrame]:
     """item_regions, item_restrictions and user_regions, sorted by id (one region a row)."""
     article_id = cat.table["article_id"]
@@ -103,7 +103,9 @@ def rule_tables(
     }
 
 
-def inventory(rng: np.random.Generator, cat: Catalog, recent_units: np.ndarray) -> pl.DataFrame:
+def inventory(
+    rng: np.random.Generator, cat: GeneratedCatalog, recent_units: np.ndarray
+) -> pl.DataFrame:
     """Units in stock at the end of the data, for every article: P_OUT_OF_STOCK at 0, a few
     oversold (negative), the rest 1 + Poisson(2 + weekly sales x 2-8 weeks of cover)."""
     n = len(cat.product)

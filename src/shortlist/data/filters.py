@@ -1,4 +1,8 @@
-"""Attribute filters for retrieval: a typed filter model, its dict parser and vectorized masks."""
+"""The item-attribute filter language: a typed filter model, its dict parser and vectorized masks.
+
+One language for every stage that filters items by attribute: the vector index's filtered
+search, the request filters of the pipeline, `similar`.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shortlist.errors import ShortlistError
+from shortlist.errors import FilterError
 
 Scalar = str | int | float | bool
-
-
-class FilterError(ShortlistError):
-    """A request's attribute filter is malformed; names the offending field."""
-
-    http_status = 422
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(f"filter field '{field}': {message}" if field else f"filter: {message}")
-        self.field = field
 
 
 class AttrType(StrEnum):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from shortlist.data.generator_catalog import DIM
+from shortlist.data.generator.catalog import DIM
 
 REGIONS = 8  # hidden regions; every postal code lies in one
 AGE_BANDS = 16  # 5-year bands from 16; the last one is open-ended

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from shortlist.data import generator_vocab as V
+from shortlist.data.generator import vocab as V
 
 DIM = 8  # latent style dimensions shared by customers and clusters
 # H&M-like list prices in SEK; the generator rounds every drawn price to the nearest one.
@@ -36,7 +36,7 @@ class Clusters:
 
 
 @dataclass
-class Catalog:
+class GeneratedCatalog:
     """The article table plus the hidden per-article parameters the simulation draws from."""
 
     table: pl.DataFrame
@@ -163,7 +163,7 @@ def _lookup(values: list, idx: np.ndarray) -> np.ndarray:
     return np.asarray(values)[idx]
 
 
-def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalog:
+def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> GeneratedCatalog:
     """Products in style clusters, expanded into colour variants, in article_id order."""
     nvar_all = np.minimum(rng.geometric(0.45, size=items), 60)
     n_prod = int(np.searchsorted(np.cumsum(nvar_all), items) + 1)
@@ -293,7 +293,7 @@ def generate_catalog(rng: np.random.Generator, items: int, weeks: int) -> Catalo
     tau = rng.lognormal(np.log(8.0), 0.6, n_prod) * np.where(clusters.basic[pcl], 4.0, 1.0)
     pop = rng.lognormal(0.0, 1.3, n_prod)[product] * rng.lognormal(0.0, 0.7, items)
     first = (np.cumsum(nvar) - nvar).astype(np.int32)
-    return Catalog(
+    return GeneratedCatalog(
         table=table,
         clusters=clusters,
         cluster=acl.astype(np.int32),

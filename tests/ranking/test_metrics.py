@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shortlist.eval.metrics import average_precision, coverage, ndcg, recall
+from shortlist.ranking.metrics import average_precision, coverage, ndcg, recall
 
 
 def test_ap_worked_example():

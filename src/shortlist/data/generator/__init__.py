@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from shortlist.data.generator_catalog import generate_catalog
-from shortlist.data.generator_customers import generate_customers
-from shortlist.data.generator_rules import RECENT_WEEKS, draw_assortment, inventory, markets
-from shortlist.data.generator_rules import rule_tables as draw_rule_tables
-from shortlist.data.generator_transactions import Calendar, Simulation, week_targets
+from shortlist.data.generator.catalog import generate_catalog
+from shortlist.data.generator.customers import generate_customers
+from shortlist.data.generator.rules import RECENT_WEEKS, draw_assortment, inventory, markets
+from shortlist.data.generator.rules import rule_tables as draw_rule_tables
+from shortlist.data.generator.transactions import Calendar, Simulation, week_targets
 from shortlist.errors import ConfigError
 
 # Presets; `full` has the size and period of the H&M Personalized Fashion Recommendations data.

@@ -7,17 +7,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from shortlist.errors import ShortlistError
-from shortlist.retrieval.filters import (
+from shortlist.data.filters import (
     And,
     AttrType,
     Eq,
-    FilterError,
     In,
     ItemAttributes,
     Range,
     parse_filter,
 )
+from shortlist.errors import FilterError, ShortlistError
 
 SCHEMA = {
     "price": AttrType.NUMBER,

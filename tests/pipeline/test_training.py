@@ -1,4 +1,5 @@
-"""The weekly ranking set and the LightGBM ranker, on generated data (tiny scale, real engines)."""
+"""The funnel's training loop: the ranking set of past periods and the LightGBM ranker on it,
+on generated data (tiny scale, real engines)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,35 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from shortlist.data.arrays import TrainData, load_dataset
+from shortlist.data.arrays import US_PER_DAY, TrainData, load_dataset, targets
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.eval.protocol import targets
-from shortlist.ranking.dataset import WEEK, RankingSet, build_ranking_set
+from shortlist.pipeline.training import Plan, build_ranking_set
+from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker, group_map
-from shortlist.retrieval.sources import CoPurchaseSource, Repurchase, SameGroup, Trending
+from shortlist.retrieval.sources import (
+    CoPurchaseSource,
+    RepurchaseSource,
+    SameGroupSource,
+    TrendingSource,
+)
 from shortlist.retrieval.stage import Retrieval
 from shortlist.workspace import open_workspace
 
 NEGATIVES = 30
+WEEK = 7 * US_PER_DAY
 
 
 def retrieval() -> Retrieval:
     return Retrieval(
-        [(Repurchase(), 30), (SameGroup(), 30), (CoPurchaseSource(), 50), (Trending(), 50)]
+        [
+            (RepurchaseSource(), 30),
+            (SameGroupSource(), 30),
+            (CoPurchaseSource(), 50),
+            (TrendingSource(), 50),
+        ]
     )
 
 
@@ -44,9 +56,8 @@ def cutoff(data) -> int:
 @pytest.fixture(scope="module")
 def ranking_set(data, cutoff) -> RankingSet:
     return build_ranking_set(
-        data, cutoff, retrieval(), RankingFeatures,
-        weeks=5, max_weeks=5, min_positive_users=0, negatives_per_user=NEGATIVES,
-    )  # fmt: skip
+        data, cutoff, retrieval(), RankingFeatures, Plan(5, 7), negatives_per_user=NEGATIVES
+    )
 
 
 def groups(rs: RankingSet):
@@ -58,7 +69,7 @@ def groups(rs: RankingSet):
 
 def test_every_group_has_a_purchase_and_few_negatives(ranking_set):
     rs = ranking_set
-    assert sorted(set(rs.week.tolist())) == [0, 1, 2, 3, 4]
+    assert sorted(set(rs.period.tolist())) == [0, 1, 2, 3, 4]
     assert rs.group.sum() == len(rs.y) == len(rs.X)
     for g in groups(rs):
         assert rs.y[g].sum() >= 1
@@ -67,16 +78,15 @@ def test_every_group_has_a_purchase_and_few_negatives(ranking_set):
 
 def test_labels_are_the_weeks_purchases(data, cutoff):
     rs = build_ranking_set(
-        data, cutoff, retrieval(), RankingFeatures,
-        weeks=2, max_weeks=2, min_positive_users=0, negatives_per_user=10_000,
-    )  # fmt: skip
+        data, cutoff, retrieval(), RankingFeatures, Plan(2, 7), negatives_per_user=10_000
+    )
     # with every negative kept, week 0's positives are exactly the retrieved purchases
     week_cut = cutoff - WEEK
     tg = targets(data.interactions.between(week_cut, cutoff))
     r = retrieval().fit(TrainData.before(data, week_cut))
     cs = r.candidates(tg.users.astype(np.int64))
     hits = sum(int(np.isin(tg.of(i), cs.items[i]).sum()) for i in range(len(tg.users)))
-    assert rs.weeks(np.array([0])).positives == hits > 0
+    assert rs.periods(np.array([0])).positives == hits > 0
 
 
 def test_context_features_cannot_separate_labels_within_a_request(ranking_set):
@@ -99,8 +109,8 @@ def test_context_features_cannot_separate_labels_within_a_request(ranking_set):
 
 def test_ranker_beats_the_candidates_own_order_on_a_later_week(ranking_set, tmp_path):
     rs = ranking_set
-    test, valid = rs.weeks(np.array([0])), rs.weeks(np.array([1]))
-    train = rs.weeks(np.array([2, 3, 4]))
+    test, valid = rs.periods(np.array([0])), rs.periods(np.array([1]))
+    train = rs.periods(np.array([2, 3, 4]))
     ranker = LightGBMRanker(objective="auto", max_rounds=200, threads=1).fit(train, valid)
     assert ranker.report_["objective"] in ("lambdarank", "binary")
     learned = group_map(ranker.predict(test.X), test.y, test.group)
@@ -126,12 +136,12 @@ def test_dropping_a_source_equals_building_without_it(data, cutoff):
     """What `pipeline_no_<source>` relies on (eval/pipeline_methods.py)."""
     from shortlist.eval.pipeline_methods import without_source
 
-    kw = dict(weeks=2, max_weeks=2, min_positive_users=0, negatives_per_user=10_000)
-    full = build_ranking_set(data, cutoff, retrieval(), RankingFeatures, **kw)
+    kw = dict(negatives_per_user=10_000)
+    full = build_ranking_set(data, cutoff, retrieval(), RankingFeatures, Plan(2, 7), **kw)
     names = ["repurchase", "same_group", "copurchase", "trending"]
     dropped = without_source(full, "copurchase", names)
-    fewer = Retrieval([(Repurchase(), 30), (SameGroup(), 30), (Trending(), 50)])
-    direct = build_ranking_set(data, cutoff, fewer, RankingFeatures, **kw)
+    fewer = Retrieval([(RepurchaseSource(), 30), (SameGroupSource(), 30), (TrendingSource(), 50)])
+    direct = build_ranking_set(data, cutoff, fewer, RankingFeatures, Plan(2, 7), **kw)
     assert dropped.names == direct.names
     assert dropped.group.tolist() == direct.group.tolist()
     # rows come in another order within a group (the union interleaves other sources)

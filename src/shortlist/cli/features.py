@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
-from rich.console import Console
 from rich.table import Table
 
-from shortlist.workspace import open_workspace
+from shortlist.cli.common import out, workspace, workspace_option
 
-out = Console(soft_wrap=True)
 # Spelled out so that `shortlist --help` does not import Ibis; a test keeps them in step with
 # shortlist.features.engine.ENGINES and shortlist.features.groups.GROUPS.
 ENGINE_CHOICES = ("duckdb", "pyspark")
@@ -18,6 +14,7 @@ GROUP_CHOICES = ("items", "users", "user_category", "history")
 
 
 @click.command()
+@workspace_option
 @click.option(
     "--cutoff",
     help="Use interactions before this ISO date/datetime (UTC unless it has an offset). "
@@ -36,8 +33,7 @@ def features(ctx: click.Context, cutoff: str | None, engine: str, groups: tuple[
     """Compute feature groups as of a cutoff and write a new version of each."""
     from shortlist.features.materialize import materialize
 
-    workspace = open_workspace(ctx.obj if isinstance(ctx.obj, Path | str) else None)
-    s = materialize(workspace, cutoff=cutoff, engine=engine, groups=groups or None)
+    s = materialize(workspace(ctx), cutoff=cutoff, engine=engine, groups=groups or None)
     table = Table(title=f"Features as of {s.cutoff:%Y-%m-%d %H:%M} UTC ({s.engine})")
     for col in ("group", "version", "rows", "features", "seconds"):
         table.add_column(col, justify="left" if col == "group" else "right")

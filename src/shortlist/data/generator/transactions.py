@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shortlist.data import generator_vocab as V
-from shortlist.data.generator_catalog import GROUP_NOS, Catalog
-from shortlist.data.generator_customers import REGIONS, Customers, segment_profile
+from shortlist.data.generator import vocab as V
+from shortlist.data.generator.catalog import GROUP_NOS, GeneratedCatalog
+from shortlist.data.generator.customers import REGIONS, Customers, segment_profile
 from shortlist.progress import track
 
 RING = 32  # remembered recent purchases per customer: repurchases, variant jumps, "owned"
@@ -75,7 +75,7 @@ def season_matrix(cal: Calendar) -> np.ndarray:
     return np.exp(amp * np.cos(2 * np.pi * (doy - peak) / 365.25)) / norm
 
 
-def taste_matrix(cat: Catalog, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def taste_matrix(cat: GeneratedCatalog, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per (segment, cluster) and (region, cluster) logits: age, gender, kids and place."""
     cl = cat.clusters
     age, male, kids = segment_profile()
@@ -96,12 +96,12 @@ class Simulation:
 
     With `sold_to` (a bit mask per article) and `market` (a bit position per customer), a
     customer buys only articles whose mask has their market's bit: regional assortments and age
-    limits (see generator_rules). Without them every article is sold to everyone.
+    limits (see generator/rules.py). Without them every article is sold to everyone.
     """
 
     def __init__(
         self,
-        cat: Catalog,
+        cat: GeneratedCatalog,
         cus: Customers,
         cal: Calendar,
         rng: np.random.Generator,

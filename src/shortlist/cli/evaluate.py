@@ -1,0 +1,98 @@
+"""`shortlist evaluate`: the methods against each other, with the H&M last-week protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from shortlist.cli.common import err, out, workspace, workspace_option
+
+
+@click.command()
+@workspace_option
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    help="Source folder; ingested first unless the workspace already holds it.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hm", "generic"]),
+    help="Layout of --source. [default: from shortlist.toml, else generic]",
+)
+@click.option(
+    "--windows",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Consecutive target windows ending at the end of the data; metrics averaged.",
+)
+@click.option(
+    "--holdout-days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Length of each target window.",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Recommendations per user.",
+)
+@click.option(
+    "--methods",
+    help="Comma-separated methods: popular, popular_by_age, repurchase_trending, copurchase, "
+    "als, two_tower, pipeline, pipeline_no_ranker, pipeline_no_<source>, "
+    "pipeline_div_<round_robin|max_per_value|mmr|revenue>, pipeline_with_<filter>, or "
+    "pipeline_ablations for every "
+    "pipeline variant. [default: the five baselines]",
+)
+@click.option(
+    "--candidates",
+    is_flag=True,
+    help="Also report each candidate source's recall at 50/100/300/500 candidates.",
+)
+@click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    source: Path | None,
+    fmt: str | None,
+    windows: int,
+    holdout_days: int,
+    k: int,
+    methods: str | None,
+    candidates: bool,
+    json_out: str | None,
+) -> None:
+    """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
+    from shortlist.eval.evaluate import evaluate_workspace
+    from shortlist.eval.report import candidates_table, filters_note, report_table
+
+    report = evaluate_workspace(
+        workspace(ctx),
+        [m.strip() for m in methods.split(",")] if methods else None,
+        source=source,
+        format=fmt,
+        n_windows=windows,
+        holdout_days=holdout_days,
+        k=k,
+        candidates=candidates,
+    )
+    text = json.dumps(report, indent=2)
+    console = err if json_out == "-" else out
+    console.print(report_table(report))
+    for line in filters_note(report):
+        console.print(line, highlight=False)
+    if "candidates" in report:
+        console.print(candidates_table(report))
+    if json_out == "-":
+        click.echo(text)
+    elif json_out:
+        Path(json_out).write_text(text + "\n")
+        out.print(f"Report written to [bold]{json_out}[/]")

@@ -1,0 +1,119 @@
+"""From source files to a workspace that serves: what `shortlist build` and `train pipeline` run.
+
+One code path with evaluation: the configured pipeline is fitted at the end of the data exactly
+as `evaluate` fits it at each window's cutoff (one two-tower training, the ranking set, the
+ranker), then saved with the fingerprints that tie its parts together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortlist.data.arrays import end_of_data, from_us, load_dataset
+from shortlist.data.offline import OfflineStore
+from shortlist.pipeline.core import Pipeline
+from shortlist.workspace import Workspace
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    """What `train_pipeline` fitted and where it saved it."""
+
+    manifest: Path
+    cutoff: str
+    seconds: float
+    two_tower: dict[str, Any] | None  # examples, epochs, index kind
+    ranker: dict[str, Any] | None  # the ranker's report (objective, rounds, groups...)
+    importance: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    workspace: Path
+    interactions: int
+    steps: dict[str, float]  # step -> seconds
+    trained: PipelineSummary
+    seconds: float
+
+
+def train_pipeline(workspace: Workspace) -> PipelineSummary:
+    """Fit the workspace's `[pipeline]` on all its data and save it (see Pipeline.save)."""
+    started = time.perf_counter()
+    data = load_dataset(OfflineStore(workspace))
+    pipeline = Pipeline.from_config(workspace).fit(data, end_of_data(data))
+    path = pipeline.save()
+    funnel = pipeline.funnel_
+    assert funnel is not None
+    tt = funnel.retrieval.two_tower
+    two_tower = None
+    if tt is not None and tt.model_ is not None:
+        two_tower = {
+            **tt.model_.schedule_,
+            "epochs_run": len(tt.model_.history_),
+            "index": "exact" if tt.index_ is not None and tt.index_.is_exact else "hnsw",
+        }
+    ranker = funnel.ranker
+    return PipelineSummary(
+        path,
+        from_us(pipeline.cutoff_ or 0).date().isoformat(),
+        time.perf_counter() - started,
+        two_tower,
+        ranker.report_ if ranker is not None else None,
+        ranker.importance() if ranker is not None else [],
+    )
+
+
+def build(
+    workspace: Workspace,
+    source: str | Path,
+    *,
+    format: str | None = None,
+    on_bad_rows: str | None = None,
+    report: Report | None = None,
+) -> BuildSummary:
+    """Ingest `source`, write the feature groups, then train and save the pipeline.
+
+    `report` is called with a line as each step ends (the CLI prints them).
+    """
+    from shortlist.data.ingest import ingest
+    from shortlist.features.materialize import materialize
+
+    say = report or (lambda line: None)
+    started = time.perf_counter()
+    steps: dict[str, float] = {}
+    s = ingest(workspace, source, format=format, on_bad_rows=on_bad_rows)
+    steps["ingest"] = s.seconds
+    say(f"1/3 ingested {s.manifest.interactions.rows:,} interactions ({s.seconds:.1f} s)")
+    t = time.perf_counter()
+    materialize(workspace)
+    steps["features"] = time.perf_counter() - t
+    say(f"2/3 feature groups written ({steps['features']:.1f} s)")
+    trained = train_pipeline(workspace)
+    steps["pipeline"] = trained.seconds
+    say(f"3/3 pipeline trained and saved ({trained.seconds:.1f} s): {describe(trained)}")
+    return BuildSummary(
+        workspace.root, s.manifest.interactions.rows, steps, trained, time.perf_counter() - started
+    )
+
+
+def describe(t: PipelineSummary) -> str:
+    """One line: what the pipeline training produced."""
+    parts = []
+    if t.two_tower is not None:
+        parts.append(
+            f"two-tower on {t.two_tower['examples']:,} purchases, "
+            f"{t.two_tower['epochs_run']} epoch(s), {t.two_tower['index']} index"
+        )
+    if t.ranker is not None:
+        r = t.ranker
+        parts.append(
+            f"ranker {r['objective']} on {r['train_groups']:,} requests over "
+            f"{r['periods']} period(s) of {r['period_days']} day(s)"
+        )
+    return "; ".join(parts) or "no trained parts"

@@ -1,0 +1,153 @@
+"""A fitted pipeline on disk: the models it trained, and a manifest that ties them together.
+
+`save_trained` writes the two-tower model, its item index and the ranker, each where the
+workspace keeps it (models/two_tower/, index/items/, models/ranker/), and models/pipeline.json
+with the cutoff, the fingerprint of the offline store it was fitted on, the sources, and the
+fingerprint of each model. `load_trained` refuses any part that is not the one recorded, with
+the command that mends it: what is served is what was fitted (and, in `evaluate`, measured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shortlist.config import PipelineSettings, Settings
+from shortlist.data.arrays import Dataset, from_us
+from shortlist.errors import WorkspaceError
+from shortlist.ranking.ranker import MODEL_FILE, LightGBMRanker
+from shortlist.retrieval.build import index_folder, model_folder
+from shortlist.retrieval.sources import TwoTowerSource
+from shortlist.workspace import Workspace, file_digest
+
+if TYPE_CHECKING:
+    from shortlist.pipeline.funnel import Funnel
+    from shortlist.ranking.scoring import TreeScorer
+
+MANIFEST = "models/pipeline.json"
+RANKER_DIR = "models/ranker"
+FORMAT_VERSION = 1
+RETRAIN = "run `shortlist train pipeline` (or `shortlist build --source DIR`)"
+
+
+def ranker_folder(workspace: Workspace) -> Path:
+    return workspace.root / RANKER_DIR
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The saved parts of a pipeline, checked and loaded."""
+
+    cutoff: int  # microseconds: the pipeline was fitted on the data before it
+    two_tower: TwoTowerSource | None
+    ranker: LightGBMRanker | None
+    scorer: TreeScorer | None
+
+
+def _sources(spec: PipelineSettings) -> list[dict[str, Any]]:
+    return [s.model_dump() for s in spec.sources]
+
+
+def save_trained(workspace: Workspace, spec: PipelineSettings, funnel: Funnel, cutoff: int) -> Path:
+    """Write the funnel's trained parts and the manifest (last, so a manifest on disk means
+    every part it names is there). Returns the manifest's path."""
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "cutoff": from_us(cutoff).isoformat(),
+        "cutoff_us": cutoff,
+        "data": funnel.catalog.data.fingerprint,
+        "sources": _sources(spec),
+        "two_tower": None,
+        "index": None,
+        "ranker": None,
+    }
+    tt = funnel.retrieval.two_tower
+    if tt is not None:
+        assert tt.model_ is not None and tt.index_ is not None, "fit first"
+        tt.model_.save(model_folder(workspace))
+        tt.index_.save(index_folder(workspace), model=tt.model_.fingerprint_)
+        manifest["two_tower"], manifest["index"] = tt.model_.fingerprint_, tt.index_.fingerprint_
+    if funnel.ranker is not None:
+        folder = ranker_folder(workspace)
+        funnel.ranker.save(folder)
+        manifest["ranker"] = file_digest(folder / MODEL_FILE)
+        manifest["ranker_report"] = funnel.ranker.report_
+    path = workspace.root / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(workspace: Workspace) -> dict[str, Any]:
+    path = workspace.root / MANIFEST
+    if not path.is_file():
+        raise WorkspaceError(
+            f"no trained pipeline in {workspace.root}: run `shortlist build --source DIR` "
+            "(or `shortlist train pipeline` on an ingested workspace)"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise WorkspaceError(f"{path} was written by another shortlist version: {RETRAIN}")
+    return manifest
+
+
+def load_trained(
+    workspace: Workspace, spec: PipelineSettings, settings: Settings, data: Dataset
+) -> Trained:
+    """The saved parts `spec` needs, each checked against the manifest.
+
+    Raises:
+        WorkspaceError: nothing saved, or a part that is not the one the pipeline was fitted
+        with (another offline store, two-tower, index or ranker, other sources); the message
+        names the part and what to run.
+    """
+    from shortlist.ranking.scoring import load_scorer
+    from shortlist.retrieval.index import load_index
+    from shortlist.retrieval.two_tower import TwoTowerModel
+
+    m = read_manifest(workspace)
+    if m["data"] != data.fingerprint:
+        raise WorkspaceError(
+            "the offline store changed since the pipeline was trained (it was fitted on data "
+            f"up to {m['cutoff'][:10]}): {RETRAIN}"
+        )
+    two_tower = None
+    if any(s.name == "two_tower" for s in spec.sources):
+        if m["two_tower"] is None:
+            raise WorkspaceError(f"the pipeline was trained without a two-tower source: {RETRAIN}")
+        assert data.items is not None and data.users is not None
+        model = TwoTowerModel.load(model_folder(workspace), data.items, data.users)
+        if model.fingerprint_ != m["two_tower"]:
+            raise WorkspaceError(
+                f"{model_folder(workspace)} holds another model than the one the pipeline was "
+                f"trained with (retrained by `shortlist train retrieval`?): {RETRAIN}"
+            )
+        index = load_index(index_folder(workspace), model=model.fingerprint_)
+        if index.fingerprint_ != m["index"]:
+            raise WorkspaceError(
+                f"{index_folder(workspace)} is not the index the pipeline was trained with "
+                f"(rebuilt by `shortlist index`?): {RETRAIN}"
+            )
+        two_tower = TwoTowerSource.from_model(model, index, settings.retrieval)
+    ranker = scorer = None
+    if spec.ranker == "lightgbm":
+        if m["ranker"] is None:
+            raise WorkspaceError(f"the pipeline was trained without a ranker: {RETRAIN}")
+        if m["sources"] != _sources(spec):
+            raise WorkspaceError(
+                "the ranker was trained for other sources than this pipeline's ("
+                + ", ".join(f"{s['name']}:{s['k']}" for s in m["sources"])
+                + f"): {RETRAIN}"
+            )
+        folder = ranker_folder(workspace)
+        ranker = LightGBMRanker.load(folder)
+        if file_digest(folder / MODEL_FILE) != m["ranker"]:
+            raise WorkspaceError(f"{folder} holds another ranker than the pipeline's: {RETRAIN}")
+        scorer = load_scorer(
+            folder / MODEL_FILE, folder / "compiled", compiled=settings.ranking.compiled
+        )
+    return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer)

@@ -1,0 +1,173 @@
+"""The funnel's training loop: the ranker learns from past periods' candidates, as retrieved.
+
+This is where one stage is fitted against another: for every period before the cutoff, the
+retrieval stage is fitted on the data before the period, its candidates for the period's
+buyers become feature rows, and what they bought labels them. Users none of whose purchases
+were retrieved are dropped (they teach a ranker nothing); negatives are sampled per user.
+
+A period is a week, or fewer whole days when the history is too short for `weeks` + 1 weeks
+(a shop that just started): the ranker then learns from days, not weeks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from shortlist.config import Settings
+from shortlist.data.arrays import US_PER_DAY, Dataset, Targets, TrainData, targets
+from shortlist.progress import track
+from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
+from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.ranker import LightGBMRanker
+from shortlist.retrieval.stage import Retrieval
+
+WEEK_DAYS = 7
+CHUNK = 4096  # users featurized at once: bounds memory to a few hundred MB per chunk
+HIT_RATE = 0.25  # assumed share of a period's buyers with a purchase among their candidates
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many periods before the cutoff the ranking set spans, and how long each is."""
+
+    periods: int
+    days: int
+
+    @property
+    def length(self) -> int:
+        """One period in microseconds."""
+        return self.days * US_PER_DAY
+
+
+def plan_periods(data: Dataset, cutoff: int, settings: Settings) -> Plan:
+    """Weeks when the history holds `weeks` + 1 of them, else periods of whole days (at least
+    one) so that `weeks` of them and one more fit. Then how many: at least `weeks`, more on
+    thin data until about `min_positive_users` useful requests are expected, up to
+    `max_weeks`, and never more than the history allows (one period of history is kept
+    before the oldest)."""
+    r = settings.ranking
+    first = int(data.interactions.time[0]) if len(data.interactions) else cutoff
+    span_days = max(0, (cutoff - first) // US_PER_DAY)
+    days = int(np.clip(span_days // (r.weeks + 1), 1, WEEK_DAYS))
+    length = days * US_PER_DAY
+    usable = max(0, min(max(r.weeks, r.max_weeks), span_days // days - 1))
+    recent = data.interactions.between(cutoff - 4 * length, cutoff)
+    buyers = max(1.0, len(np.unique(recent.user)) / 4)
+    if r.users_per_week:
+        buyers = min(buyers, r.users_per_week)
+    needed = int(np.ceil(r.min_positive_users / (HIT_RATE * buyers)))
+    return Plan(int(min(usable, max(r.weeks, needed))), days)
+
+
+def build_ranking_set(
+    data: Dataset,
+    cutoff: int,
+    retrieval: Retrieval,
+    make_features: Callable[[], RankingFeatures],
+    plan: Plan,
+    *,
+    negatives_per_user: int,
+    users_per_period: int = 0,
+    seed: int = 0,
+) -> RankingSet:
+    """The periods of `plan` ending at `cutoff`, newest first.
+
+    The retrieval serves every period: sources refit per period; a two-tower source is first
+    fitted (trained) before the oldest period and then only moves its cutoff (see
+    TwoTowerSource), so it stays usable at the cutoff, unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[RankingSet] = []
+    names: list[str] = []
+    categorical: list[str] = []
+    tt = retrieval.two_tower
+    if tt is not None and plan.periods:
+        tt.fit(TrainData.before(data, cutoff - plan.periods * plan.length))
+    with track("Ranking set", total=plan.periods) as advance:
+        for p in range(plan.periods):
+            start = cutoff - (p + 1) * plan.length
+            train = TrainData.before(data, start)
+            tg = targets(data.interactions.between(start, start + plan.length))
+            if users_per_period and len(tg.users) > users_per_period:
+                tg = _subset(tg, np.sort(rng.choice(len(tg.users), users_per_period, False)))
+            if len(tg.users) == 0:
+                advance(1)
+                continue
+            retrieval.fit(train)
+            features = make_features().fit(train)
+            for lo in range(0, len(tg.users), CHUNK):
+                part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
+                cs = retrieval.candidates(part.users.astype(np.int64))
+                names = features.feature_names(cs.sources, list(cs.columns))
+                categorical = features.categorical_
+                X, rows, cols = features.transform(cs)
+                y = labels(part, rows, cs.items[rows, cols])
+                X, y, group = sample_negatives(X, y, rows, negatives_per_user, rng)
+                period = np.full(len(group), p)
+                parts.append(RankingSet(X, y, group, period, names, categorical))
+            advance(1)
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return RankingSet(
+            np.zeros((0, len(names)), np.float32), empty.astype(np.float32), empty, empty,
+            names, categorical,
+        )  # fmt: skip
+    return RankingSet.concat(parts)
+
+
+def _subset(tg: Targets, rows: np.ndarray) -> Targets:
+    """The targets of some of the window's users (rows into tg.users, sorted)."""
+    starts, ends = tg.indptr[rows], tg.indptr[rows + 1]
+    items = np.concatenate([tg.items[a:b] for a, b in zip(starts, ends, strict=True)] or [[]])
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)])
+    return Targets(tg.users[rows], indptr, items.astype(np.int32))
+
+
+def make_features(settings: Settings) -> RankingFeatures:
+    r = settings.ranking
+    return RankingFeatures(
+        max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
+    )
+
+
+def make_ranker(settings: Settings) -> LightGBMRanker:
+    r = settings.ranking
+    return LightGBMRanker(
+        objective=r.objective,
+        num_leaves=r.num_leaves,
+        learning_rate=r.learning_rate,
+        max_rounds=r.max_rounds,
+        early_stopping=r.early_stopping,
+        min_data_in_leaf=r.min_data_in_leaf,
+        seed=r.seed,
+        threads=r.threads,
+    )
+
+
+def fit_ranker(
+    data: Dataset, cutoff: int, retrieval: Retrieval, settings: Settings
+) -> tuple[LightGBMRanker, RankingSet]:
+    """The ranking set of the periods before `cutoff` (the latest validates) and the ranker.
+
+    `retrieval` is refitted period by period; a two-tower source in it ends trained before
+    the oldest period, ready to serve at the cutoff without retraining.
+    """
+    r = settings.ranking
+    plan = plan_periods(data, cutoff, settings)
+    rs = build_ranking_set(
+        data,
+        cutoff,
+        retrieval,
+        lambda: make_features(settings),
+        plan,
+        negatives_per_user=r.negatives_per_user,
+        users_per_period=r.users_per_week,
+        seed=r.seed,
+    )
+    ranker = make_ranker(settings).fit(*rs.split())
+    ranker.report_["periods"] = len(np.unique(rs.period))
+    ranker.report_["period_days"] = plan.days
+    return ranker, rs
