@@ -25,16 +25,17 @@ demo: install
 	$(SHORTLIST) similar --item $$(sed -n 2p $(DEMO_DATA)/articles.csv | cut -d, -f1) --k 5 \
 		--filter '{"product_group_name": {"in": ["Garment Upper body", "Garment Lower body"]}}'
 	$(SHORTLIST) predict --out $(WORKSPACE)/predictions.csv
-	$(SHORTLIST) evaluate --windows 2 --candidates --json $(WORKSPACE)/evaluation.json \
-		--methods popular,repurchase_trending,als,two_tower,pipeline,pipeline_no_ranker
+	$(SHORTLIST) evaluate --windows 1 --json $(WORKSPACE)/evaluation.json \
+		--methods popular,repurchase_trending,als,pipeline,pipeline_no_ranker
 	@echo
 	@echo "Generated data:  $(DEMO_DATA)/ (the three H&M files, plus stock, regions, age limits)"
 	@echo "Offline store:   $(WORKSPACE)/offline/ (items, users, interactions by month, manifest.json)"
 	@echo "Features:        $(WORKSPACE)/features/ (items, users, user_category, history; versioned)"
-	@echo "Models:          $(WORKSPACE)/models/two_tower/, $(WORKSPACE)/models/ranker/, $(WORKSPACE)/index/items/"
+	@echo "Models:          $(WORKSPACE)/models/pipeline.json (what ties them), models/two_tower/, models/ranker/, index/items/"
 	@echo "Predictions:     $(WORKSPACE)/predictions.csv (every customer, H&M submission layout)"
 	@echo "Evaluation:      $(WORKSPACE)/evaluation.json (the table above, as JSON)"
-	@echo "Look closer:     $(SHORTLIST) recommend --user ID --explain [--filter JSON] [--cart A,B]"
+	@echo "Look closer:     $(SHORTLIST) recommend --user ID --explain --trace [--filter JSON] [--cart A,B]"
+	@echo "                 $(SHORTLIST) evaluate --windows 4 --candidates --methods popular,two_tower,pipeline_ablations"
 	@echo "                 $(SHORTLIST) similar --item ID --filter '{\"price\": {\"lte\": 0.02}}'"
 
 test: install

@@ -1,12 +1,12 @@
 """`Pipeline.recommend` for one user at a time, in-process and on one thread, as the service will
 call it: every source, the filters, the ranker, diversity and the take; p50/p99 in total and
-per stage. The workspace's [pipeline], with the two-tower source `--two-tower-k` deep (300 by
-default: every user then has at least 300 candidates, as the issue's target asks).
+per stage. The workspace's [pipeline] as it was trained (benchmarks/workspace.toml asks for the
+two-tower source 300 deep: every user then has at least 300 candidates, as the issue's target
+asks; a saved pipeline serves only the sources it was trained with).
 
-Run on a built workspace (`shortlist build`; benchmarks/run.py --only ranking pipeline does it).
+Run on a built workspace (`shortlist build`; benchmarks/run.py --only pipeline predict does it).
 
-    python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R]
-                                        [--two-tower-k K] [--out FILE]
+    python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,21 +36,12 @@ def main() -> None:
     parser.add_argument("--workspace", required=True, type=Path)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--two-tower-k", type=int, default=300, help="0: as configured")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     started = time.perf_counter()
-    pipeline = Pipeline.from_config(open_workspace(args.workspace))
-    if args.two_tower_k:
-        pipeline = pipeline.retrieve(
-            *(
-                s.model_copy(update={"k": args.two_tower_k}) if s.name == "two_tower" else s
-                for s in pipeline.spec.sources
-            )
-        )
-    pipeline.load()
+    pipeline = Pipeline.from_config(open_workspace(args.workspace)).load()
     load_seconds = time.perf_counter() - started
     funnel = pipeline.funnel_
     assert funnel is not None

@@ -23,10 +23,10 @@ import torch
 from shortlist.data.arrays import US_PER_DAY, load_dataset
 from shortlist.data.filters import ItemAttributes
 from shortlist.data.offline import OfflineStore
-from shortlist.retrieval.build import QUERY_SAMPLE_FILE, model_folder
+from shortlist.retrieval.build import model_folder
 from shortlist.retrieval.history import HistoryIndex
 from shortlist.retrieval.index import ExactIndex, HNSWIndex
-from shortlist.retrieval.two_tower import TwoTowerModel
+from shortlist.retrieval.two_tower import QUERY_SAMPLE_FILE, TwoTowerModel
 from shortlist.workspace import open_workspace
 
 K = 100

@@ -66,13 +66,23 @@ def test_user_errors_print_one_line_not_a_traceback(tmp_path):
         "interactions.csv:2 column 'item_id': unknown item (not in items.csv): 'B'" in result.stderr
     )
     info = shortlist("-w", str(tmp_path / "ws"), "info")
-    assert info.returncode == 1 and "run `shortlist ingest --source DIR` first" in info.stderr
+    assert info.returncode == 1
+    assert "holds no data yet: run `shortlist build --source DIR`" in info.stderr
 
 
 def test_bad_flag_value_is_a_usage_error(tmp_path):
     result = shortlist("ingest", "--source", str(tmp_path), "--on-bad-rows", "sometimes")
     assert result.returncode == 2
     assert "Invalid value for '--on-bad-rows'" in result.stderr
+
+
+def test_the_workspace_option_is_also_accepted_after_the_command(tmp_path):
+    result = shortlist("-w", str(tmp_path / "ignored"), "init", "--workspace", str(tmp_path / "w"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "w" / "shortlist.toml").is_file()
+    assert not (tmp_path / "ignored").exists()
+    info = shortlist("info", "-w", str(tmp_path / "w"))
+    assert info.returncode == 1 and str(tmp_path / "w") in info.stderr
 
 
 def test_init_writes_settings(tmp_path):

@@ -6,6 +6,7 @@ first use (PEP 562), so `import shortlist` and the CLI start without loading tor
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,10 @@ from shortlist.errors import (
     WorkspaceError,
 )
 from shortlist.workspace import Workspace, open_workspace
+
+# Before any engine (torch, FAISS, LightGBM) loads: OpenMP threads wait asleep, not spinning,
+# so a busy neighbour does not slow them tenfold (see resources.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -89,6 +89,7 @@ class RankingSettings(_Section):
     max_weeks: int = Field(26, ge=2, le=520)
     min_positive_users: int = Field(2000, ge=0)
     negatives_per_user: int = Field(100, ge=1, le=10000)
+    max_rows: int = Field(300_000, ge=1000)
     users_per_week: int = Field(20000, ge=0)
     objective: Literal["auto", "lambdarank", "binary"] = "auto"
     num_leaves: int = Field(0, ge=0, le=4096)
@@ -157,7 +158,14 @@ class PipelineSettings(_Section):
     diversify: DiversifySettings = Field(default_factory=DiversifySettings)
 
 
+class ResourcesSettings(_Section):
+    """Thread pools of every engine (resources.py)."""
+
+    threads: int = Field(0, ge=0, le=256)  # 0: the cores this process may use
+
+
 class Settings(_Section):
+    resources: ResourcesSettings = Field(default_factory=ResourcesSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
@@ -186,6 +194,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """SHORTLIST_INGEST_ON_BAD_ROWS=skip -> {"ingest": {"on_bad_rows": "skip"}}."""
     sections = {
+        "resources": ResourcesSettings,
         "ingest": IngestSettings,
         "features": FeaturesSettings,
         "schema": SchemaSettings,

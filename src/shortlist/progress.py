@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,7 +20,7 @@ from rich.progress import (
 
 _enabled: ContextVar[bool] = ContextVar("shortlist_progress", default=False)
 _scope: ContextVar[str] = ContextVar("shortlist_progress_scope", default="")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a log line is never cut in two
 
 
 @contextmanager
@@ -58,7 +59,8 @@ def track(description: str, total: float | None = None) -> Iterator[Advance]:
         yield lambda n=1, note=None: None
         return
     if _scope.get():
-        description = f"[{_scope.get()}] {description}"
+        description = f"{_scope.get()}: {description}"
+    description = escape(description)  # a "[...]" in it is text, not rich markup
     if not console.is_terminal:
         started, last = time.perf_counter(), [""]
 

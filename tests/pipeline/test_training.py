@@ -147,3 +147,17 @@ def test_dropping_a_source_equals_building_without_it(data, cutoff):
     # rows come in another order within a group (the union interleaves other sources)
     key = lambda rs: np.lexsort(np.nan_to_num(rs.X, nan=-1.0).T[::-1])  # noqa: E731
     np.testing.assert_array_equal(dropped.X[key(dropped)], direct.X[key(direct)])
+
+
+def test_thinning_keeps_every_positive_and_the_same_negatives_per_request(ranking_set):
+    from shortlist.ranking.dataset import MIN_NEGATIVES
+
+    rs = ranking_set
+    assert rs.thin(len(rs.y), np.random.default_rng(0)) is rs  # within budget: as it is
+    budget = rs.positives + 25 * len(rs.group)
+    thin = rs.thin(budget, np.random.default_rng(0))
+    assert thin.positives == rs.positives and len(thin.y) <= budget
+    assert thin.group.tolist() != rs.group.tolist() and len(thin.group) == len(rs.group)
+    for g, h in zip(groups(rs), groups(thin), strict=True):
+        negatives = int((rs.y[g] == 0).sum())
+        assert int((thin.y[h] == 0).sum()) == min(negatives, max(25, MIN_NEGATIVES))

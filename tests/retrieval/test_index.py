@@ -192,7 +192,7 @@ def test_save_skips_ids_when_they_are_positions(data, tmp_path):
 
 
 def test_loading_nothing_or_the_wrong_kind(data, tmp_path):
-    with pytest.raises(WorkspaceError, match="no vector index"):
+    with pytest.raises(WorkspaceError, match="no item index in .*: run `shortlist build"):
         load_index(tmp_path / "missing")
     ExactIndex().build(data["x"][:10], np.arange(10)).save(tmp_path / "ix")
     with pytest.raises(WorkspaceError, match="exact index, not hnsw"):

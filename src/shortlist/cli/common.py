@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from shortlist.errors import RequestError
+from shortlist import resources
+from shortlist.errors import ConfigError, RequestError
 from shortlist.workspace import Workspace, open_workspace
 
 # Logs and pipes get a wide fixed width, so tables are not squeezed to 80 columns.
@@ -40,9 +41,14 @@ def workspace_option(command: F) -> F:
 
 
 def workspace(ctx: click.Context) -> Workspace:
-    """The workspace the command line chose."""
+    """The workspace the command line chose; its `[resources]` size the thread pools."""
     root = ctx.find_root().obj
-    return open_workspace(root if isinstance(root, Path | str) else None)
+    ws = open_workspace(root if isinstance(root, Path | str) else None)
+    try:
+        resources.configure(ws.settings())
+    except ConfigError:
+        resources.configure()  # the command says what is wrong with the settings
+    return ws
 
 
 def parse_json(text: str | None, option: str) -> dict | None:

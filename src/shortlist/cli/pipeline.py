@@ -75,6 +75,7 @@ def recommend(
     table = Table(title=f"Recommendations for {user_id}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("item")
+    table.add_column("what")
     table.add_column("score", justify="right")
     table.add_column("why" if explain else "sources")
     for rank, item in enumerate(result.items, 1):
@@ -84,11 +85,53 @@ def recommend(
             else ", ".join(f"{n} #{r}" for n, r in item.sources.items()) or "top-up"
         )
         score = f"{item.score:.3f}" if item.score is not None else "-"
-        table.add_row(str(rank), item.item_id, score, why)
+        table.add_row(str(rank), item.item_id, describe(item.attributes), score, why)
     out.print(table)
     if trace:
-        for stage in result.trace:
-            out.print(json.dumps(stage), highlight=False)
+        out.print(trace_table(result.trace))
+
+
+def describe(attributes: dict) -> str:
+    """An item's display attributes on one line, its price last."""
+    named = [str(v) for k, v in attributes.items() if k != "price" and v is not None]
+    price = attributes.get("price")
+    return " · ".join(named + ([f"price {price:.4g}"] if price is not None else []))
+
+
+def trace_table(trace: list[dict]) -> Table:
+    """The funnel's trace: candidates into and out of each stage, and its time."""
+    table = Table(title="Trace", title_justify="left")
+    for column in ("stage", "in", "out", "ms", "detail"):
+        table.add_column(column, justify="left" if column in ("stage", "detail") else "right")
+    previous = None
+    for stage in trace:
+        name = stage["stage"]
+        detail = ""
+        if name == "retrieve":
+            detail = ", ".join(
+                f"{n} {c} ({stage['source_ms'][n]:.2f} ms)" for n, c in stage["sources"].items()
+            )
+        elif name == "filter":
+            parts = [f"{n} -{c}" for n, c in stage["removed"].items()]
+            parts += [f"{n} skipped: {why}" for n, why in stage["skipped"].items()]
+            detail = ", ".join(parts)
+        elif name == "rank":
+            detail = f"{stage['scorer']}, trees {stage['score_ms']:.2f} ms"
+        elif name == "diversify":
+            detail = stage["method"]
+        elif name == "take":
+            detail = f"top {stage['k']}, {stage['topped_up']} topped up"
+        inn = stage.get("in", previous)
+        out_ = stage.get("out")
+        table.add_row(
+            name,
+            "" if inn is None else f"{inn:,}",
+            "" if out_ is None else f"{out_:,}",
+            f"{stage['ms']:.2f}",
+            detail,
+        )
+        previous = out_ if out_ is not None else previous
+    return table
 
 
 @click.command()

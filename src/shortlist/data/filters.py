@@ -179,6 +179,11 @@ def _encode(series: pd.Series) -> _Column:
         return _Column(AttrType.NUMBER, values)
     # strings (and anything else) compare as strings, dictionary-encoded: an equality test is
     # then one int comparison per item instead of a Python string comparison
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        # typed strings (the offline store's): factorized as they are, without a Python loop
+        found, uniques = pd.factorize(series, use_na_sentinel=True)
+        categories = {str(u): i for i, u in enumerate(uniques)}
+        return _Column(AttrType.STRING, found.astype(np.int32), categories)
     present = series.notna().to_numpy()
     codes = np.full(len(series), -1, np.int32)
     found, uniques = pd.factorize(np.array([str(v) for v in series[present]], dtype=object))

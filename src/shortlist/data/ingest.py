@@ -26,6 +26,7 @@ from shortlist.data.reader import Rejection, Staged, sql_literal, stage
 from shortlist.data.schema import Manifest, TableInfo
 from shortlist.errors import DataError
 from shortlist.progress import track
+from shortlist.resources import thread_count
 from shortlist.workspace import Workspace
 
 SHOWN_BAD_ROWS = 5  # rows quoted in the error message when ingest fails on bad rows
@@ -69,8 +70,8 @@ def _connect(settings: Settings, tmp: Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'").fetchall()
     con.execute("SET enable_progress_bar = false").fetchall()  # our own bars, not DuckDB's
     con.execute("SET preserve_insertion_order = true").fetchall()  # staged row i is source record i
-    if settings.ingest.threads:
-        con.execute(f"SET threads = {settings.ingest.threads}").fetchall()
+    threads = thread_count(settings.ingest.threads)
+    con.execute(f"SET threads = {threads}").fetchall()
     return con
 
 

@@ -66,6 +66,7 @@ class Manifest(BaseModel):
         path = folder / MANIFEST_FILE
         if not path.is_file():
             raise WorkspaceError(
-                f"no offline store in {folder.parent}: run `shortlist ingest --source DIR` first"
+                f"the workspace {folder.parent} holds no data yet: run `shortlist build --source "
+                "DIR` (or `shortlist ingest --source DIR` for the offline store alone)"
             )
         return cls.model_validate(json.loads(path.read_text()))

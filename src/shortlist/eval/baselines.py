@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from shortlist.config import RetrievalSettings
 from shortlist.data.arrays import Interactions, TrainData
 from shortlist.features.buckets import age_bucket
+from shortlist.resources import thread_count
 from shortlist.retrieval.signals import basket_cooccurrence, decayed_matrix, top_items
 from shortlist.retrieval.sources import TwoTowerSource
 
@@ -226,6 +227,7 @@ class ALS:
                 alpha=self.alpha,
                 random_state=self.seed,
                 calculate_training_loss=False,
+                num_threads=thread_count(),
             )
             self.model_.fit(self.matrix_, show_progress=False)  # type: ignore[attr-defined]
         self.trending_ = trending(data, 100)
@@ -245,10 +247,12 @@ class ALS:
 
 @dataclass
 class TwoTowerNearest:
-    """The two-tower model's nearest items alone, no popularity fill: what the ANN retrieves.
+    """The two-tower model's nearest items alone, no popularity fill.
 
     Not a baseline to beat but a measure of the retrieval model, trained per window with the
-    workspace's [retrieval] settings (`source` may be a window's two-tower already trained).
+    workspace's [retrieval] settings and searched exactly (the index's own recall against exact
+    search is the index benchmark's business); `source` may be a window's two-tower already
+    trained.
     """
 
     settings: RetrievalSettings | None = None
@@ -256,7 +260,7 @@ class TwoTowerNearest:
     name: str = "two_tower"
 
     def fit(self, data: TrainData) -> Self:
-        self.source = (self.source or TwoTowerSource(settings=self.settings)).fit(data)
+        self.source = (self.source or TwoTowerSource(settings=self.settings, exact=True)).fit(data)
         return self
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from shortlist import resources
 from shortlist.config import Settings
 from shortlist.data.arrays import Dataset, Targets, TrainData, from_us, targets
 from shortlist.errors import ConfigError
@@ -159,6 +160,7 @@ def evaluate_workspace(
     from shortlist.data.offline import OfflineStore
 
     settings = workspace.settings()
+    resources.configure(settings)
     chosen = resolve_methods(methods, settings)  # before any work: a typo fails at once
     if source is not None and not is_current(workspace, source, format):
         ingest(workspace, source, format=format)
@@ -190,7 +192,7 @@ def _evaluate_window(
     two_tower: TwoTowerSource | None = None  # one training per window, shared when asked twice
     shared_seconds = 0.0
     if candidates:
-        sources = default_sources(settings.retrieval)
+        sources = default_sources(settings.retrieval, exact=True)
         started = time.perf_counter()
         with scope(f"candidate sources, {where}"):
             results = fit_sources(sources, train, tg.users, max(BUDGETS))

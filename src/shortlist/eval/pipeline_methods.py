@@ -24,7 +24,7 @@ from shortlist.config import DiversifySettings, FilterSettings, Settings
 from shortlist.data.arrays import TrainData
 from shortlist.pipeline.core import Pipeline
 from shortlist.pipeline.funnel import Funnel, attribute_codes, bind_diversifier, bind_filter
-from shortlist.pipeline.training import make_ranker
+from shortlist.pipeline.training import train_ranker
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.diversity import distinct_values, intra_list_diversity
 from shortlist.retrieval.stage import source_name
@@ -100,7 +100,7 @@ class PipelineFamily:
         if base.ranker is None or pipeline.ranking_set_ is None:
             return replace(base, retrieval=retrieval)
         rs = without_source(pipeline.ranking_set_, dropped, base.retrieval.names)
-        ranker = make_ranker(self.settings).fit(*rs.split())
+        ranker = train_ranker(rs, self.settings)
         return replace(base, retrieval=retrieval, ranker=ranker, scorer=ranker)
 
 

@@ -20,6 +20,7 @@ from shortlist.features.base import FeatureOptions, to_utc_naive
 from shortlist.features.engine import ENGINES, connect, engine_name, load_tables, spark_running
 from shortlist.features.store import FeatureStore, FeatureVersion
 from shortlist.progress import track
+from shortlist.resources import thread_count
 from shortlist.workspace import Workspace
 
 
@@ -59,7 +60,7 @@ def _backend(
             engine,
             temp_directory=spill,
             memory_limit=settings.memory_limit or None,
-            threads=settings.threads,
+            threads=thread_count(settings.threads),
         )
         if engine == "duckdb"
         else connect(engine)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shortlist import resources
 from shortlist.data.arrays import end_of_data, from_us, load_dataset
 from shortlist.data.offline import OfflineStore
 from shortlist.pipeline.core import Pipeline
@@ -45,6 +46,7 @@ class BuildSummary:
 def train_pipeline(workspace: Workspace) -> PipelineSummary:
     """Fit the workspace's `[pipeline]` on all its data and save it (see Pipeline.save)."""
     started = time.perf_counter()
+    resources.configure(workspace.settings())
     data = load_dataset(OfflineStore(workspace))
     pipeline = Pipeline.from_config(workspace).fit(data, end_of_data(data))
     path = pipeline.save()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,19 @@ class Catalog:
     def __post_init__(self) -> None:
         self._items = pd.Index(self.item_ids)
         self._users = pd.Index(self.user_ids)
+        self.display_columns = display_columns(self.data)
+
+    def describe(self, item: int) -> dict[str, Any]:
+        """What a person needs to recognise an item: its display attributes and last price."""
+        items = self.data.items
+        out: dict[str, Any] = {}
+        if items is not None:
+            for column in self.display_columns:
+                value = items[column].iat[item]
+                out[column] = None if pd.isna(value) else str(value)
+        price = float(self.price[item])
+        out[PRICE] = None if np.isnan(price) else round(price, 6)
+        return out
 
     @classmethod
     def from_dataset(cls, data: Dataset) -> Catalog:
@@ -77,3 +91,15 @@ def last_price(data: Dataset) -> np.ndarray:
     items, first = np.unique(inter.item[known], return_index=True)
     out[items] = inter.price[known[first]]
     return out
+
+
+def display_columns(data: Dataset, most: int = 4) -> list[str]:
+    """The item attributes that name an item for a person: those whose column name ends in
+    "name" (the H&M adapter's prod_name, product_type_name, ...; many shops' name, brand_name),
+    else the first categorical ones; at most `most`."""
+    if data.items is None:
+        return []
+    usable = [c for c in data.items.columns if data.item_kinds.get(c) != AttributeKind.TEXT]
+    named = [c for c in usable if c.lower().endswith("name")]
+    categorical = [c for c in usable if data.item_kinds.get(c) == AttributeKind.CATEGORICAL]
+    return (named or categorical)[:most]

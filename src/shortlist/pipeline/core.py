@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from shortlist import resources
 from shortlist.config import (
     FilterSettings,
     PipelineSettings,
@@ -51,9 +52,11 @@ class RecommendedItem:
     score: float | None  # the ranker's raw score; None for top-up items
     sources: dict[str, int]  # source -> rank at which it proposed the item
     reasons: list[str] | None = None  # with explain=True
+    attributes: dict[str, Any] = field(default_factory=dict)  # display attributes, last price
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            **self.attributes,  # first: an attribute called "score" cannot hide the score
             "item_id": self.item_id,
             "score": self.score,
             "sources": self.sources,
@@ -178,6 +181,7 @@ class Pipeline:
         if self.workspace is None:
             raise WorkspaceError("this pipeline has no workspace: give one, or call fit()")
         settings = self._settings()
+        resources.configure(settings)
         data = load_dataset(OfflineStore(self.workspace))
         trained = load_trained(self.workspace, self.spec, settings, data)
         past = data.before(trained.cutoff)
@@ -299,7 +303,13 @@ class Pipeline:
                 x = out.features[0, j] if out.features is not None and j is not None else None
                 reasons = explain_row(funnel, sources, x)
             items.append(
-                RecommendedItem(str(funnel.catalog.item_ids[item]), score, sources, reasons)
+                RecommendedItem(
+                    str(funnel.catalog.item_ids[item]),
+                    score,
+                    sources,
+                    reasons,
+                    funnel.catalog.describe(item),
+                )
             )
         return Recommendation(user_id, items, out.trace)
 

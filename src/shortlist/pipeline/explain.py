@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 TOP_CONTRIBUTIONS = 3
 
@@ -30,10 +31,13 @@ def _source_phrase(name: str, rank: int) -> str:
     return f"{words} (#{rank} from {name})"
 
 
-def feature_phrase(name: str, value: float) -> str:
-    """A readable statement of one feature's value."""
+def feature_phrase(name: str, value: float, decoded: str | None = None) -> str:
+    """A readable statement of one feature's value (`decoded`: a categorical code's value)."""
     if np.isnan(value):
         return f"{name.replace('_', ' ')} unknown"
+    if decoded is not None:
+        owner = "its" if name.startswith("item_") else "the customer's"
+        return f"{owner} {name.split('_', 1)[1]} is {decoded}"
     v = float(value)
     fixed = {
         "ui_units": f"they bought it {v:g} time(s) before",
@@ -88,7 +92,22 @@ def explain_row(funnel: Any, sources: dict[str, int], x: np.ndarray | None) -> l
         return out
     contrib = ranker.contributions(x[None, :])[0, :-1]
     for j in np.argsort(-np.abs(contrib))[:TOP_CONTRIBUTIONS]:
+        name = ranker.names_[j]
         direction = "raises" if contrib[j] > 0 else "lowers"
-        out.append(f"{direction} the score by {abs(contrib[j]):.2f}: "
-                   f"{feature_phrase(ranker.names_[j], x[j])}")  # fmt: skip
+        phrase = feature_phrase(name, x[j], _decode(funnel, name, x[j]))
+        out.append(f"{direction} the score by {abs(contrib[j]):.2f}: {phrase}")
     return out
+
+
+def _decode(funnel: Any, name: str, code: float) -> str | None:
+    """The attribute value behind a categorical feature's code (the ranking features code a
+    column's sorted distinct values 0, 1, ...), or None for other features."""
+    if name not in funnel.features.categorical_ or np.isnan(code):
+        return None
+    side, attribute = name.split("_", 1)
+    data = funnel.catalog.data
+    table = data.items if side == "item" else data.users
+    if table is None or attribute not in table.columns:
+        return None
+    values = pd.factorize(table[attribute], sort=True)[1]
+    return str(values[int(code)]) if 0 <= int(code) < len(values) else None

@@ -167,7 +167,17 @@ def fit_ranker(
         users_per_period=r.users_per_week,
         seed=r.seed,
     )
-    ranker = make_ranker(settings).fit(*rs.split())
-    ranker.report_["periods"] = len(np.unique(rs.period))
+    ranker = train_ranker(rs, settings)
     ranker.report_["period_days"] = plan.days
     return ranker, rs
+
+
+def train_ranker(rs: RankingSet, settings: Settings) -> LightGBMRanker:
+    """The ranker on a ranking set: the latest period validates as it is, the older ones train,
+    thinned to the `[ranking] max_rows` budget."""
+    r = settings.ranking
+    train, valid = rs.split()
+    train = train.thin(r.max_rows - len(valid.y), np.random.default_rng(r.seed))
+    ranker = make_ranker(settings).fit(train, valid)
+    ranker.report_["periods"] = len(np.unique(rs.period))
+    return ranker

@@ -14,6 +14,8 @@ import numpy as np
 
 from shortlist.data.arrays import Targets
 
+MIN_NEGATIVES = 20  # per request, whatever the row budget of `RankingSet.thin`
+
 
 @dataclass(frozen=True)
 class RankingSet:
@@ -41,6 +43,19 @@ class RankingSet:
             self.names,
             self.categorical,
         )
+
+    def thin(self, max_rows: int, rng: np.random.Generator) -> RankingSet:
+        """At most about `max_rows` rows: every positive kept, and as many random negatives per
+        request as the budget allows (the same number for every request, at least
+        MIN_NEGATIVES). LightGBM's time grows with the rows; past a few hundred thousand,
+        more negatives of the same requests teach it little (docs/ranking.md has the figures).
+        """
+        if len(self.y) <= max_rows:
+            return self
+        negatives = max(MIN_NEGATIVES, (max_rows - self.positives) // max(1, len(self.group)))
+        rows = np.repeat(np.arange(len(self.group)), self.group)
+        X, y, group = sample_negatives(self.X, self.y, rows, negatives, rng)
+        return RankingSet(X, y, group, self.period, self.names, self.categorical)
 
     def split(self) -> tuple[RankingSet, RankingSet]:
         """(older periods, the latest period): what the ranker trains and validates on."""

@@ -18,6 +18,7 @@ import pandas as pd
 from shortlist.config import AttributeKind
 from shortlist.data.arrays import US_PER_DAY, TrainData
 from shortlist.data.candidates import CandidateSet
+from shortlist.data.memo import per_table
 
 HALF_LIFE_DAYS = 30.0
 
@@ -72,11 +73,19 @@ def choose_attributes(
     """Categorical columns with 2..max_values values, as int codes (-1 missing).
 
     Columns that only rename another one (product_type_no and product_type_name split the items
-    the same way) are kept once, so no feature is counted twice.
+    the same way) are kept once, so no feature is counted twice. Computed once per table
+    object (every period of a ranking set fits on the same tables).
     """
-    out: dict[str, np.ndarray] = {}
     if frame is None:
-        return out
+        return {}
+    key = ("choose_attributes", tuple(kinds.items()), max_values)
+    return per_table(frame, key, lambda: _choose_attributes(frame, kinds, max_values))
+
+
+def _choose_attributes(
+    frame: pd.DataFrame, kinds: dict[str, AttributeKind], max_values: int
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
     for name, kind in kinds.items():
         if kind != AttributeKind.CATEGORICAL or name not in frame.columns:
             continue
@@ -90,9 +99,14 @@ def choose_attributes(
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two code columns (-1 missing, at most max_values codes each) split the rows the
+    same way: as many distinct (a, b) pairs as distinct values of either."""
+
+    def distinct(x: np.ndarray) -> int:
+        return int(np.count_nonzero(np.bincount(x)))
+
     nb = int(b.max()) + 2
-    pairs = len(np.unique((a.astype(np.int64) + 1) * nb + b + 1))
-    return pairs == len(np.unique(a)) == len(np.unique(b))
+    return distinct((a.astype(np.int64) + 1) * nb + b + 1) == distinct(a + 1) == distinct(b + 1)
 
 
 def numeric_attributes(

@@ -9,7 +9,8 @@ every period, latest included, for the number of rounds early stopping found.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -18,8 +19,10 @@ import lightgbm as lgb
 import numpy as np
 
 from shortlist.errors import ConfigError, WorkspaceError
+from shortlist.progress import Advance, track
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.metrics import average_precision
+from shortlist.resources import thread_count
 
 OBJECTIVES = ("lambdarank", "binary")
 MODEL_FILE, META_FILE = "ranker.txt", "ranker.json"
@@ -51,7 +54,7 @@ class LightGBMRanker:
     early_stopping: int = 40
     min_data_in_leaf: int = 0  # 0: grows with the data
     seed: int = 0
-    threads: int = 0  # 0: one below 500k rows (threads only spin there), else every core
+    threads: int = 0  # 0: one below 500k rows (threads only spin there), else [resources]
     booster_: lgb.Booster | None = None
     names_: list[str] = field(default_factory=list)
     categorical_: list[str] = field(default_factory=list)
@@ -66,7 +69,7 @@ class LightGBMRanker:
         min_leaf = self.min_data_in_leaf or int(np.clip(rows // 400, 20, 200))
         return leaves, min_leaf
 
-    def _params(self, objective: str) -> dict[str, Any]:
+    def _params(self, objective: str, threads: int | None = None) -> dict[str, Any]:
         leaves, min_leaf = self.capacity_
         params: dict[str, Any] = {
             "objective": objective,
@@ -79,7 +82,7 @@ class LightGBMRanker:
             "lambda_l2": 1.0,
             "seed": self.seed,
             "deterministic": True,
-            "num_threads": self.threads_,
+            "num_threads": threads or self.threads_,
             "verbosity": -1,
         }
         if objective == "lambdarank":
@@ -113,26 +116,46 @@ class LightGBMRanker:
         choices = OBJECTIVES if self.objective == "auto" else (self.objective,)
         rows = len(train.y) + len(valid.y)
         self.capacity_ = self.capacity(rows, len(train.group))
-        self.threads_ = self.threads or (1 if rows < 500_000 else os.cpu_count() or 1)
-        dtrain = self._dataset(train)
-        dvalid = self._dataset(valid, dtrain)
-        results = {}
-        for objective in choices:
-            booster = lgb.train(
-                self._params(objective),
-                dtrain,
-                num_boost_round=self.max_rounds,
-                valid_sets=[dvalid],
-                callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],
-            )
-            rounds = max(1, booster.best_iteration)
-            score = group_map(booster.predict(valid.X, num_iteration=rounds), valid.y, valid.group)
-            results[objective] = {"valid_map@12": score, "rounds": rounds}
+        self.threads_ = self.threads or (1 if rows < 500_000 else thread_count())
+        # Single-threaded trainings (small sets) of both objectives run side by side, one per
+        # core; LightGBM releases the GIL. Each has its own Datasets: nothing shared is mutated.
+        side_by_side = self.threads_ == 1 and len(choices) > 1 and thread_count() > 1
+        with track(
+            f"Ranker, {' and '.join(choices)}", total=self.max_rounds * len(choices)
+        ) as advance:
+
+            def one(objective: str) -> tuple[str, dict[str, Any]]:
+                dtrain = self._dataset(train)
+                booster = lgb.train(
+                    self._params(objective),
+                    dtrain,
+                    num_boost_round=self.max_rounds,
+                    valid_sets=[self._dataset(valid, dtrain)],
+                    callbacks=[
+                        lgb.early_stopping(self.early_stopping, verbose=False),
+                        _progress(advance, objective),
+                    ],
+                )
+                rounds = max(1, booster.best_iteration)
+                predicted = booster.predict(valid.X, num_iteration=rounds)
+                score = group_map(predicted, valid.y, valid.group)
+                return objective, {"valid_map@12": score, "rounds": rounds}
+
+            if side_by_side:
+                with ThreadPoolExecutor(len(choices)) as pool:
+                    results = dict(pool.map(one, choices))
+            else:
+                results = dict(map(one, choices))
         best = max(results, key=lambda o: results[o]["valid_map@12"])
         full = RankingSet.concat([train, valid])
-        self.booster_ = lgb.train(
-            self._params(best), self._dataset(full), num_boost_round=results[best]["rounds"]
-        )
+        rounds = results[best]["rounds"]
+        with track(f"Ranker, {best} on every period", total=rounds) as advance:
+            self.booster_ = lgb.train(
+                self._params(best, self.threads or thread_count()),  # alone now: every core
+                self._dataset(full),
+                num_boost_round=rounds,
+                callbacks=[_progress(advance)],
+            )
         self.names_, self.categorical_ = list(train.names), list(train.categorical)
         self.report_ = {
             "objective": best,
@@ -193,3 +216,17 @@ class LightGBMRanker:
         if ranker.booster_.feature_name() != ranker.names_:
             raise ConfigError(f"{meta} does not describe the features of {model}")
         return ranker
+
+
+def _progress(advance: Advance, label: str = "") -> Callable[[Any], None]:
+    """A LightGBM callback moving a progress bar one round at a time, with the validation
+    metric (when there is one) beside it."""
+
+    def callback(env: Any) -> None:
+        note = None
+        if env.evaluation_result_list:
+            _, metric, value, _ = env.evaluation_result_list[0][:4]
+            note = f"{label}{': ' if label else ''}valid {metric} {value:.4f}"
+        advance(1, note)
+
+    return callback

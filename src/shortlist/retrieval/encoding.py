@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shortlist.config import AttributeKind
+from shortlist.data.memo import per_table
 
 PAD = 0  # token id 0 is padding; hashed tokens land in 1..buckets-1
 _WORD = re.compile(r"[a-z0-9]+")
@@ -92,7 +93,25 @@ def encode_table(
     text_buckets: int,
     text_width: int = 64,
 ) -> EncodedTable:
-    """Encode the attribute columns of `frame` (sorted by idx) as the towers expect."""
+    """Encode the attribute columns of `frame` (sorted by idx) as the towers expect (once per
+    table object and arguments: each training of an evaluation encodes the same tables)."""
+    numeric = (tuple(stats.names), tuple(stats.mean), tuple(stats.std))
+    key = ("encode_table", tuple(kinds.items()), numeric, cat_buckets, text_buckets, text_width)
+    return per_table(
+        frame,
+        key,
+        lambda: _encode_table(frame, kinds, stats, cat_buckets, text_buckets, text_width),
+    )
+
+
+def _encode_table(
+    frame: pd.DataFrame,
+    kinds: dict[str, AttributeKind],
+    stats: NumericStats,
+    cat_buckets: int,
+    text_buckets: int,
+    text_width: int,
+) -> EncodedTable:
     cats = [c for c, k in kinds.items() if k == AttributeKind.CATEGORICAL]
     texts = [c for c, k in kinds.items() if k == AttributeKind.TEXT]
     # One column of `attr=value` token ids per attribute (PAD where missing; the bags skip

@@ -410,7 +410,10 @@ def _empty(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.is_file() or not (folder / INDEX_FILE).is_file():
-        raise WorkspaceError(f"no vector index in {folder}")
+        raise WorkspaceError(
+            f"no item index in {folder}: run `shortlist build --source DIR` (or `shortlist "
+            "index` after `shortlist train retrieval`)"
+        )
     meta = json.loads(path.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise WorkspaceError(f"the index in {folder} has format {meta.get('format_version')}")

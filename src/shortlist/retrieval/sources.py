@@ -220,10 +220,15 @@ class TwoTowerSource:
 
     Besides its own candidates, it gives every candidate of the union its similarity to the
     user's vector (`columns`): a ranking feature for items other sources proposed.
+
+    exact: search every item vector (no HNSW graph, whatever the catalogue's size). For
+    measuring the model itself on a few hundred users, where building a graph costs more than
+    it saves; a pipeline keeps the index it serves with.
     """
 
     settings: RetrievalSettings | None = None
     name: str = "two_tower"
+    exact: bool = False
     model_: TwoTowerModel | None = None
     index_: ExactIndex | HNSWIndex | None = None
 
@@ -257,7 +262,9 @@ class TwoTowerSource:
             # Exact below 20k items, HNSW above, tuned on recent users: as `shortlist index`.
             self.model_ = model
             self.index_ = index_vectors(
-                model.item_vectors_, model.query_sample(data.interactions, data.cutoff, history)
+                model.item_vectors_,
+                model.query_sample_,
+                exact_below=len(model.item_vectors_) if self.exact else None,
             )
         self.history_ = history
         self.day_ = data.cutoff // US_PER_DAY
@@ -344,13 +351,15 @@ def union(
     return items, ranks
 
 
-def default_sources(settings: RetrievalSettings | None = None) -> list[Source]:
+def default_sources(
+    settings: RetrievalSettings | None = None, *, exact: bool = False
+) -> list[Source]:
     """The sources in their union order: personal signals first, then popularity."""
     return [
         RepurchaseSource(),
         SameGroupSource(),
         CoPurchaseSource(),
-        TwoTowerSource(settings=settings),
+        TwoTowerSource(settings=settings, exact=exact),
         TrendingSource(segment="age", name="trending_age"),
         TrendingSource(),
     ]

@@ -1,0 +1,56 @@
+"""Thread pools, sized in one place: `[resources] threads` of shortlist.toml.
+
+Every engine here keeps a pool: PyTorch (the two-tower), FAISS (the index), LightGBM (the
+ranker), `implicit` (ALS), BLAS (numpy and scipy) and DuckDB (ingest, features). Left alone,
+each starts one thread per core, and the OpenMP ones spin while they wait for work. Next to
+another busy process, threads that spin take the cores from the threads that work: a training
+that takes seconds alone can take minutes. So:
+
+* OpenMP threads sleep instead of spinning when they wait (`OMP_WAIT_POLICY=PASSIVE`, set when
+  `shortlist` is imported, before any engine loads, unless the environment already says);
+* `configure(settings)` sizes every pool to `[resources] threads` (0: the cores this process
+  may use), once per process; the CLI and the API's entry points call it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+_configured: int | None = None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_count(requested: int = 0) -> int:
+    """`requested` threads, or (0) the configured count, or the available cores."""
+    return requested or _configured or available_cores()
+
+
+def configure(settings: Any = None) -> int:
+    """Size the thread pools of every engine to `settings.resources.threads` (0: the available
+    cores). Engines already loaded are resized now; the others read the environment when they
+    load. Returns the thread count."""
+    global _configured
+    wanted = getattr(getattr(settings, "resources", None), "threads", 0) or available_cores()
+    if wanted == _configured:
+        return wanted
+    _configured = wanted
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(wanted)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(wanted)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(wanted)
+    if "numpy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(wanted)  # BLAS and OpenMP libraries loaded so far, until exit
+    return wanted
