@@ -84,6 +84,11 @@ def test_recommend_from_the_cli_with_reasons_and_trace(ws, user_ids):
     assert ranked and any("raises the score" in r or "lowers the score" in r
                           for r in ranked[0]["reasons"])  # fmt: skip
     assert [s["stage"] for s in got["trace"]] == ["retrieve", "filter", "rank", "take"]
+    # each item says what it is: its display attributes (names) and the price it last sold at
+    assert {"prod_name", "product_type_name", "price"} <= set(got["items"][0])
+    table = shortlist("--workspace", str(ws.root), "recommend", "--user", user_ids[0], "--trace")
+    assert table.returncode == 0, table.stderr
+    assert "Trace" in table.stdout and "retrieve" in table.stdout and "{" not in table.stdout
     assert got["trace"][2]["scorer"] in ("compiled", "lightgbm")
     assert 0 < got["trace"][2]["score_ms"] <= got["trace"][2]["ms"]
 
@@ -343,3 +348,17 @@ def test_parts_that_do_not_belong_together_are_refused(ws_copy):
     manifest.write_text(json.dumps(meta))
     with pytest.raises(WorkspaceError, match="offline store changed since the pipeline was"):
         Pipeline.from_config(ws_copy).load()
+
+
+def test_a_categorical_reason_names_the_value_not_its_code(pipeline, user_ids):
+    from shortlist.pipeline.explain import feature_phrase
+
+    assert (
+        feature_phrase("item_colour_group_name", 3.0, "Black") == "its colour_group_name is Black"
+    )
+    assert feature_phrase("user_club_member_status", 1.0, "ACTIVE") == (
+        "the customer's club_member_status is ACTIVE"
+    )
+    reasons = [r for u in user_ids for i in pipeline.recommend(u, explain=True).items
+               for r in i.reasons]  # fmt: skip
+    assert not any(r.endswith(("its department_no", "its section_no")) for r in reasons)

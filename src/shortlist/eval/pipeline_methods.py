@@ -166,4 +166,4 @@ def without_source(rs: RankingSet, dropped: str, sources: list[str]) -> RankingS
 
 def _vectors(funnel: Funnel) -> np.ndarray | None:
     tt = funnel.retrieval.two_tower
-    return tt.model_.item_vectors_ if tt is not None and tt.model_ is not None else None
+    return tt.item_vectors if tt is not None else None

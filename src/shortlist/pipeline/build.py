@@ -53,13 +53,7 @@ def train_pipeline(workspace: Workspace) -> PipelineSummary:
     funnel = pipeline.funnel_
     assert funnel is not None
     tt = funnel.retrieval.two_tower
-    two_tower = None
-    if tt is not None and tt.model_ is not None:
-        two_tower = {
-            **tt.model_.schedule_,
-            "epochs_run": len(tt.model_.history_),
-            "index": "exact" if tt.index_ is not None and tt.index_.is_exact else "hnsw",
-        }
+    two_tower = tt.summary() if tt is not None else None
     ranker = funnel.ranker
     return PipelineSummary(
         path,

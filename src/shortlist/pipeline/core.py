@@ -237,7 +237,7 @@ class Pipeline:
 
     def _funnel(self, catalog, retrieval, train, features, ranker, scorer) -> Funnel:
         tt = retrieval.two_tower
-        vectors = tt.model_.item_vectors_ if tt is not None and tt.model_ is not None else None
+        vectors = tt.item_vectors if tt is not None else None
         return Funnel(
             catalog,
             retrieval,

@@ -66,10 +66,7 @@ def save_trained(workspace: Workspace, spec: PipelineSettings, funnel: Funnel, c
     }
     tt = funnel.retrieval.two_tower
     if tt is not None:
-        assert tt.model_ is not None and tt.index_ is not None, "fit first"
-        tt.model_.save(model_folder(workspace))
-        tt.index_.save(index_folder(workspace), model=tt.model_.fingerprint_)
-        manifest["two_tower"], manifest["index"] = tt.model_.fingerprint_, tt.index_.fingerprint_
+        manifest.update(tt.save(model_folder(workspace), index_folder(workspace)))
     if funnel.ranker is not None:
         folder = ranker_folder(workspace)
         funnel.ranker.save(folder)

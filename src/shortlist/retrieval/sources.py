@@ -8,6 +8,7 @@ ranking feature found by the 3rd-place H&M team.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 
 import numpy as np
@@ -245,6 +246,28 @@ class TwoTowerSource:
     @property
     def is_trained(self) -> bool:
         return self.model_ is not None and self.index_ is not None
+
+    @property
+    def item_vectors(self) -> np.ndarray | None:
+        """(n_items, dim) unit vectors of the catalogue, once trained."""
+        return self.model_.item_vectors_ if self.model_ is not None else None
+
+    def save(self, model_folder: Path, index_folder: Path) -> dict[str, str]:
+        """The model and its index, each in its folder; returns their fingerprints
+        ({"two_tower": ..., "index": ...}), which the index also records for the model."""
+        assert self.model_ is not None and self.index_ is not None, "fit first"
+        self.model_.save(model_folder)
+        self.index_.save(index_folder, model=self.model_.fingerprint_)
+        return {"two_tower": self.model_.fingerprint_, "index": str(self.index_.fingerprint_)}
+
+    def summary(self) -> dict[str, Any]:
+        """How the model was trained (examples, batch, epochs) and which index it has."""
+        assert self.model_ is not None and self.index_ is not None, "fit first"
+        return {
+            **self.model_.schedule_,
+            "epochs_run": len(self.model_.history_),
+            "index": "exact" if self.index_.is_exact else "hnsw",
+        }
 
     def fit(self, data: TrainData) -> Self:
         from shortlist.retrieval.history import HistoryIndex
