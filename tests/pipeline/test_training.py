@@ -20,6 +20,7 @@ from shortlist.retrieval.sources import (
     RepurchaseSource,
     SameGroupSource,
     TrendingSource,
+    TwoTowerSource,
 )
 from shortlist.retrieval.stage import Retrieval
 from shortlist.workspace import open_workspace
@@ -132,21 +133,33 @@ def test_group_map_by_hand():
     assert group_map(scores, y, np.array([3, 2])) == pytest.approx(((0.5 + 2 / 3) / 2 + 1) / 2)
 
 
-def test_dropping_a_source_equals_building_without_it(data, cutoff):
-    """What `pipeline_no_<source>` relies on (eval/pipeline_methods.py)."""
+@pytest.mark.parametrize("dropped", ["copurchase", "two_tower"])
+def test_dropping_a_source_equals_building_without_it(data, cutoff, dropped):
+    """What `pipeline_no_<source>` relies on (eval/pipeline_methods.py); the two-tower also
+    takes away the similarity column it gives every candidate."""
+    from shortlist.config import RetrievalSettings
     from shortlist.eval.pipeline_methods import without_source
 
+    tiny = RetrievalSettings(dim=8, hidden=16, epochs=1, max_epochs=1, min_steps=0)
+
+    def sources(without: str = "") -> Retrieval:
+        made = [(RepurchaseSource(), 30), (SameGroupSource(), 30), (CoPurchaseSource(), 50),
+                (TwoTowerSource(settings=tiny), 30), (TrendingSource(), 50)]  # fmt: skip
+        return Retrieval([(s, k) for s, k in made if s.name != without])
+
     kw = dict(negatives_per_user=10_000)
-    full = build_ranking_set(data, cutoff, retrieval(), RankingFeatures, Plan(2, 7), **kw)
-    names = ["repurchase", "same_group", "copurchase", "trending"]
-    dropped = without_source(full, "copurchase", names)
-    fewer = Retrieval([(RepurchaseSource(), 30), (SameGroupSource(), 30), (TrendingSource(), 50)])
-    direct = build_ranking_set(data, cutoff, fewer, RankingFeatures, Plan(2, 7), **kw)
-    assert dropped.names == direct.names
-    assert dropped.group.tolist() == direct.group.tolist()
+    full_sources = sources()
+    full = build_ranking_set(data, cutoff, full_sources, RankingFeatures, Plan(2, 7), **kw)
+    assert "two_tower_similarity" in full.names
+    dropped_set = without_source(
+        full, dropped, full_sources.names, full_sources.columns_of(dropped)
+    )
+    direct = build_ranking_set(data, cutoff, sources(dropped), RankingFeatures, Plan(2, 7), **kw)
+    assert dropped_set.names == direct.names
+    assert dropped_set.group.tolist() == direct.group.tolist()
     # rows come in another order within a group (the union interleaves other sources)
     key = lambda rs: np.lexsort(np.nan_to_num(rs.X, nan=-1.0).T[::-1])  # noqa: E731
-    np.testing.assert_array_equal(dropped.X[key(dropped)], direct.X[key(direct)])
+    np.testing.assert_array_equal(dropped_set.X[key(dropped_set)], direct.X[key(direct)])
 
 
 def test_thinning_keeps_every_positive_and_the_same_negatives_per_request(ranking_set):

@@ -15,6 +15,7 @@ the set without it, since the union keeps every proposed item.
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Self
 
@@ -99,7 +100,9 @@ class PipelineFamily:
         retrieval = base.retrieval.without(dropped)
         if base.ranker is None or pipeline.ranking_set_ is None:
             return replace(base, retrieval=retrieval)
-        rs = without_source(pipeline.ranking_set_, dropped, base.retrieval.names)
+        rs = without_source(
+            pipeline.ranking_set_, dropped, base.retrieval.names, base.retrieval.columns_of(dropped)
+        )
         ranker = train_ranker(rs, self.settings)
         return replace(base, retrieval=retrieval, ranker=ranker, scorer=ranker)
 
@@ -136,17 +139,18 @@ class PipelineVariant:
         return out
 
 
-def without_source(rs: RankingSet, dropped: str, sources: list[str]) -> RankingSet:
-    """The ranking set as if `dropped` had not been a source."""
+def without_source(
+    rs: RankingSet, dropped: str, sources: list[str], columns: Sequence[str] = ()
+) -> RankingSet:
+    """The ranking set as if `dropped` had not been a source (`columns`: the extra candidate
+    columns it added, e.g. the two-tower similarity)."""
     names = rs.names
     rank_cols = [names.index(f"{s}_rank") for s in sources if s != dropped]
     proposed = ~np.isnan(rs.X[:, rank_cols])
     keep_rows = proposed.any(axis=1)
     X = rs.X.copy()
     X[:, names.index("n_sources")] = proposed.sum(axis=1)
-    gone = {f"{dropped}_rank", f"{dropped}_score"}
-    if dropped == "two_tower":
-        gone.add("two_tower_similarity")
+    gone = {f"{dropped}_rank", f"{dropped}_score", *columns}
     keep_cols = [i for i, n in enumerate(names) if n not in gone]
     group_of = np.repeat(np.arange(len(rs.group)), rs.group)[keep_rows]
     y = rs.y[keep_rows]

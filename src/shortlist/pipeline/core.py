@@ -316,8 +316,7 @@ class Pipeline:
 
 def check_features(ranker: LightGBMRanker, features: RankingFeatures, retrieval: Retrieval) -> None:
     """The ranker must have been trained on exactly the features this funnel computes."""
-    columns = ["two_tower_similarity"] if retrieval.two_tower is not None else []
-    expected = features.feature_names(retrieval.names, columns)
+    expected = features.feature_names(retrieval.names, retrieval.column_names)
     if list(ranker.names_) != expected:
         raise WorkspaceError(
             "the ranker was trained for other sources or features than this pipeline's: "

@@ -38,7 +38,8 @@ class Source(Protocol):
 
     A source may also define `columns(users, items, state) -> {name: (n, m) float32}`: values
     for every candidate of the union (e.g. the two-tower similarity of items other sources
-    proposed), given the `state` its own `candidates` returned for the same call.
+    proposed), given the `state` its own `candidates` returned for the same call; their names
+    are its `column_names`.
     """
 
     name: str
@@ -310,6 +311,11 @@ class TwoTowerSource:
             out_s[lo : lo + 4096] = np.where(found, scores, np.nan)
         return Candidates(out_i, out_s, queries)
 
+    @property
+    def column_names(self) -> list[str]:
+        """The names of what `columns` returns."""
+        return [f"{self.name}_similarity"]
+
     def columns(
         self, users: np.ndarray, items: np.ndarray, queries: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
@@ -324,7 +330,7 @@ class TwoTowerSource:
             inside = (block >= 0) & (block < len(vectors))
             sim = np.einsum("nd,nmd->nm", q, vectors[np.where(inside, block, 0)])
             out[lo : lo + 1024] = np.where(inside, sim, np.nan)
-        return {f"{self.name}_similarity": out}
+        return {self.column_names[0]: out}
 
 
 def union(

@@ -56,6 +56,17 @@ class Retrieval:
         """The two-tower source, if the stage has one."""
         return next((s for s, _ in self.sources if isinstance(s, TwoTowerSource)), None)
 
+    @property
+    def column_names(self) -> list[str]:
+        """The extra per-candidate columns the sources add (CandidateSet.columns), in order."""
+        return [c for s, _ in self.sources for c in getattr(s, "column_names", [])]
+
+    def columns_of(self, name: str) -> list[str]:
+        """The extra columns the source called `name` adds."""
+        return [
+            c for s, _ in self.sources if s.name == name for c in getattr(s, "column_names", [])
+        ]
+
     def without(self, name: str) -> Retrieval:
         """The same fitted sources but one (an ablation)."""
         return Retrieval([(s, k) for s, k in self.sources if s.name != name], fitted_=True)
