@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import numpy as np
@@ -85,7 +86,7 @@ def test_recommend_from_the_cli_with_reasons_and_trace(ws, user_ids):
                           for r in ranked[0]["reasons"])  # fmt: skip
     assert [s["stage"] for s in got["trace"]] == ["retrieve", "filter", "rank", "take"]
     # each item says what it is: its display attributes (names) and the price it last sold at
-    assert {"prod_name", "product_type_name", "price"} <= set(got["items"][0])
+    assert {"product_type_name", "colour_group_name", "price"} <= set(got["items"][0])
     table = shortlist("--workspace", str(ws.root), "recommend", "--user", user_ids[0], "--trace")
     assert table.returncode == 0, table.stderr
     assert "Trace" in table.stdout and "retrieve" in table.stdout and "{" not in table.stdout
@@ -361,4 +362,7 @@ def test_a_categorical_reason_names_the_value_not_its_code(pipeline, user_ids):
     )
     reasons = [r for u in user_ids for i in pipeline.recommend(u, explain=True).items
                for r in i.reasons]  # fmt: skip
-    assert not any(r.endswith(("its department_no", "its section_no")) for r in reasons)
+    # a categorical contribution names its value ("its product_type_no is 275"), never just
+    # the attribute ("raises the score by 0.42: its department_no")
+    assert not [r for r in reasons if re.search(r"score by [0-9.]+: its \w+$", r)]
+    assert any(re.search(r"score by [0-9.]+: its \w+ is ", r) for r in reasons)
