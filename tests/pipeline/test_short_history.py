@@ -56,6 +56,15 @@ def test_with_too_little_to_hold_out_it_trains_on_all_and_keeps_the_last_epoch(d
     assert model.val_days_ == 0
     assert [e["val_recall@100"] for e in model.history_] == [None] * len(model.history_)
     assert np.isfinite(model.item_vectors_).all()
+    # and `shortlist train retrieval`'s table says so rather than failing on the missing recall
+    from rich.console import Console
+
+    from shortlist.cli.models import epochs_table
+
+    console = Console(width=80, record=True)
+    console.print(epochs_table(model.history_))
+    rows = [line for line in console.export_text().splitlines() if line.strip()[:2] == "│ "]
+    assert len(rows) == len(model.history_) and all(r.rstrip(" │").endswith("-") for r in rows)
 
 
 def test_no_purchases_to_train_on_is_a_clear_error_not_nan(days):

@@ -26,15 +26,22 @@ def train_retrieval(ctx: click.Context) -> None:
     from shortlist.retrieval.build import train_retrieval as run
 
     s = run(workspace(ctx))
-    table = Table(title="Two-tower training", title_justify="left")
-    for col in ("epoch", "loss", "val recall@100"):
-        table.add_column(col, justify="right")
-    for e in s.epochs:
-        table.add_row(str(e["epoch"]), f"{e['loss']:.3f}", f"{e['val_recall@100']:.4f}")
-    out.print(table)
+    out.print(epochs_table(s.epochs))
     out.print(
         f"Trained on {s.examples:,} purchases in {s.seconds:.1f} s; saved to [bold]{s.folder}[/]"
     )
+
+
+def epochs_table(epochs: list[dict]) -> Table:
+    """Loss and validation recall per epoch ("-" where a short history held nothing out)."""
+    table = Table(title="Two-tower training", title_justify="left")
+    for col in ("epoch", "loss", "val recall@100"):
+        table.add_column(col, justify="right")
+    for e in epochs:
+        recall = e["val_recall@100"]
+        shown = "-" if recall is None else f"{recall:.4f}"
+        table.add_row(str(e["epoch"]), f"{e['loss']:.3f}", shown)
+    return table
 
 
 @click.command("index")

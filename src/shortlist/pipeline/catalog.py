@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,16 +34,22 @@ class Catalog:
     def __post_init__(self) -> None:
         self._items = pd.Index(self.item_ids)
         self._users = pd.Index(self.user_ids)
-        self.display_columns = display_columns(self.data)
+
+    @cached_property
+    def _display(self) -> dict[str, np.ndarray]:
+        """The display attributes as plain arrays (None where missing), made on first use:
+        `describe` runs for every item a request returns; evaluation never asks."""
+        items = self.data.items
+        if items is None:
+            return {}
+        return {
+            c: items[c].astype("string").to_numpy(dtype=object, na_value=None)
+            for c in display_columns(self.data)
+        }
 
     def describe(self, item: int) -> dict[str, Any]:
         """What a person needs to recognise an item: its display attributes and last price."""
-        items = self.data.items
-        out: dict[str, Any] = {}
-        if items is not None:
-            for column in self.display_columns:
-                value = items[column].iat[item]
-                out[column] = None if pd.isna(value) else str(value)
+        out: dict[str, Any] = {c: values[item] for c, values in self._display.items()}
         price = float(self.price[item])
         out[PRICE] = None if np.isnan(price) else round(price, 6)
         return out

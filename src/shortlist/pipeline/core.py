@@ -218,7 +218,7 @@ class Pipeline:
             features = make_features(settings).fit(train)
             check_features(ranker, features, retrieval)
         self.cutoff_ = cutoff
-        # LightGBM's own predict: batches are large here, and `save` compiles for serving
+        # LightGBM's own predict: batches are large here; `load` compiles the trees to serve
         self.funnel_ = self._funnel(catalog, retrieval, train, features, ranker, ranker)
         return self
 
@@ -231,7 +231,7 @@ class Pipeline:
         """
         from shortlist.pipeline.saved import save_trained
 
-        if self.workspace is None or self.funnel_ is None or getattr(self, "cutoff_", None) is None:
+        if self.workspace is None or self.funnel_ is None or self.cutoff_ is None:
             raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
         return save_trained(self.workspace, self.spec, self.funnel_, self.cutoff_)
 

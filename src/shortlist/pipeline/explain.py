@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shortlist.data.memo import per_table
+
 TOP_CONTRIBUTIONS = 3
 
 SOURCE_WORDS = {
@@ -109,5 +111,8 @@ def _decode(funnel: Any, name: str, code: float) -> str | None:
     table = data.items if side == "item" else data.users
     if table is None or attribute not in table.columns:
         return None
-    values = pd.factorize(table[attribute], sort=True)[1]
+    # once per table and attribute: a request explains a dozen items, each several features
+    values = per_table(
+        table, ("sorted_values", attribute), lambda: pd.factorize(table[attribute], sort=True)[1]
+    )
     return str(values[int(code)]) if 0 <= int(code) < len(values) else None
