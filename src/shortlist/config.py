@@ -98,6 +98,7 @@ class RankingSettings(_Section):
     max_rounds: int = Field(500, ge=1, le=100000)
     early_stopping: int = Field(40, ge=1)
     max_category_values: int = Field(256, ge=2)
+    guard: bool = True
     affinity_attributes: int = Field(5, ge=0, le=100)
     compiled: bool = True
     threads: int = Field(0, ge=0, le=256)

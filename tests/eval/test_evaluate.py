@@ -183,6 +183,32 @@ def test_report_contract():
     assert m["recall@100"] >= m["recall@12"]
     assert [set(w) >= {"cutoff", "map@12"} for w in m["per_window"]] == [True, True]
     assert m["map@12"] == pytest.approx(np.mean([w["map@12"] for w in m["per_window"]]))
+    # every figure with its uncertainty
+    for key in ("map@12_se", "map@12_window_sd", "recall@12_se"):
+        assert m[key] >= 0
+    assert "compared" not in m  # the reference itself
+    assert not any(key.startswith("_") for w in m["per_window"] for key in w)
+
+
+def test_every_method_is_compared_with_the_best_baseline_or_the_one_named():
+    from shortlist.eval.baselines import PopularByAge, RepurchaseTrending
+
+    methods = {"popular": Popular, "popular_by_age": PopularByAge, "rt": RepurchaseTrending}
+    report = evaluate(_dataset(), methods, n_windows=2)
+    maps = {n: m["map@12"] for n, m in report["methods"].items()}
+    best = max(["popular", "popular_by_age"], key=maps.get)  # "rt" is not a baseline name
+    for name, m in report["methods"].items():
+        if name == best:
+            assert "compared" not in m
+            continue
+        c = m["compared"]
+        assert c["reference"] == best and c["windows"] == 2
+        assert c["ratio"] == pytest.approx(maps[name] / maps[best], abs=1e-4)
+        assert c["ci95"][0] <= c["ratio"] <= c["ci95"][1]
+    named = evaluate(_dataset(), methods, n_windows=2, compare_to="rt")
+    assert named["methods"]["popular"]["compared"]["reference"] == "rt"
+    with pytest.raises(ConfigError, match="compare-to 'als' is not one of the methods run"):
+        evaluate(_dataset(), methods, compare_to="als")
 
 
 def test_bad_protocol_arguments():
@@ -225,3 +251,31 @@ def test_cli_on_hm_sample_matches_the_published_cross_check(hm_sample, tmp_path)
     assert 0.0002 < methods["popular"]["map@12"] < 0.0015
     assert 0.008 < methods["repurchase_trending"]["map@12"] < 0.015
     assert "repurchase_trending" in result.stderr  # the table goes to stderr with --json -
+    # the comparison: repurchase_trending, the best baseline here, is the reference
+    assert methods["popular"]["compared"]["reference"] == "repurchase_trending"
+    assert "95% bootstrap interval" in result.stderr
+    # ... and the same run on one half of the customers (a disjoint population)
+    parts = []
+    for part in ("1/2", "2/2"):
+        result = subprocess.run(
+            [sys.executable, "-m", "shortlist.cli", "-q", "-w", str(tmp_path / "ws"), "evaluate",
+             "--windows", "12", "--json", "-", "--methods", "popular,repurchase_trending",
+             "--user-part", part],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        half = json.loads(result.stdout)
+        assert half["protocol"]["user_part"] == part
+        parts.append(half["methods"]["popular"]["users_scored"])
+        assert "Warning: popular vs repurchase_trending" in result.stderr  # too few users
+    # every scored customer of the whole is scored in exactly one half
+    assert sum(parts) == methods["popular"]["users_scored"]
+    assert all(p > 0.3 * methods["popular"]["users_scored"] for p in parts)
+
+
+def test_cli_rejects_a_malformed_user_part(tmp_path):
+    from tests.test_cli import shortlist
+
+    result = shortlist("-w", str(tmp_path / "ws"), "evaluate", "--user-part", "3/2")
+    assert result.returncode != 0
+    assert "'3/2': I must be from 1 to N" in result.stderr

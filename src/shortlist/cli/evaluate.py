@@ -57,6 +57,19 @@ from shortlist.cli.common import err, out, workspace, workspace_option
     is_flag=True,
     help="Also report each candidate source's recall at 50/100/300/500 candidates.",
 )
+@click.option(
+    "--compare-to",
+    metavar="METHOD",
+    help="Compare every method with METHOD (ratio of MAP@k, 95% bootstrap interval over "
+    "users, windows won). [default: the run's best baseline]",
+)
+@click.option(
+    "--user-part",
+    metavar="I/N",
+    callback=lambda ctx, param, value: _part(value),
+    help="Only the users in part I of N (a stable hash of the user id) and their "
+    "interactions: check a result on customers disjoint from another part's.",
+)
 @click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
 @click.pass_context
 def evaluate(
@@ -68,11 +81,18 @@ def evaluate(
     k: int,
     methods: str | None,
     candidates: bool,
+    compare_to: str | None,
+    user_part: tuple[int, int] | None,
     json_out: str | None,
 ) -> None:
     """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
     from shortlist.eval.evaluate import evaluate_workspace
-    from shortlist.eval.report import candidates_table, filters_note, report_table
+    from shortlist.eval.report import (
+        candidates_table,
+        filters_note,
+        report_table,
+        uncertainty_notes,
+    )
 
     report = evaluate_workspace(
         workspace(ctx),
@@ -83,11 +103,13 @@ def evaluate(
         holdout_days=holdout_days,
         k=k,
         candidates=candidates,
+        compare_to=compare_to,
+        user_part=user_part,
     )
     text = json.dumps(report, indent=2)
     console = err if json_out == "-" else out
     console.print(report_table(report))
-    for line in filters_note(report):
+    for line in uncertainty_notes(report) + filters_note(report):
         console.print(line, highlight=False)
     if "candidates" in report:
         console.print(candidates_table(report))
@@ -96,3 +118,15 @@ def evaluate(
     elif json_out:
         Path(json_out).write_text(text + "\n")
         out.print(f"Report written to [bold]{json_out}[/]")
+
+
+def _part(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        part, parts = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not I/N, e.g. 1/2") from None
+    if not 1 <= part <= parts:
+        raise click.BadParameter(f"'{value}': I must be from 1 to N")
+    return part, parts

@@ -116,7 +116,11 @@ def trace_table(trace: list[dict]) -> Table:
             parts += [f"{n} skipped: {why}" for n, why in stage["skipped"].items()]
             detail = ", ".join(parts)
         elif name == "rank":
-            detail = f"{stage['scorer']}, trees {stage['score_ms']:.2f} ms"
+            detail = stage["scorer"]
+            if stage.get("ranker", "").startswith("bypassed"):
+                detail += f" ({stage['ranker']})"
+            elif stage["score_ms"]:
+                detail += f", trees {stage['score_ms']:.2f} ms"
         elif name == "diversify":
             detail = stage["method"]
         elif name == "take":

@@ -19,6 +19,7 @@ from shortlist.eval.baselines import BASELINES, Recommender, TwoTowerNearest
 from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
 from shortlist.eval.pipeline_methods import PipelineFamily, pipeline_methods
 from shortlist.eval.protocol import Window, windows
+from shortlist.eval.uncertainty import compare, standard_error, window_spread
 from shortlist.progress import scope, track
 from shortlist.ranking.metrics import average_precision, coverage, ndcg, recall
 from shortlist.retrieval.sources import TwoTowerSource, default_sources
@@ -58,10 +59,11 @@ def resolve_methods(
     return {n: available[n] for n in chosen}
 
 
-def score(recs: np.ndarray, tg: Targets, k: int, deep: int = DEEP) -> dict[str, float]:
+def score(recs: np.ndarray, tg: Targets, k: int, deep: int = DEEP) -> dict[str, Any]:
     """Mean metrics over the window's users (rows of `recs` follow `tg.users`).
 
     MAP, recall and NDCG at `k` on the first k columns; recall at `deep` on up to `deep`.
+    "aps" and "recalls" hold the per-user AP@k and recall@k (for the uncertainty).
     """
     aps, recalls, ndcgs, deep_recalls = [], [], [], []
     for i, row in enumerate(recs.tolist()):
@@ -75,6 +77,8 @@ def score(recs: np.ndarray, tg: Targets, k: int, deep: int = DEEP) -> dict[str, 
         "recall": float(np.mean(recalls)),
         "ndcg": float(np.mean(ndcgs)),
         "recall_deep": float(np.mean(deep_recalls)),
+        "aps": np.asarray(aps),
+        "recalls": np.asarray(recalls),
     }
 
 
@@ -87,8 +91,14 @@ def evaluate(
     k: int = 12,
     candidates: bool = False,
     settings: Settings | None = None,
+    compare_to: str | None = None,
 ) -> dict[str, Any]:
     """Every method on every window; the result follows the `shortlist evaluate --json` contract.
+
+    Every method's figures carry their standard error over users and their spread over
+    windows; every method is compared, paired on the same users, with `compare_to` (default:
+    the run's best baseline): the ratio of MAP@k with its 95 % bootstrap interval and the
+    windows won (see eval/uncertainty.py).
 
     Methods see `TrainData.before(data, cutoff)` only, with the business rules that hold in
     the past (`Rules.as_of_past`: regions and age limits, not the end-of-data inventory).
@@ -100,6 +110,11 @@ def evaluate(
     """
     if n_windows < 1 or holdout_days < 1 or k < 1:
         raise ConfigError("windows, holdout days and k must be at least 1")
+    if compare_to is not None and compare_to not in methods:
+        raise ConfigError(
+            f"--compare-to '{compare_to}' is not one of the methods run ({', '.join(methods)})",
+            key="compare_to",
+        )
     settings = settings or Settings()
     inter = data.interactions
     wins = windows(int(inter.time[-1]), holdout_days, n_windows)
@@ -136,7 +151,12 @@ def evaluate(
             "k": k,
             "cutoffs": [from_us(w.cutoff).isoformat() for w in wins],
         },
-        "methods": {name: _summary(rows, k) for name, rows in per_method.items()},
+        "methods": _with_comparisons(
+            {name: _summary(rows, k) for name, rows in per_method.items()},
+            per_method,
+            k,
+            compare_to,
+        ),
         **extra,
     }
 
@@ -151,10 +171,13 @@ def evaluate_workspace(
     holdout_days: int = 7,
     k: int = 12,
     candidates: bool = False,
+    compare_to: str | None = None,
+    user_part: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """`evaluate` on a workspace's offline store (ingesting `source` first unless the store
     already holds it unchanged), methods named (default: every baseline), with the
-    workspace's settings."""
+    workspace's settings. `user_part` (i, n) keeps part i of n of the users (by a hash of
+    their id, see Dataset.user_part) and their interactions: a disjoint population."""
     from shortlist.data.arrays import load_dataset
     from shortlist.data.ingest import ingest, is_current
     from shortlist.data.offline import OfflineStore
@@ -164,15 +187,22 @@ def evaluate_workspace(
     chosen = resolve_methods(methods, settings)  # before any work: a typo fails at once
     if source is not None and not is_current(workspace, source, format):
         ingest(workspace, source, format=format)
-    return evaluate(
-        load_dataset(OfflineStore(workspace)),
+    data = load_dataset(OfflineStore(workspace))
+    if user_part is not None:
+        data = data.user_part(*user_part)
+    report = evaluate(
+        data,
         chosen,
         n_windows=n_windows,
         holdout_days=holdout_days,
         k=k,
         candidates=candidates,
         settings=settings,
+        compare_to=compare_to,
     )
+    if user_part is not None:
+        report["protocol"]["user_part"] = f"{user_part[0]}/{user_part[1]}"
+    return report
 
 
 def _evaluate_window(
@@ -223,6 +253,8 @@ def _evaluate_window(
                 f"coverage@{k}": coverage(recs, data.n_items),
                 "users_scored": len(tg.users),
                 "seconds": round(time.perf_counter() - started, 3),
+                "_aps": metrics["aps"],  # per user, for the uncertainty; not in the report
+                "_recalls": metrics["recalls"],
             }
         )
         advance(1)
@@ -234,13 +266,51 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     keys = list(dict.fromkeys([f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"recall@{DEEP}"]))
     keys.append(f"coverage@{k}")
     keys += [key for key in rows[0] if key.startswith(("distinct_", "ild@")) and key not in keys]
+    aps, recalls = [r["_aps"] for r in rows], [r["_recalls"] for r in rows]
     return {
         **{key: mean(r[key] for r in rows) for key in keys},
+        f"map@{k}_se": standard_error(aps),
+        f"map@{k}_window_sd": window_spread(aps),
+        f"recall@{k}_se": standard_error(recalls),
         "filters": rows[0].get("filters", {}),
         "users_scored": sum(r["users_scored"] for r in rows),
         "seconds": round(sum(r["seconds"] for r in rows), 3),
+        **_ranking(rows),
         "per_window": [
-            {"cutoff": r["cutoff"], f"map@{k}": r[f"map@{k}"], "users_scored": r["users_scored"]}
+            {
+                "cutoff": r["cutoff"],
+                f"map@{k}": r[f"map@{k}"],
+                "users_scored": r["users_scored"],
+                **({"ranking": r["ranking"]} if "ranking" in r else {}),
+            }
             for r in rows
         ],
     }
+
+
+def _ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """For a pipeline with a guard: in how many windows the ranker served (pipeline/guard.py)."""
+    notes = [r["ranking"] for r in rows if "ranking" in r]
+    if not notes:
+        return {}
+    return {"ranker_served": f"{sum(not n.startswith('bypassed') for n in notes)}/{len(notes)}"}
+
+
+def _with_comparisons(
+    summaries: dict[str, dict[str, Any]],
+    rows: dict[str, list[dict[str, Any]]],
+    k: int,
+    compare_to: str | None,
+) -> dict[str, dict[str, Any]]:
+    """Each method's summary with "compared" (see eval/uncertainty.py): against `compare_to`,
+    else the best baseline of the run by MAP@k; nothing when the run has neither."""
+    baselines = [n for n in summaries if n in BASELINES]
+    reference = compare_to or max(baselines, key=lambda n: summaries[n][f"map@{k}"], default=None)
+    if reference is None:
+        return summaries
+    ref = [r["_aps"] for r in rows[reference]]
+    for name, summary in summaries.items():
+        if name != reference:
+            c = compare(name, [r["_aps"] for r in rows[name]], reference, ref)
+            summary["compared"] = c.to_dict()
+    return summaries

@@ -2,6 +2,7 @@
 
     pipeline                  the [pipeline] of shortlist.toml, as `shortlist recommend` runs it
     pipeline_no_ranker        the same candidates and filters, in the sources' interleaved order
+    pipeline_no_guard         the ranker served even where the guard chose a source order
     pipeline_no_<source>      without one source (its candidates and features), ranker retrained
     pipeline_div_<method>     with a diversity step (round_robin, max_per_value, mmr, revenue)
     pipeline_with_<filter>    with one more filter, e.g. pipeline_with_not_bought_before
@@ -37,7 +38,7 @@ FILTERS = typing.get_args(FilterSettings.model_fields["name"].annotation)  # eve
 
 def pipeline_methods(settings: Settings) -> list[str]:
     """Every pipeline-family method name for these settings."""
-    names = [PIPELINE, f"{PIPELINE}_no_ranker"]
+    names = [PIPELINE, f"{PIPELINE}_no_ranker", f"{PIPELINE}_no_guard"]
     names += [f"{PIPELINE}_no_{source_name(s)}" for s in settings.pipeline.sources]
     names += [f"{PIPELINE}_div_{m}" for m in DIVERSIFY]
     configured = {f.name for f in settings.pipeline.filters}
@@ -85,7 +86,9 @@ class PipelineFamily:
         if not variant:
             return base
         if variant == "no_ranker":
-            return replace(base, features=None, ranker=None, scorer=None)
+            return replace(base, features=None, ranker=None, scorer=None, order=None)
+        if variant == "no_guard":
+            return replace(base, order=None, ranking_note="")
         if variant.startswith("div_"):
             method = variant[4:]
             spec = DiversifySettings(method=method, by=self.diversity_attribute(base))
@@ -103,8 +106,10 @@ class PipelineFamily:
         rs = without_source(
             pipeline.ranking_set_, dropped, base.retrieval.names, base.retrieval.columns_of(dropped)
         )
-        ranker = train_ranker(rs, self.settings)
-        return replace(base, retrieval=retrieval, ranker=ranker, scorer=ranker)
+        ranker = train_ranker(rs, self.settings, base.ranker.report_.get("valid_periods", 1))
+        return replace(
+            base, retrieval=retrieval, ranker=ranker, scorer=ranker, order=None, ranking_note=""
+        )
 
 
 @dataclass
@@ -129,6 +134,8 @@ class PipelineVariant:
         distinct attribute values, and 1 - cosine of item vectors."""
         assert self.funnel_ is not None
         out: dict[str, Any] = {"filters": self.funnel_.filter_report}
+        if self.funnel_.ranking_note:
+            out["ranking"] = self.funnel_.ranking_note
         by = self.family.diversity_attribute(self.funnel_)
         if by:
             codes = attribute_codes(self.funnel_.catalog, by)

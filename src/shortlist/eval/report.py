@@ -15,7 +15,7 @@ def report_table(report: dict[str, Any]) -> Table:
         f"cutoffs {p['cutoffs'][0][:10]} .. {p['cutoffs'][-1][:10]}"
     )
     table = Table(title=title, title_justify="left")
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     deep = next(
         (
             key
@@ -24,22 +24,69 @@ def report_table(report: dict[str, Any]) -> Table:
         ),
         None,
     )
-    cols = [f"MAP@{k}", f"recall@{k}", f"NDCG@{k}", *([deep] if deep else []), f"coverage@{k}"]
+    reference = comparison_reference(report)
+    cols = [
+        f"MAP@{k} ± se",
+        *([f"vs {reference} [95% CI] wins"] if reference else []),
+        f"recall@{k} ± se",
+        *([deep] if deep else []),
+        f"coverage@{k}",
+    ]
     for col in (*cols, "users", "seconds"):
         table.add_column(col, justify="right")
     ranked = sorted(report["methods"].items(), key=lambda kv: -kv[1][f"map@{k}"])
     for name, m in ranked:
         table.add_row(
             name,
-            f"{m[f'map@{k}']:.5f}",
-            f"{m[f'recall@{k}']:.4f}",
-            f"{m[f'ndcg@{k}']:.4f}",
+            f"{m[f'map@{k}']:.5f} ± {m[f'map@{k}_se']:.5f}",
+            *([_compared(m.get("compared"))] if reference else []),
+            f"{m[f'recall@{k}']:.4f} ± {m[f'recall@{k}_se']:.4f}",
             *([f"{m[deep]:.4f}"] if deep else []),
             f"{m[f'coverage@{k}']:.4f}",
             f"{m['users_scored']:,}",
             f"{m['seconds']:.1f}",
         )
     return table
+
+
+def comparison_reference(report: dict[str, Any]) -> str | None:
+    """The method every other was compared with (see eval/uncertainty.py), if any."""
+    for m in report["methods"].values():
+        if "compared" in m:
+            return str(m["compared"]["reference"])
+    return None
+
+
+def _compared(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "reference"
+    if c["ratio"] is None:
+        return "-"
+    low, high = c["ci95"]
+    interval = f"[{low:.2f}-{high:.2f}]" if low is not None and high is not None else "[-]"
+    return f"{c['ratio']:.2f}x {interval} {c['windows_won']}/{c['windows']}"
+
+
+def uncertainty_notes(report: dict[str, Any]) -> list[str]:
+    """What the table's uncertainty means, and a warning for every comparison whose run had
+    fewer scored users than a 20 % difference needs to be told apart."""
+    reference = comparison_reference(report)
+    if reference is None:
+        return []
+    k = report["protocol"]["k"]
+    lines = [
+        f"± se: standard error over users. vs {reference}: ratio of MAP@{k}, 95% bootstrap "
+        "interval over users (paired: the same users), windows won."
+    ]
+    for name, m in report["methods"].items():
+        c = m.get("compared")
+        if c is not None and not c["enough_users"]:
+            lines.append(
+                f"Warning: {name} vs {reference}: {c['users']:,} scored users; telling a 20% "
+                f"difference apart needs about {c['users_needed']:,} (more windows, or more "
+                "data): the difference may be noise."
+            )
+    return lines
 
 
 def candidates_table(report: dict[str, Any]) -> Table:

@@ -32,6 +32,7 @@ class PipelineSummary:
     two_tower: dict[str, Any] | None  # examples, epochs, index kind
     ranker: dict[str, Any] | None  # the ranker's report (objective, rounds, groups...)
     importance: list[tuple[str, float]] = field(default_factory=list)
+    ranking: dict[str, Any] | None = None  # the guard's choice (pipeline/guard.py)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def train_pipeline(workspace: Workspace) -> PipelineSummary:
         two_tower,
         ranker.report_ if ranker is not None else None,
         ranker.importance() if ranker is not None else [],
+        pipeline.ranking_.to_dict() if pipeline.ranking_ is not None else None,
     )
 
 
@@ -112,4 +114,6 @@ def describe(t: PipelineSummary) -> str:
             f"ranker {r['objective']} on {r['train_groups']:,} requests over "
             f"{r['periods']} period(s) of {r['period_days']} day(s)"
         )
+    if t.ranking is not None:
+        parts.append(t.ranking["note"])
     return "; ".join(parts) or "no trained parts"

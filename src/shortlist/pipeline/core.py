@@ -38,6 +38,7 @@ from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.pipeline.catalog import Catalog
 from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
+from shortlist.pipeline.guard import RankingChoice
 from shortlist.pipeline.steps import Ranker, diversify_settings
 from shortlist.pipeline.training import fit_ranker, make_features
 from shortlist.ranking.features import RankingFeatures
@@ -101,6 +102,7 @@ class Pipeline:
         self.funnel_: Funnel | None = None
         self.cutoff_: int | None = None  # what the bound funnel was fitted before
         self.ranking_set_ = None  # after `fit`, what the ranker learnt from (ablations)
+        self.ranking_: RankingChoice | None = None  # the guard's choice (pipeline/guard.py)
         self._lock = threading.Lock()
 
     @classmethod
@@ -194,7 +196,10 @@ class Pipeline:
             features = make_features(settings).fit(train)
             check_features(trained.ranker, features, retrieval)
         self.cutoff_ = trained.cutoff
-        return self._funnel(catalog, retrieval, train, features, trained.ranker, trained.scorer)
+        self.ranking_ = trained.ranking
+        return self._funnel(
+            catalog, retrieval, train, features, trained.ranker, trained.scorer, trained.ranking
+        )
 
     def fit(self, data: Dataset, cutoff: int, settings: Settings | None = None) -> Pipeline:
         """Bind to the data before `cutoff`, training the two-tower and the ranker on it.
@@ -209,17 +214,19 @@ class Pipeline:
         train = TrainData.before(past, cutoff)
         retrieval = make_retrieval(self.spec.sources, settings.retrieval)
         ranker = features = None
-        self.ranking_set_ = None
+        self.ranking_set_ = self.ranking_ = None
         if self.spec.ranker == "lightgbm":
             # the two-tower trained for the ranking set's oldest period also serves the cutoff
-            ranker, self.ranking_set_ = fit_ranker(past, cutoff, retrieval, settings)
+            ranker, self.ranking_set_, self.ranking_ = fit_ranker(past, cutoff, retrieval, settings)
         retrieval.fit(train)
         if ranker is not None:
             features = make_features(settings).fit(train)
             check_features(ranker, features, retrieval)
         self.cutoff_ = cutoff
         # LightGBM's own predict: batches are large here; `load` compiles the trees to serve
-        self.funnel_ = self._funnel(catalog, retrieval, train, features, ranker, ranker)
+        self.funnel_ = self._funnel(
+            catalog, retrieval, train, features, ranker, ranker, self.ranking_
+        )
         return self
 
     def save(self) -> Path:
@@ -233,9 +240,9 @@ class Pipeline:
 
         if self.workspace is None or self.funnel_ is None or self.cutoff_ is None:
             raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
-        return save_trained(self.workspace, self.spec, self.funnel_, self.cutoff_)
+        return save_trained(self.workspace, self.spec, self.funnel_, self.cutoff_, self.ranking_)
 
-    def _funnel(self, catalog, retrieval, train, features, ranker, scorer) -> Funnel:
+    def _funnel(self, catalog, retrieval, train, features, ranker, scorer, ranking) -> Funnel:
         tt = retrieval.two_tower
         vectors = tt.item_vectors if tt is not None else None
         return Funnel(
@@ -248,6 +255,8 @@ class Pipeline:
             bind_diversifier(self.spec.diversify, catalog, vectors),
             _fallback_order(train),
             self.spec.k,
+            ranking.order if ranking is not None else None,
+            ranking.note if ranking is not None else "",
         )
 
     # -- running ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from shortlist.filtering import (
 from shortlist.pipeline.catalog import Catalog
 from shortlist.ranking.diversity import MMR, ExpectedRevenue, MaxPerValue, RoundRobin
 from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.heuristics import SourceOrder
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.ranking.scoring import TreeScorer
 from shortlist.retrieval.stage import Retrieval
@@ -128,6 +129,8 @@ class Funnel:
     diversifier: Any
     fallback: np.ndarray  # item idx, most sold recently first: the top-up order
     k: int = 12
+    order: SourceOrder | None = None  # served instead of the ranker (the guard's choice)
+    ranking_note: str = ""  # why the ranker or the order serves (pipeline/guard.py)
     request_filter: AttributeFilter = field(init=False)
     chain: FilterChain = field(init=False)  # built once: the same for every request
     skipped: dict[str, str] = field(init=False)  # filters that cannot run -> why
@@ -211,7 +214,14 @@ class Funnel:
 
         started = time.perf_counter()
         X = None
-        if self.scorer is not None and self.features is not None and cs.items.shape[1]:
+        if self.order is not None:
+            score_ms = 0.0
+            scores = self.order.scores(cs)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            cs = cs.reorder(order)
+            scores = np.take_along_axis(scores, order, axis=1)
+            name = self.order.name
+        elif self.scorer is not None and self.features is not None and cs.items.shape[1]:
             X, rows, cols = self.features.transform(cs)
             scores = np.full(cs.items.shape, -np.inf)
             scoring = time.perf_counter()
@@ -236,6 +246,7 @@ class Funnel:
                 "stage": "rank",
                 "in": int((cs.items >= 0).sum()),
                 "scorer": name,
+                **({"ranker": self.ranking_note} if self.ranking_note else {}),
                 "score_ms": score_ms,  # the trees alone; the rest is features and sorting
                 "ms": _ms(started),
             }

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from shortlist.config import PipelineSettings, Settings
 from shortlist.data.arrays import Dataset, from_us
 from shortlist.errors import WorkspaceError
+from shortlist.pipeline.guard import RankingChoice
 from shortlist.ranking.ranker import MODEL_FILE, LightGBMRanker
 from shortlist.retrieval.build import index_folder, model_folder
 from shortlist.retrieval.sources import TwoTowerSource
@@ -45,13 +46,20 @@ class Trained:
     two_tower: TwoTowerSource | None
     ranker: LightGBMRanker | None
     scorer: TreeScorer | None
+    ranking: RankingChoice | None  # the guard's choice: the ranker, or a source order
 
 
 def _sources(spec: PipelineSettings) -> list[dict[str, Any]]:
     return [s.model_dump() for s in spec.sources]
 
 
-def save_trained(workspace: Workspace, spec: PipelineSettings, funnel: Funnel, cutoff: int) -> Path:
+def save_trained(
+    workspace: Workspace,
+    spec: PipelineSettings,
+    funnel: Funnel,
+    cutoff: int,
+    ranking: RankingChoice | None = None,
+) -> Path:
     """Write the funnel's trained parts and the manifest (last, so a manifest on disk means
     every part it names is there). Returns the manifest's path."""
     manifest: dict[str, Any] = {
@@ -72,6 +80,8 @@ def save_trained(workspace: Workspace, spec: PipelineSettings, funnel: Funnel, c
         funnel.ranker.save(folder)
         manifest["ranker"] = file_digest(folder / MODEL_FILE)
         manifest["ranker_report"] = funnel.ranker.report_
+    if ranking is not None:
+        manifest["ranking"] = ranking.to_dict()
     path = workspace.root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -144,7 +154,10 @@ def load_trained(
         ranker = LightGBMRanker.load(folder)
         if file_digest(folder / MODEL_FILE) != m["ranker"]:
             raise WorkspaceError(f"{folder} holds another ranker than the pipeline's: {RETRAIN}")
-        scorer = load_scorer(
-            folder / MODEL_FILE, folder / "compiled", compiled=settings.ranking.compiled
-        )
-    return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer)
+        ranking = RankingChoice.from_dict(m["ranking"]) if m.get("ranking") else None
+        if ranking is None or not ranking.bypassed:  # a bypassed ranker is never scored
+            scorer = load_scorer(
+                folder / MODEL_FILE, folder / "compiled", compiled=settings.ranking.compiled
+            )
+        return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, ranking)
+    return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, None)

@@ -12,12 +12,13 @@ A period is a week, or fewer whole days when the history is too short for `weeks
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from shortlist.config import Settings
 from shortlist.data.arrays import US_PER_DAY, Dataset, Targets, TrainData, targets
+from shortlist.pipeline.guard import RankingChoice, ValidationRequests, choose_ranking
 from shortlist.progress import track
 from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
 from shortlist.ranking.features import RankingFeatures
@@ -72,8 +73,12 @@ def build_ranking_set(
     negatives_per_user: int,
     users_per_period: int = 0,
     seed: int = 0,
+    validation: ValidationRequests | None = None,
 ) -> RankingSet:
     """The periods of `plan` ending at `cutoff`, newest first.
+
+    `validation`, when given, receives the latest period's requests with all their candidates
+    (what the guard judges the ranker on, see pipeline/guard.py).
 
     The retrieval serves every period: sources refit per period; a two-tower source is first
     fitted (trained) before the oldest period and then only moves its cutoff (see
@@ -98,6 +103,7 @@ def build_ranking_set(
                 continue
             retrieval.fit(train)
             features = make_features().fit(train)
+            validates = validation is not None and validation.takes(p, plan.periods)
             for lo in range(0, len(tg.users), CHUNK):
                 part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
                 cs = retrieval.candidates(part.users.astype(np.int64))
@@ -105,6 +111,9 @@ def build_ranking_set(
                 categorical = features.categorical_
                 X, rows, cols = features.transform(cs)
                 y = labels(part, rows, cs.items[rows, cols])
+                if validates:
+                    assert validation is not None
+                    validation.add(cs, X, rows, cols, y, part, rng)
                 X, y, group = sample_negatives(X, y, rows, negatives_per_user, rng)
                 period = np.full(len(group), p)
                 parts.append(RankingSet(X, y, group, period, names, categorical))
@@ -149,14 +158,17 @@ def make_ranker(settings: Settings) -> LightGBMRanker:
 
 def fit_ranker(
     data: Dataset, cutoff: int, retrieval: Retrieval, settings: Settings
-) -> tuple[LightGBMRanker, RankingSet]:
-    """The ranking set of the periods before `cutoff` (the latest validates) and the ranker.
+) -> tuple[LightGBMRanker, RankingSet, RankingChoice]:
+    """The ranking set of the periods before `cutoff` (the latest validates), the ranker, and
+    what the guard chose to serve after it (the ranker, or a source order that scored higher
+    on the latest period: see pipeline/guard.py).
 
     `retrieval` is refitted period by period; a two-tower source in it ends trained before
     the oldest period, ready to serve at the cutoff without retraining.
     """
     r = settings.ranking
     plan = plan_periods(data, cutoff, settings)
+    validation = ValidationRequests()
     rs = build_ranking_set(
         data,
         cutoff,
@@ -166,18 +178,26 @@ def fit_ranker(
         negatives_per_user=r.negatives_per_user,
         users_per_period=r.users_per_week,
         seed=r.seed,
+        validation=validation,
     )
-    ranker = train_ranker(rs, settings)
+    ranker = train_ranker(rs, settings, max(1, validation.periods))
     ranker.report_["period_days"] = plan.days
-    return ranker, rs
+    choice = choose_ranking(validation, ranker.predict_held_out, retrieval.names)
+    if not r.guard and choice.bypassed:
+        choice = replace(
+            choice, order=None, note=f"ranker: the guard is off ([ranking] guard); {choice.note}"
+        )
+    ranker.held_out_ = None  # judged; the refit on every period is what serves
+    return ranker, rs, choice
 
 
-def train_ranker(rs: RankingSet, settings: Settings) -> LightGBMRanker:
-    """The ranker on a ranking set: the latest period validates as it is, the older ones train,
-    thinned to the `[ranking] max_rows` budget."""
+def train_ranker(rs: RankingSet, settings: Settings, valid_periods: int = 1) -> LightGBMRanker:
+    """The ranker on a ranking set: the latest `valid_periods` validate as they are, the older
+    ones train, thinned to the `[ranking] max_rows` budget."""
     r = settings.ranking
-    train, valid = rs.split()
+    train, valid = rs.split(valid_periods)
     train = train.thin(r.max_rows - len(valid.y), np.random.default_rng(r.seed))
     ranker = make_ranker(settings).fit(train, valid)
     ranker.report_["periods"] = len(np.unique(rs.period))
+    ranker.report_["valid_periods"] = valid_periods
     return ranker

@@ -57,9 +57,10 @@ class RankingSet:
         X, y, group = sample_negatives(self.X, self.y, rows, negatives, rng)
         return RankingSet(X, y, group, self.period, self.names, self.categorical)
 
-    def split(self) -> tuple[RankingSet, RankingSet]:
-        """(older periods, the latest period): what the ranker trains and validates on."""
-        return self.periods(np.unique(self.period[self.period > 0])), self.periods(np.array([0]))
+    def split(self, latest: int = 1) -> tuple[RankingSet, RankingSet]:
+        """(older periods, the `latest` periods): what the ranker trains and validates on."""
+        older = np.unique(self.period[self.period >= latest])
+        return self.periods(older), self.periods(np.arange(latest))
 
     @classmethod
     def concat(cls, parts: list[RankingSet]) -> RankingSet:

@@ -61,6 +61,7 @@ class LightGBMRanker:
     report_: dict[str, Any] = field(default_factory=dict)
     capacity_: tuple[int, int] = (63, 20)
     threads_: int = 1
+    held_out_: tuple[lgb.Booster, int] | None = None  # the winner before the refit (see below)
 
     def capacity(self, rows: int, groups: int) -> tuple[int, int]:
         """(num_leaves, min_data_in_leaf): small trees on thin data, where a few hundred
@@ -120,6 +121,7 @@ class LightGBMRanker:
         # Single-threaded trainings (small sets) of both objectives run side by side, one per
         # core; LightGBM releases the GIL. Each has its own Datasets: nothing shared is mutated.
         side_by_side = self.threads_ == 1 and len(choices) > 1 and thread_count() > 1
+        boosters: dict[str, lgb.Booster] = {}
         with track(
             f"Ranker, {' and '.join(choices)}", total=self.max_rounds * len(choices)
         ) as advance:
@@ -139,6 +141,7 @@ class LightGBMRanker:
                 rounds = max(1, booster.best_iteration)
                 predicted = booster.predict(valid.X, num_iteration=rounds)
                 score = group_map(predicted, valid.y, valid.group)
+                boosters[objective] = booster
                 return objective, {"valid_map@12": score, "rounds": rounds}
 
             if side_by_side:
@@ -149,6 +152,7 @@ class LightGBMRanker:
         best = max(results, key=lambda o: results[o]["valid_map@12"])
         full = RankingSet.concat([train, valid])
         rounds = results[best]["rounds"]
+        self.held_out_ = (boosters[best], rounds)
         with track(f"Ranker, {best} on every period", total=rounds) as advance:
             self.booster_ = lgb.train(
                 self._params(best, self.threads or thread_count()),  # alone now: every core
@@ -172,6 +176,14 @@ class LightGBMRanker:
         if self.booster_ is None:
             raise WorkspaceError("the ranker is not trained")
         return self.booster_.predict(X, raw_score=True, num_threads=1)
+
+    def predict_held_out(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores of the winning objective as trained on the older periods only, before
+        the refit on every period: what may be judged on the latest period (pipeline/guard)."""
+        if self.held_out_ is None:
+            raise WorkspaceError("the ranker was not trained in this process")
+        booster, rounds = self.held_out_
+        return booster.predict(X, raw_score=True, num_iteration=rounds, num_threads=1)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows, features + 1) each feature's share of the raw score (last column: bias)."""
