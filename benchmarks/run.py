@@ -30,6 +30,9 @@ TARGETS = {
     "ingest": {"seconds": 60, "peak_gb": 6},
     "features": None,  # no target given; measured so regressions show
     "evaluate": {"seconds": 600},  # all baselines, one window
+    # the funnel against the baselines, one window: every method, the pipeline fitted at the
+    # window's cutoff (two-tower, ranking set, ranker, guard); no target given: it must fit
+    "evaluate_pipeline": None,
     "train": {"seconds": 1200, "peak_gb": 12},  # two-tower, one epoch (plus loading, validation)
     "index": {"seconds": 60},  # `shortlist index` on the trained item vectors
     # `shortlist train pipeline` (what `build` runs after features): its two-tower, the index,
@@ -167,6 +170,33 @@ def bench_evaluate(scale: str, repeat: int) -> None:
     )
 
 
+PIPELINE_METHODS = "popular,repurchase_trending,copurchase,als,two_tower,pipeline,pipeline_no_guard"
+
+
+def bench_evaluate_pipeline(scale: str, repeat: int) -> None:
+    """`evaluate --windows 1` of the pipeline next to the baselines and the two-tower alone."""
+    ws = DATA / f"ws_{scale}"
+    report = RESULTS / f"evaluate_pipeline_{scale}_report.json"
+    cmd = shortlist(
+        "--workspace", str(ws), "evaluate", "--windows", "1", "--methods", PIPELINE_METHODS,
+        "--json", str(report),
+    )  # fmt: skip
+    runs = [measure(cmd) for _ in range(repeat)]
+    methods = json.loads(report.read_text())["methods"]
+    summarize(
+        "evaluate_pipeline",
+        scale,
+        runs,
+        {
+            "map@12": {name: m["map@12"] for name, m in methods.items()},
+            "map@12_se": {name: m["map@12_se"] for name, m in methods.items()},
+            "compared": {name: m["compared"] for name, m in methods.items() if "compared" in m},
+            "method_seconds": {name: m["seconds"] for name, m in methods.items()},
+            "ranking": methods["pipeline"]["per_window"][0].get("ranking"),
+        },
+    )
+
+
 def bench_train(scale: str, repeat: int) -> None:
     """One epoch of the two-tower (`shortlist train retrieval` with epochs = 1)."""
     ws = DATA / f"ws_{scale}"
@@ -268,6 +298,11 @@ def main() -> None:
     if "evaluate" in only:
         # Minutes per run at full scale: one run unless more are asked for explicitly.
         bench_evaluate(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
+    if "evaluate_pipeline" in only:
+        # An hour or more at full scale: one run unless more are asked for explicitly.
+        bench_evaluate_pipeline(
+            args.scale, 1 if args.scale == "full" and not args.only else args.repeat
+        )
     if "train" in only or ("index" in only and not (DATA / f"ws_{args.scale}" / "models").is_dir()):
         # Tens of minutes at full scale: one run unless more are asked for explicitly.
         bench_train(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)

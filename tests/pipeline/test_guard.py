@@ -36,6 +36,7 @@ filters = []
 
 [ranking]
 compiled = false
+guard_blends = false
 """
 
 
@@ -71,23 +72,28 @@ def test_a_source_order_puts_its_chain_first_each_by_its_rank():
     ]
 
 
-def validation_where_repurchase_is_right() -> ValidationRequests:
+def validation_where(bought: list[int]) -> ValidationRequests:
+    """The two users of `candidates` bought `bought` (one item each); the feature of a row
+    is its item id."""
     cs = candidates()
     rows, cols = np.nonzero(cs.items >= 0)
-    X = cs.items[rows, cols].astype(np.float32)[:, None]  # the feature is the item id itself
-    bought = np.array([13, 21])  # the repurchase source's #1 for both users
+    X = cs.items[rows, cols].astype(np.float32)[:, None]
     y = np.isin(cs.items[rows, cols], bought).astype(np.float32)
-    tg = Targets(np.array([0, 1], np.int32), np.array([0, 1, 2]), bought.astype(np.int32))
+    tg = Targets(np.array([0, 1], np.int32), np.array([0, 1, 2]), np.array(bought, np.int32))
     v = ValidationRequests()
     assert v.takes(0, 4)
     v.add(cs, X, rows, cols, y, tg, np.random.default_rng(0))
     return v
 
 
+def perfect(bought: list[int]):
+    return lambda X: np.isin(X[:, 0], bought).astype(float)
+
+
 def test_a_ranker_worse_than_a_source_order_is_bypassed():
-    v = validation_where_repurchase_is_right()
-    # this "ranker" puts the lowest item id first: the bought items come last
-    choice = choose_ranking(v, lambda X: -X[:, 0], ["repurchase", "trending"])
+    v = validation_where([13, 21])  # the repurchase source's #1 for both users
+    # this "ranker" puts the lowest item id first: the bought items come late
+    choice = choose_ranking(v, lambda X: -X[:, 0], ["repurchase", "trending"], blends=False)
     assert choice.bypassed
     assert choice.order == SourceOrder(("repurchase",))  # the simplest of the perfect orders
     assert choice.order_map == pytest.approx(1.0)
@@ -95,12 +101,61 @@ def test_a_ranker_worse_than_a_source_order_is_bypassed():
     assert choice.note.startswith("bypassed: source order: repurchase > union scored higher")
 
 
-def test_a_ranker_at_least_as_good_as_every_order_serves():
-    v = validation_where_repurchase_is_right()
-    choice = choose_ranking(v, lambda X: np.isin(X[:, 0], [13, 21]).astype(float), ["repurchase"])
+def test_a_tie_serves_the_ranker_only_without_a_margin():
+    v = validation_where([13, 21])
+    kept = choose_ranking(v, perfect([13, 21]), ["repurchase"], margin=0, blends=False)
+    assert not kept.bypassed and kept.ranker_map == pytest.approx(1.0)
+    assert kept.note.startswith("ranker: beat the best simple order")
+    tie = choose_ranking(v, perfect([13, 21]), ["repurchase"], margin=1, blends=False)
+    assert tie.bypassed
+    assert "the ranker did not beat it by 1 standard error(s)" in tie.note
+
+
+def test_a_ranker_better_than_every_order_by_the_margin_serves():
+    v = validation_where([11, 22])  # each the trending source's #2: no order gets them first
+    choice = choose_ranking(v, perfect([11, 22]), ["repurchase", "trending"], margin=1)
     assert not choice.bypassed
     assert choice.ranker_map == pytest.approx(1.0)
-    assert choice.note.startswith("ranker: scored at least as high")
+    assert choice.order_map == pytest.approx(0.5)  # trending first: second place for both
+
+
+def test_a_blend_serves_where_a_source_first_and_the_ranker_after_beat_both():
+    """One user bought 13 (the repurchase source's only candidate) and 12, which only the
+    ranker puts near the top; but the ranker puts 13 last. Repurchase first, the ranker after,
+    gets both first."""
+    items = np.array([[10, 11, 12, 13]], np.int32)
+    ranks = {
+        "repurchase": np.array([[0, 0, 0, 1]], np.int16),
+        "trending": np.array([[1, 2, 0, 0]], np.int16),
+    }
+    nan = np.full(items.shape, np.nan, np.float32)
+    cs = CandidateSet(np.array([0]), items, ranks, {n: nan for n in ranks})
+    rows, cols = np.nonzero(items >= 0)
+    X = np.array([[2.0], [3.0], [4.0], [1.0]], np.float32)  # the ranker's score of each item
+    y = np.isin(items[rows, cols], [13, 12]).astype(np.float32)
+    tg = Targets(np.array([0], np.int32), np.array([0, 2]), np.array([12, 13], np.int32))
+    v = ValidationRequests()
+    assert v.takes(0, 4)
+    v.add(cs, X, rows, cols, y, tg, np.random.default_rng(0))
+    choice = choose_ranking(v, lambda X: X[:, 0], ["repurchase", "trending"], margin=0)
+    assert choice.order == SourceOrder(("repurchase",), "ranker")
+    assert not choice.bypassed  # the ranker is scored, after the repurchase candidates
+    assert choice.ranker_map == pytest.approx(1.0)
+    assert choice.order_map == pytest.approx((1 + 2 / 4) / 2)  # 13, then 12 fourth at best
+    assert choice.note.startswith("blend: repurchase > ranker (ranker alone 0.7500)")
+    ranked = np.full(items.shape, -np.inf)
+    ranked[rows, cols] = X[:, 0]
+    order = np.argsort(-choice.order.scores(cs, ranked), axis=1, kind="stable")
+    assert np.take_along_axis(items, order, axis=1)[0].tolist() == [13, 12, 11, 10]
+
+
+def test_the_standard_error_of_a_paired_difference():
+    v = validation_where([13, 21])
+    v.buyers, v.hits = 4, 2  # two more buyers without a hit: a difference of 0 each
+    a, b = np.array([1.0, 0.5]), np.array([0.5, 0.5])
+    d = np.array([0.5, 0.0, 0.0, 0.0])
+    assert v.mean(a - b) == pytest.approx(d.mean())
+    assert v.difference_se(a, b) == pytest.approx(d.std(ddof=1) / 2)
 
 
 def test_the_latest_periods_validate_until_they_hold_enough_buyers():
@@ -138,6 +193,20 @@ def rebuying(tmp_path_factory):
     return open_workspace(root / "ws"), result.stdout
 
 
+def served_equal(ws):
+    """A pipeline fitted on the workspace's data and the one `build` saved, loaded, serve the
+    same; returns the loaded one and some recent buyers' ids."""
+    data = load_dataset(OfflineStore(ws))
+    fitted = Pipeline.from_config(ws).fit(data, end_of_data(data))
+    loaded = Pipeline.from_config(ws).load()
+    assert loaded.ranking_ is not None and fitted.ranking_ is not None
+    assert loaded.ranking_.order == fitted.ranking_.order
+    users = data.user_ids[np.unique(data.interactions.user[-500:])[:20]]
+    for user in users:
+        assert fitted.recommend(user).item_ids == loaded.recommend(user).item_ids
+    return loaded, users
+
+
 def test_the_guard_serves_the_better_order_end_to_end(rebuying):
     ws, stdout = rebuying
     assert "bypassed: source order: repurchase" in stdout  # build says so
@@ -147,18 +216,25 @@ def test_the_guard_serves_the_better_order_end_to_end(rebuying):
     scores = ranking["validation_map@12"]
     assert scores[ranking["served"]] > scores["ranker"]
 
-    data = load_dataset(OfflineStore(ws))
-    fitted = Pipeline.from_config(ws).fit(data, end_of_data(data))
-    loaded = Pipeline.from_config(ws).load()
-    assert loaded.ranking_ is not None and loaded.ranking_.bypassed
-    assert loaded.ranking_.order == fitted.ranking_.order
-    recent = np.unique(data.interactions.user[-500:])[:20]
-    for user in data.user_ids[recent]:
-        a, b = fitted.recommend(user), loaded.recommend(user)
-        assert a.item_ids == b.item_ids
+    loaded, users = served_equal(ws)
+    assert loaded.ranking_.bypassed
+    assert loaded.funnel_.scorer is None  # a bypassed ranker is not even loaded to score
+    for user in users:
+        b = loaded.recommend(user)
         rank = next(s for s in b.trace if s["stage"] == "rank")
         assert rank["scorer"] == ranking["served"]
         assert rank["ranker"].startswith("bypassed")
-        # repurchase's candidates come first, in its order
-        first = b.items[0]
-        assert first.sources.get("repurchase") == 1
+        assert b.items[0].sources.get("repurchase") == 1  # repurchase's candidates first
+
+    # with blends, the repurchase candidates first and the ranker after beat the order
+    write(ws.root, "shortlist.toml", SETTINGS.replace("guard_blends = false", ""))
+    result = shortlist("--workspace", str(ws.root), "train", "pipeline")
+    assert result.returncode == 0, result.stderr
+    assert "blend: repurchase > ranker" in result.stdout
+    loaded, users = served_equal(ws)
+    assert not loaded.ranking_.bypassed and loaded.funnel_.scorer is not None
+    for user in users:
+        b = loaded.recommend(user, explain=True)
+        rank = next(s for s in b.trace if s["stage"] == "rank")
+        assert rank["scorer"].startswith("blend: repurchase > ranker")
+        assert b.items[0].sources.get("repurchase") == 1

@@ -214,7 +214,7 @@ class Funnel:
 
         started = time.perf_counter()
         X = None
-        if self.order is not None:
+        if self.order is not None and not self.order.needs_ranker:
             score_ms = 0.0
             scores = self.order.scores(cs)
             order = np.argsort(-scores, axis=1, kind="stable")
@@ -230,11 +230,21 @@ class Funnel:
             order = np.argsort(-scores, axis=1, kind="stable")
             cs = cs.reorder(order)
             scores = np.take_along_axis(scores, order, axis=1)
+            if self.order is not None:  # a blend: its sources first, the ranker's order after
+                blended = self.order.scores(cs, scores)
+                second = np.argsort(-blended, axis=1, kind="stable")
+                cs = cs.reorder(second)
+                scores = np.take_along_axis(blended, second, axis=1)
+                order = np.take_along_axis(order, second, axis=1)
             if keep_features:
                 full = np.full((*order.shape, X.shape[1]), np.nan, np.float32)
                 full[rows, cols] = X
                 X = np.take_along_axis(full, order[:, :, None], axis=1)
-            name = self.scorer.name
+            name = (
+                self.scorer.name
+                if self.order is None
+                else f"{self.order.name} ({self.scorer.name})"
+            )
         else:
             score_ms = 0.0
             # no ranker: the union's interleaved order, scored by position

@@ -43,6 +43,7 @@ class ValidationRequests:
         default_factory=list
     )  # (candidates, X, rows, cols, bought items per user)
     buyers: int = 0
+    hits: int = 0  # buyers with a purchase among their candidates (`kept` of them are kept)
     kept: int = 0
     periods: int = 0  # the latest periods taken: the ranker judged here learnt from the others
     min_buyers: int = MIN_BUYERS
@@ -73,6 +74,7 @@ class ValidationRequests:
         self.buyers += len(tg.users)
         hit = np.bincount(rows, weights=y, minlength=len(cs)) > 0
         users = np.flatnonzero(hit)
+        self.hits += len(users)
         room = MAX_USERS - self.kept
         if room <= 0 or not len(users):
             return
@@ -92,43 +94,66 @@ class ValidationRequests:
         self.parts.append((sub, X[keep_rows], sub_rows, cols[keep_rows], bought))
         self.kept += len(users)
 
-    def map_of(self, score: Any) -> float:
-        """MAP@12 over the period's buyers of the order `score(part) -> (n, m)` gives."""
-        if not self.buyers:
-            return 0.0
-        total = 0.0
-        for cs, X, rows, cols, bought in self.parts:
-            scores = score(cs, X, rows, cols)
+    def aps(self, score: Any) -> np.ndarray:
+        """AP@12 of each kept user under the order `score(part, cs, X, rows, cols) -> (n, m)`
+        (`part`: the index of the chunk of requests)."""
+        out: list[float] = []
+        for part, (cs, X, rows, cols, bought) in enumerate(self.parts):
+            scores = score(part, cs, X, rows, cols)
             top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
             items = np.take_along_axis(cs.items, top, axis=1)
             valid = np.take_along_axis(np.isfinite(scores), top, axis=1)
             for row, ok, rel in zip(items.tolist(), valid.tolist(), bought, strict=True):
                 ranked = [i for i, v in zip(row, ok, strict=True) if v]
-                total += average_precision(ranked, rel.tolist(), K)
-        return total / self.buyers
+                out.append(average_precision(ranked, rel.tolist(), K))
+        return np.asarray(out)
+
+    def mean(self, per_user: np.ndarray) -> float:
+        """The mean over every buyer of a per-kept-user figure (0 for buyers without a hit;
+        the kept users stand for all those with one)."""
+        if not self.buyers or not len(per_user):
+            return 0.0
+        return float(per_user.mean()) * self.hits / self.buyers
+
+    def map_of(self, score: Any) -> float:
+        """MAP@12 over the periods' buyers of the order `score` gives."""
+        return self.mean(self.aps(score))
+
+    def difference_se(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Standard error of mean(a) - mean(b) over the buyers (paired, per user)."""
+        if self.buyers < 2 or not len(a):
+            return 0.0
+        d = a - b
+        mean, square = self.mean(d), self.mean(d**2)
+        var = max(0.0, square - mean**2) * self.buyers / (self.buyers - 1)
+        return float(np.sqrt(var / self.buyers))
 
 
 @dataclass(frozen=True)
 class RankingChoice:
     """What the pipeline serves after the ranker: the ranker, or a source order."""
 
-    order: SourceOrder | None  # None: the ranker
-    ranker_map: float  # MAP@12 on the validation period
+    order: SourceOrder | None  # None: the ranker; a blend (order.needs_ranker) uses it too
+    ranker_map: float  # MAP@12 on the validation periods of the best learnt order (`learnt`)
     order_map: float  # of the best source order
     best_order: str
     buyers: int  # the validation periods' buyers
     note: str
     periods: int = 1  # the latest periods that validated
+    learnt: str = "ranker"  # the best learnt order: the ranker, or a blend's name
 
     @property
     def bypassed(self) -> bool:
-        return self.order is not None
+        """Whether the ranker is not scored at all (a source order serves alone)."""
+        return self.order is not None and not self.order.needs_ranker
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "served": self.order.name if self.order is not None else "ranker",
             "chain": list(self.order.chain) if self.order is not None else None,
-            "validation_map@12": {"ranker": self.ranker_map, self.best_order: self.order_map},
+            "then": self.order.then if self.order is not None else None,
+            "validation_map@12": {self.learnt: self.ranker_map, self.best_order: self.order_map},
+            "learnt": self.learnt,
             "validation_buyers": self.buyers,
             "validation_periods": self.periods,
             "note": self.note,
@@ -136,9 +161,14 @@ class RankingChoice:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RankingChoice:
-        order = SourceOrder(tuple(d["chain"])) if d.get("chain") is not None else None
+        order = (
+            SourceOrder(tuple(d["chain"]), d.get("then") or "union")
+            if d.get("chain") is not None
+            else None
+        )
         scores = dict(d["validation_map@12"])
-        ranker_map = float(scores.pop("ranker"))
+        learnt = d.get("learnt", "ranker")
+        ranker_map = float(scores.pop(learnt))
         best, order_map = next(iter(scores.items())) if scores else ("-", 0.0)
         return cls(
             order,
@@ -148,38 +178,59 @@ class RankingChoice:
             int(d["validation_buyers"]),
             d["note"],
             int(d.get("validation_periods", 1)),
+            learnt,
         )
 
 
 def choose_ranking(
-    validation: ValidationRequests, ranker_scores: Any, sources: list[str]
+    validation: ValidationRequests,
+    ranker_scores: Any,
+    sources: list[str],
+    margin: float = 0.0,
+    blends: bool = True,
 ) -> RankingChoice:
-    """The ranker, unless a source order scores higher on the validation requests.
+    """What serves after the ranker, judged on the validation requests: the best learnt order
+    (the ranker, or with `blends` a source's candidates first and the ranker ordering the
+    rest) if it beats the best source order by at least `margin` standard errors of the
+    paired difference (0: if it scores at least as high); otherwise that source order.
 
     `ranker_scores(X) -> scores` is the ranker that learnt from the older periods only.
     """
-
-    def by_ranker(cs: CandidateSet, X: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+    ranked = []
+    for cs, X, rows, cols, _ in validation.parts:
         scores = np.full(cs.items.shape, -np.inf)
         if len(X):
             scores[rows, cols] = ranker_scores(X)
-        return scores
+        ranked.append(scores)
 
-    ranker_map = validation.map_of(by_ranker)
-    orders = {
-        o: validation.map_of(lambda cs, *_, o=o: o.scores(cs)) for o in source_orders(sources)
-    }
-    best = max(orders, key=lambda o: orders[o])  # first of equals: the simplest
-    order_map = orders[best]
+    models: dict[SourceOrder | None, np.ndarray] = {None: validation.aps(lambda i, *_: ranked[i])}
+    simple: dict[SourceOrder, np.ndarray] = {}
+    for o in source_orders(sources, ranker=blends):
+        aps = validation.aps(lambda i, cs, *_, o=o: o.scores(cs, ranked[i]))
+        (models if o.needs_ranker else simple)[o] = aps  # type: ignore[index]
+    pick = max(models, key=lambda o: validation.mean(models[o]))  # first of equals: the ranker
+    best = max(simple, key=lambda o: validation.mean(simple[o]))  # first of equals: simplest
+    ranker_map = validation.mean(models[None])
+    pick_map, order_map = validation.mean(models[pick]), validation.mean(simple[best])
+    learnt = "ranker" if pick is None else pick.name
+    se = validation.difference_se(models[pick], simple[best])
     n = validation.periods
     where = f"the latest {n} periods" if n > 1 else "the latest period"
-    over = f"MAP@12 over {validation.buyers} buyers"
-    if order_map > ranker_map:
-        figures = f"({order_map:.4f} vs {ranker_map:.4f}, {over})"
-        note = f"bypassed: {best.name} scored higher on {where} {figures}"
-        return RankingChoice(best, ranker_map, order_map, best.name, validation.buyers, note, n)
-    note = (
-        f"ranker: scored at least as high as the best simple order, {best.name}, on {where} "
-        f"({ranker_map:.4f} vs {order_map:.4f}, {over})"
+    figures = f"MAP@12 over {validation.buyers} buyers, standard error of the difference {se:.4f}"
+    if pick_map - order_map >= margin * se and (margin == 0 or pick_map > order_map):
+        what = "ranker" if pick is None else f"{pick.name} (ranker alone {ranker_map:.4f})"
+        note = (
+            f"{what}: beat the best simple order, {best.name}, on {where} "
+            f"({pick_map:.4f} vs {order_map:.4f}, {figures})"
+        )
+        return RankingChoice(
+            pick, pick_map, order_map, best.name, validation.buyers, note, n, learnt
+        )
+    why = (
+        f"scored higher on {where}"
+        if order_map > pick_map
+        else f"the ranker did not beat it by {margin:g} standard error(s) on {where}"
     )
-    return RankingChoice(None, ranker_map, order_map, best.name, validation.buyers, note, n)
+    scores = f"{order_map:.4f} vs {pick_map:.4f} for {'the ' if pick is None else ''}{learnt}"
+    note = f"bypassed: {best.name} {why} ({scores}, {figures})"
+    return RankingChoice(best, pick_map, order_map, best.name, validation.buyers, note, n, learnt)

@@ -182,8 +182,10 @@ def fit_ranker(
     )
     ranker = train_ranker(rs, settings, max(1, validation.periods))
     ranker.report_["period_days"] = plan.days
-    choice = choose_ranking(validation, ranker.predict_held_out, retrieval.names)
-    if not r.guard and choice.bypassed:
+    choice = choose_ranking(
+        validation, ranker.predict_held_out, retrieval.names, r.guard_margin, r.guard_blends
+    )
+    if not r.guard and choice.order is not None:
         choice = replace(
             choice, order=None, note=f"ranker: the guard is off ([ranking] guard); {choice.note}"
         )

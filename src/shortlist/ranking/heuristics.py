@@ -21,20 +21,37 @@ from shortlist.data.candidates import CandidateSet
 @dataclass(frozen=True)
 class SourceOrder:
     """Candidates by the first source of `chain` that proposed them, then by that source's
-    rank; candidates none of them proposed follow in the union's order."""
+    rank; candidates none of them proposed follow in the union's order, or, with
+    `then="ranker"`, in the ranker's (a blend: e.g. the customer's own purchases first, the
+    ranker ordering everything else)."""
 
     chain: tuple[str, ...]
+    then: str = "union"  # or "ranker"
 
     @property
     def name(self) -> str:
-        return "source order: " + (" > ".join(self.chain) + " > " if self.chain else "") + "union"
+        head = " > ".join(self.chain) + " > " if self.chain else ""
+        return ("source order: " if self.then == "union" else "blend: ") + head + self.then
 
-    def scores(self, cs: CandidateSet) -> np.ndarray:
+    @property
+    def needs_ranker(self) -> bool:
+        return self.then == "ranker"
+
+    def scores(self, cs: CandidateSet, ranked: np.ndarray | None = None) -> np.ndarray:
         """(n, m) scores, higher first; -inf at padding. Tiers: the chain's sources in turn,
-        each by its rank; then the rest by position in the row."""
+        each by its rank; then the rest by position in the row, or by `ranked` (the ranker's
+        (n, m) scores) when the order ends with the ranker."""
         n, m = cs.items.shape
         width = m + 1
-        key = np.broadcast_to(np.arange(m, dtype=np.float64), (n, m)) + len(self.chain) * width
+        if self.needs_ranker:
+            if ranked is None:
+                raise ValueError(f"{self.name} needs the ranker's scores")
+            position = np.empty((n, m), np.float64)
+            order = np.argsort(-ranked, axis=1, kind="stable")
+            np.put_along_axis(position, order, np.arange(m, dtype=np.float64)[None, :], axis=1)
+        else:
+            position = np.broadcast_to(np.arange(m, dtype=np.float64), (n, m))
+        key = position + len(self.chain) * width
         for tier, source in reversed(list(enumerate(self.chain))):
             ranks = cs.ranks.get(source)
             if ranks is None:
@@ -44,14 +61,17 @@ class SourceOrder:
         return np.where(cs.items >= 0, -key, -np.inf)
 
     def to_dict(self) -> dict[str, object]:
-        return {"chain": list(self.chain)}
+        return {"chain": list(self.chain), "then": self.then}
 
 
-def source_orders(sources: Sequence[str]) -> list[SourceOrder]:
+def source_orders(sources: Sequence[str], ranker: bool = False) -> list[SourceOrder]:
     """The orderings the guard tries: the union's order; each source first; each ordered pair
-    of sources first (e.g. repurchase, then trending)."""
+    of sources first (e.g. repurchase, then trending). With `ranker`, also each source first
+    with the ranker ordering the rest (blends)."""
     names = list(dict.fromkeys(sources))
     orders = [SourceOrder(())]
     orders += [SourceOrder((s,)) for s in names]
     orders += [SourceOrder(pair) for pair in permutations(names, 2)]
+    if ranker:
+        orders += [SourceOrder((s,), "ranker") for s in names]
     return orders
