@@ -99,7 +99,7 @@ class RankingSettings(_Section):
     early_stopping: int = Field(40, ge=1)
     max_category_values: int = Field(256, ge=2)
     guard: bool = True
-    guard_margin: float = Field(1.0, ge=0, le=10)
+    guard_margin: float = Field(0.0, ge=0, le=10)
     guard_blends: bool = True
     affinity_attributes: int = Field(5, ge=0, le=100)
     compiled: bool = True

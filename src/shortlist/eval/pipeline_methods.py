@@ -32,6 +32,7 @@ from shortlist.ranking.diversity import distinct_values, intra_list_diversity
 from shortlist.retrieval.stage import source_name
 
 PIPELINE = "pipeline"
+BATCH = 2048  # users recommended at once
 DIVERSIFY = ("round_robin", "max_per_value", "mmr", "revenue")
 FILTERS = typing.get_args(FilterSettings.model_fields["name"].annotation)  # every filter name
 
@@ -125,9 +126,13 @@ class PipelineVariant:
         return self
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        """The funnel's top k for every user, `BATCH` users at a time: a window's buyers at
+        full scale (about 70,000) at once would hold tens of millions of candidates' features."""
         assert self.funnel_ is not None
         funnel = replace(self.funnel_, k=k)
-        return funnel.run(np.asarray(users, np.int64)).items
+        users = np.asarray(users, np.int64)
+        parts = [funnel.run(users[lo : lo + BATCH]).items for lo in range(0, len(users), BATCH)]
+        return np.vstack(parts) if parts else np.full((0, k), -1, np.int32)
 
     def metrics(self, recs: np.ndarray, k: int) -> dict[str, Any]:
         """Which filters ran (or were skipped, and why), and the diversity of the top k:

@@ -23,6 +23,7 @@ import numpy as np
 
 from shortlist.data.arrays import Targets
 from shortlist.data.candidates import CandidateSet
+from shortlist.progress import track
 from shortlist.ranking.heuristics import SourceOrder, source_orders
 from shortlist.ranking.metrics import average_precision
 
@@ -196,18 +197,25 @@ def choose_ranking(
 
     `ranker_scores(X) -> scores` is the ranker that learnt from the older periods only.
     """
-    ranked = []
-    for cs, X, rows, cols, _ in validation.parts:
-        scores = np.full(cs.items.shape, -np.inf)
-        if len(X):
-            scores[rows, cols] = ranker_scores(X)
-        ranked.append(scores)
-
-    models: dict[SourceOrder | None, np.ndarray] = {None: validation.aps(lambda i, *_: ranked[i])}
-    simple: dict[SourceOrder, np.ndarray] = {}
-    for o in source_orders(sources, ranker=blends):
-        aps = validation.aps(lambda i, cs, *_, o=o: o.scores(cs, ranked[i]))
-        (models if o.needs_ranker else simple)[o] = aps  # type: ignore[index]
+    orders = source_orders(sources, ranker=blends)
+    with track(
+        f"Guard: the ranker against {len(orders)} source orders and blends", total=len(orders) + 1
+    ) as advance:
+        ranked = []
+        for cs, X, rows, cols, _ in validation.parts:
+            scores = np.full(cs.items.shape, -np.inf)
+            if len(X):
+                scores[rows, cols] = ranker_scores(X)
+            ranked.append(scores)
+        models: dict[SourceOrder | None, np.ndarray] = {
+            None: validation.aps(lambda i, *_: ranked[i])
+        }
+        advance(1)
+        simple: dict[SourceOrder, np.ndarray] = {}
+        for o in orders:
+            aps = validation.aps(lambda i, cs, *_, o=o: o.scores(cs, ranked[i]))
+            (models if o.needs_ranker else simple)[o] = aps  # type: ignore[index]
+            advance(1)
     pick = max(models, key=lambda o: validation.mean(models[o]))  # first of equals: the ranker
     best = max(simple, key=lambda o: validation.mean(simple[o]))  # first of equals: simplest
     ranker_map = validation.mean(models[None])
