@@ -183,7 +183,7 @@ class LightGBMRanker:
         if self.held_out_ is None:
             raise WorkspaceError("the ranker was not trained in this process")
         booster, rounds = self.held_out_
-        return booster.predict(X, raw_score=True, num_iteration=rounds, num_threads=1)
+        return booster.predict(X, raw_score=True, num_iteration=rounds, num_threads=thread_count())
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows, features + 1) each feature's share of the raw score (last column: bias)."""
