@@ -225,6 +225,9 @@ def test_the_guard_serves_the_better_order_end_to_end(rebuying):
         assert rank["scorer"] == ranking["served"]
         assert rank["ranker"].startswith("bypassed")
         assert b.items[0].sources.get("repurchase") == 1  # repurchase's candidates first
+    result = shortlist("--workspace", str(ws.root), "recommend", "--user", str(users[0]), "--trace")
+    assert result.returncode == 0, result.stderr
+    assert "bypassed: source order: repurchase" in " ".join(result.stdout.split())
 
     # with blends, the repurchase candidates first and the ranker after beat the order
     write(ws.root, "shortlist.toml", SETTINGS.replace("guard_blends = false", ""))
