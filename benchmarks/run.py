@@ -149,52 +149,29 @@ def bench_features(scale: str, repeat: int) -> None:
     summarize("features", scale, runs, {})
 
 
-def bench_evaluate(scale: str, repeat: int) -> None:
-    ws = DATA / f"ws_{scale}"
-    report = RESULTS / f"evaluate_{scale}_report.json"
-    runs = [
-        measure(
-            shortlist("--workspace", str(ws), "evaluate", "--windows", "1", "--json", str(report))
-        )
-        for _ in range(repeat)
-    ]
-    methods = json.loads(report.read_text())["methods"]
-    summarize(
-        "evaluate",
-        scale,
-        runs,
-        {
-            "map@12": {name: m["map@12"] for name, m in methods.items()},
-            "method_seconds": {name: m["seconds"] for name, m in methods.items()},
-        },
-    )
-
-
 PIPELINE_METHODS = "popular,repurchase_trending,copurchase,als,two_tower,pipeline,pipeline_no_guard"
 
 
-def bench_evaluate_pipeline(scale: str, repeat: int) -> None:
-    """`evaluate --windows 1` of the pipeline next to the baselines and the two-tower alone."""
+def bench_evaluate(scale: str, repeat: int, name: str = "evaluate", methods: str = "") -> None:
+    """`evaluate --windows 1`: the five baselines, or `methods` (the `evaluate_pipeline`
+    benchmark: the pipeline next to the baselines and the two-tower alone)."""
     ws = DATA / f"ws_{scale}"
-    report = RESULTS / f"evaluate_pipeline_{scale}_report.json"
+    report = RESULTS / f"{name}_{scale}_report.json"
+    chosen = ["--methods", methods] if methods else []
     cmd = shortlist(
-        "--workspace", str(ws), "evaluate", "--windows", "1", "--methods", PIPELINE_METHODS,
-        "--json", str(report),
-    )  # fmt: skip
-    runs = [measure(cmd) for _ in range(repeat)]
-    methods = json.loads(report.read_text())["methods"]
-    summarize(
-        "evaluate_pipeline",
-        scale,
-        runs,
-        {
-            "map@12": {name: m["map@12"] for name, m in methods.items()},
-            "map@12_se": {name: m["map@12_se"] for name, m in methods.items()},
-            "compared": {name: m["compared"] for name, m in methods.items() if "compared" in m},
-            "method_seconds": {name: m["seconds"] for name, m in methods.items()},
-            "ranking": methods["pipeline"]["per_window"][0].get("ranking"),
-        },
+        "--workspace", str(ws), "evaluate", "--windows", "1", *chosen, "--json", str(report)
     )
+    runs = [measure(cmd) for _ in range(repeat)]
+    got = json.loads(report.read_text())["methods"]
+    extra: dict = {
+        "map@12": {n: m["map@12"] for n, m in got.items()},
+        "map@12_se": {n: m["map@12_se"] for n, m in got.items()},
+        "compared": {n: m["compared"] for n, m in got.items() if "compared" in m},
+        "method_seconds": {n: m["seconds"] for n, m in got.items()},
+    }
+    if "pipeline" in got:
+        extra["ranking"] = got["pipeline"]["per_window"][0].get("ranking")
+    summarize(name, scale, runs, extra)
 
 
 def bench_train(scale: str, repeat: int) -> None:
@@ -300,8 +277,11 @@ def main() -> None:
         bench_evaluate(args.scale, 1 if args.scale == "full" and not args.only else args.repeat)
     if "evaluate_pipeline" in only:
         # An hour or more at full scale: one run unless more are asked for explicitly.
-        bench_evaluate_pipeline(
-            args.scale, 1 if args.scale == "full" and not args.only else args.repeat
+        bench_evaluate(
+            args.scale,
+            1 if args.scale == "full" and not args.only else args.repeat,
+            "evaluate_pipeline",
+            PIPELINE_METHODS,
         )
     if "train" in only or ("index" in only and not (DATA / f"ws_{args.scale}" / "models").is_dir()):
         # Tens of minutes at full scale: one run unless more are asked for explicitly.

@@ -289,7 +289,8 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
 
 
 def _ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """For a pipeline with a guard: in how many windows the ranker served (pipeline/guard.py)."""
+    """For a pipeline with a guard: in how many windows the ranker was scored, alone or in a
+    blend, rather than bypassed for a simple source order (pipeline/guard.py)."""
     notes = [r["ranking"] for r in rows if "ranking" in r]
     if not notes:
         return {}

@@ -1,14 +1,17 @@
-"""The guard: serve the ranker only where held-out data says it beats the simple orderings.
+"""The guard: serve what the ranker learnt only where held-out data says it beats the simple
+orderings.
 
 On thin data (a few dozen buyers a week) a ranker learns noise, and a funnel can order its
 candidates worse than "the customer's own purchases, most recent first". The pipeline must
 never serve that. So, at fit time, the latest period before the cutoff (the ranker's
 validation period, or the latest few together when one holds fewer than 300 buyers) is
-scored as the evaluation scores a window: MAP@12 of the ranker's order of every candidate
-against each source order (ranking/heuristics.py). The ranker judged there learnt from the
-older periods only. The pipeline serves the ranker (refitted on every period) only when it
-scores at least as high as the best source order; otherwise it serves that order, and says
-so in `build`'s output, the saved manifest and every trace.
+scored as the evaluation scores a window: MAP@12 of every candidate's order. The learnt
+orders (the ranker, which learnt from the older periods only, and blends: one source's
+candidates first, the ranker after) are set against the simple source orders
+(ranking/heuristics.py). The best learnt order serves (with the ranker refitted on every
+period) only when it beats the best simple one by `[ranking] guard_margin` standard errors
+of the paired difference (0: scores at least as high); otherwise that simple order serves.
+`build`'s output, the saved manifest and every trace say which and why.
 
 Known bias: the ranker's number of rounds was chosen on the same periods (early stopping),
 which favours it slightly; choosing the best of several orders on them favours the orders.
@@ -35,10 +38,10 @@ MAX_SHARE = 1 / 3  # ...but never more than this share of the periods (at least 
 
 @dataclass
 class ValidationRequests:
-    """The latest period's requests with every candidate (not only sampled negatives): the
-    candidate sets, their feature rows, and what each user bought in the period. Only users
-    with a purchase among their candidates are kept: the others score 0 whatever the order.
-    `buyers` counts every buyer of the period, so MAP figures are over all of them."""
+    """The validation periods' requests with every candidate (not only sampled negatives): the
+    candidate sets, their feature rows, and what each user bought. Only users with a purchase
+    among their candidates are kept (at most MAX_USERS): the others score 0 whatever the
+    order. `buyers` counts every buyer of the periods, so MAP figures are over all of them."""
 
     parts: list[tuple[CandidateSet, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]] = field(
         default_factory=list
@@ -116,10 +119,6 @@ class ValidationRequests:
             return 0.0
         return float(per_user.mean()) * self.hits / self.buyers
 
-    def map_of(self, score: Any) -> float:
-        """MAP@12 over the periods' buyers of the order `score` gives."""
-        return self.mean(self.aps(score))
-
     def difference_se(self, a: np.ndarray, b: np.ndarray) -> float:
         """Standard error of mean(a) - mean(b) over the buyers (paired, per user)."""
         if self.buyers < 2 or not len(a):
@@ -132,7 +131,7 @@ class ValidationRequests:
 
 @dataclass(frozen=True)
 class RankingChoice:
-    """What the pipeline serves after the ranker: the ranker, or a source order."""
+    """What orders the candidates: the ranker, a blend, or a simple source order."""
 
     order: SourceOrder | None  # None: the ranker; a blend (order.needs_ranker) uses it too
     ranker_map: float  # MAP@12 on the validation periods of the best learnt order (`learnt`)
