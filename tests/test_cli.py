@@ -15,6 +15,7 @@ COMMANDS = [
     "ingest",
     "info",
     "features",
+    "materialize",
     "evaluate",
     "train",
     "index",

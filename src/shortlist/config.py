@@ -68,6 +68,7 @@ class RetrievalSettings(_Section):
     patience: int = Field(1, ge=0)
     random_negatives: int = Field(0, ge=0, le=100000)
     id_dropout: float = Field(0.2, ge=0, le=1)
+    tied_history: bool = False
     seed: int = 0
 
 
@@ -80,6 +81,18 @@ class FeaturesSettings(_Section):
     max_channels: int = Field(16, ge=0)
     memory_limit: str = Field("", pattern=r"^(\d+(\.\d+)?\s*(MB|GB|MiB|GiB))?$")
     threads: int = Field(0, ge=0, le=256)
+
+
+class OnlineSettings(_Section):
+    """The online store `shortlist materialize` writes and serving reads (docs/online.md)."""
+
+    # "lmdb" (files in <workspace>/online) or "redis://HOST:PORT/DB[?prefix=NAME]"
+    url: str = Field("lmdb", pattern=r"^(lmdb|rediss?://\S+)$")
+    batch_size: int = Field(5000, ge=1, le=1_000_000)  # entities per write batch
+    lmdb_map_size_mb: int = Field(1024, ge=1)  # initial map; doubles whenever it fills up
+    redis_timeout: float = Field(5.0, gt=0, le=600)  # seconds: connect, and each command
+    redis_retries: int = Field(1, ge=0, le=20)  # retries of a failed command, 50 ms apart
+    redis_buckets: int = Field(64, ge=1, le=16384)  # hash-tag buckets (Redis Cluster slots)
 
 
 class RankingSettings(_Section):
@@ -174,6 +187,7 @@ class Settings(_Section):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -203,6 +217,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         "schema": SchemaSettings,
         "retrieval": RetrievalSettings,
         "ranking": RankingSettings,
+        "online": OnlineSettings,
     }
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():

@@ -68,3 +68,10 @@ class FilterError(RequestError):
             self, f"filter field '{field}': {message}" if field else f"filter: {message}"
         )
         self.field = field
+
+
+class StoreUnavailable(ShortlistError):
+    """A store the command needs (the online store's Redis, say) cannot be reached or refused
+    the request; the message names it and what to check."""
+
+    http_status = 503

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from shortlist.config import AttributeKind, RetrievalSettings
-from shortlist.data.arrays import US_PER_DAY, load_dataset
+from shortlist.data.arrays import US_PER_DAY, Interactions, load_dataset
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
@@ -144,3 +144,40 @@ def test_cold_item_is_retrieved_through_its_attributes(tiny, trained):
     same = (items[group].iloc[top] == items[group].iloc[source]).mean()
     base = (items[group] == items[group].iloc[source]).mean()
     assert same > 2 * base
+
+
+def test_tied_history_pulls_the_user_towards_what_they_bought(tiny, tmp_path):
+    """With tied_history, the user vector leans on the history items' own (output) vectors:
+    a purchase raises the user's similarity to that item, and a saved-then-loaded model
+    encodes users the same (it reads the saved item vectors)."""
+    data, cutoff = tiny
+    tied = TwoTowerModel(FAST.model_copy(update={"tied_history": True})).fit(
+        data.items, data.item_kinds, data.users, data.user_kinds, data.interactions, cutoff
+    )
+    assert tied.config_.tied_history and tied.user_tower_.mix.item() != 1.0  # it learnt
+    hist = HistoryIndex(data.interactions)
+    day = cutoff // US_PER_DAY
+    users = np.unique(data.interactions.user)[:40]
+    days = np.full(len(users), day)
+    _, weights = hist.lookup(users, days, 1, 60.0)
+    before = tied.encode_users(users, days, hist)
+    # each user buys one more item, today: the next item id after their last one
+    last = hist.item[hist.start_of(users, days) - 1]
+    bought = (last + 1) % data.n_items
+    more = Interactions(
+        user=np.concatenate([data.interactions.user, users]),
+        item=np.concatenate([data.interactions.item, bought.astype(data.interactions.item.dtype)]),
+        time=np.concatenate(
+            [data.interactions.time, np.full(len(users), (day - 1) * US_PER_DAY + 1)]
+        ),
+        quantity=np.concatenate([data.interactions.quantity, np.ones(len(users), np.int32)]),
+        price=None,
+    )
+    after = tied.encode_users(users, days, HistoryIndex(more))
+    v = tied.item_vectors_[bought]
+    gain = np.einsum("nd,nd->n", after, v) - np.einsum("nd,nd->n", before, v)
+    assert (weights.sum(axis=1) > 0).all() and np.median(gain) > 0
+    tied.save(tmp_path / "m")
+    loaded = TwoTowerModel.load(tmp_path / "m", data.items, data.users)
+    assert loaded.config_.tied_history
+    assert np.allclose(loaded.encode_users(users, days, hist), before, atol=1e-6)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from shortlist import progress
-from shortlist.cli import data, evaluate, features, models, pipeline
+from shortlist.cli import data, evaluate, features, models, online, pipeline
 from shortlist.cli.common import err
 from shortlist.errors import ShortlistError
 
@@ -39,6 +39,7 @@ for command in (
     data.ingest,
     data.info,
     features.features,
+    online.materialize_cmd,
     evaluate.evaluate,
     models.train,
     models.index_cmd,

@@ -32,6 +32,9 @@ class TowerConfig:
     history: int = 20
     history_half_life_days: float = 60.0
     id_dropout: float = 0.2
+    # The user vector also leans towards the item tower's own vectors of the user's history
+    # (tied input/output item embeddings): see UserTower.
+    tied_history: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +86,11 @@ class UserTower(nn.Module):
     """user id + attributes + recency-weighted recent purchases + season -> unit vector.
 
     The history part pools the user's last purchases at request time, so a purchase made a
-    minute ago moves the user's vector without retraining.
+    minute ago moves the user's vector without retraining. With `tied_history`, the output is
+    also pulled towards the recency-weighted mean of the history items' *output* vectors (the
+    item tower's, so the same space the user is scored in), by a learnt weight: items like
+    those the user bought score high from the first epoch, which small data cannot otherwise
+    teach the separate history embeddings.
     """
 
     def __init__(self, cfg: TowerConfig):
@@ -98,6 +105,8 @@ class UserTower(nn.Module):
             cfg.n_items + 1, cfg.dim, mode="sum", padding_idx=0, sparse=True
         )
         self.mlp = _mlp(3 * cfg.dim + cfg.user_numeric + 2, cfg.hidden, cfg.dim)
+        if cfg.tied_history:
+            self.mix = nn.Parameter(torch.ones(1))
         for table in (self.ids, self.cats, self.history):
             nn.init.normal_(table.weight, std=0.05)
 
@@ -109,8 +118,10 @@ class UserTower(nn.Module):
         history: torch.Tensor,
         history_weight: torch.Tensor,
         season: torch.Tensor,
+        history_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # users (b,), cats (b, wc), numeric (b, n), history and weights (b, h), season (b, 2)
+        # users (b,), cats (b, wc), numeric (b, n), history and weights (b, h), season (b, 2);
+        # history_vectors (b, dim): the weighted mean of the history's item vectors (tied only)
         pooled = self.history(history, per_sample_weights=history_weight)
         parts = [
             _drop_ids(self.ids(users), self.cfg.id_dropout, self.training),
@@ -119,4 +130,8 @@ class UserTower(nn.Module):
             pooled,
             season,
         ]
-        return nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+        out = nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+        if self.cfg.tied_history:
+            assert history_vectors is not None, "a tied user tower needs the history's vectors"
+            out = nn.functional.normalize(out + self.mix * history_vectors, dim=1)
+        return out

@@ -89,7 +89,33 @@ class TwoTowerModel:
             torch.from_numpy(h_items),
             torch.from_numpy(h_weights),
             torch.from_numpy(season(days)),
+            self._history_vectors(h_items, h_weights) if cfg.tied_history else None,
         )
+
+    def _history_vectors(self, h_items: np.ndarray, h_weights: np.ndarray) -> torch.Tensor:
+        """(b, dim) weighted mean of the history items' output vectors (tied towers): encoded
+        by the item tower while training (gradients reach it), read from the item vectors the
+        model serves otherwise."""
+        uniq, inverse = np.unique(h_items, return_inverse=True)  # 0 pads (item idx + 1)
+        real = uniq > 0
+        vecs = torch.zeros((len(uniq), self.config_.dim))
+        if real.any():
+            if self.user_tower_.training:
+                vecs[torch.from_numpy(real)] = self._item_batch(uniq[real] - 1)
+            else:
+                vecs[torch.from_numpy(real)] = torch.from_numpy(
+                    self._serving_vectors()[uniq[real] - 1]
+                )
+        gathered = vecs[torch.from_numpy(inverse.reshape(h_items.shape))]  # (b, h, dim)
+        return (gathered * torch.from_numpy(h_weights)[:, :, None]).sum(dim=1)
+
+    def _serving_vectors(self) -> np.ndarray:
+        """The item vectors users are scored against: the trained model's, or (while
+        validating an epoch) those the validation just encoded."""
+        vectors = getattr(self, "item_vectors_", None)
+        if vectors is None:
+            vectors = self._epoch_vectors_
+        return vectors
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -109,6 +135,7 @@ class TwoTowerModel:
         s = self.settings
         torch.manual_seed(s.seed)
         rng = np.random.default_rng(s.seed)
+        self.__dict__.pop("item_vectors_", None)  # a refit scores users against new vectors
         self.item_stats_ = NumericStats.fit(items, numeric_columns(item_kinds))
         self.user_stats_ = NumericStats.fit(users, numeric_columns(user_kinds))
         self.item_kinds_, self.user_kinds_ = dict(item_kinds), dict(user_kinds)
@@ -127,6 +154,7 @@ class TwoTowerModel:
             hidden=s.hidden,
             history=s.history,
             id_dropout=s.id_dropout,
+            tied_history=s.tied_history,
         )
         self.item_tower_ = ItemTower(self.config_)
         self.user_tower_ = UserTower(self.config_)
@@ -293,7 +321,7 @@ class TwoTowerModel:
         if not val.any():
             return None
         users, first = np.unique(hist.user[val], return_index=True)
-        items = self.encode_items()
+        items = self._epoch_vectors_ = self.encode_items()
         user_vecs = self.encode_users(users, np.full(len(users), val_day), hist)
         top = _top_k(user_vecs, items, 100)
         bought: dict[int, set[int]] = {}
