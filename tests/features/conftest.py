@@ -5,11 +5,16 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from shortlist.data.ingest import ingest
-from shortlist.features.engine import connect, java_available
+from shortlist.data.offline import OfflineStore
+from shortlist.data.schema import Manifest
+from shortlist.features.engine import OfflineTables, connect, java_available
 from shortlist.workspace import Workspace, open_workspace
 from tests.conftest import write
 
@@ -121,6 +126,23 @@ def ingested(root: Path, source: Path) -> Workspace:
     ws = open_workspace(root)
     ingest(ws, source, format="generic")
     return ws
+
+
+def frames(ws: Workspace) -> tuple[Manifest, pd.DataFrame, pd.DataFrame, pa.Table]:
+    """The offline store's tables in memory: items and users as pandas, interactions as Arrow."""
+    store = OfflineStore(ws)
+    return (
+        store.manifest,
+        store.items().df(),
+        store.users().df(),
+        store.interactions().to_arrow_table(),
+    )
+
+
+def in_memory(con, ws: Workspace, interactions: Any = None) -> OfflineTables:
+    manifest, items, users, inter = frames(ws)
+    chosen = inter if interactions is None else interactions
+    return OfflineTables.from_frames(con, manifest, items, users, chosen)
 
 
 @pytest.fixture(scope="session")

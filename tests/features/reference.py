@@ -78,6 +78,14 @@ def ref_items(d: Data, cutoff: datetime) -> dict[tuple, Row]:
         f["days_since_last_sale"] = _days(max(times), cutoff) if times else None
         ages = [age[u] for u in {r[C.USER_IDX] for r in rows} if age.get(u) is not None]
         f["buyer_age_mean"] = sum(ages) / len(ages) if ages else None
+        f["trend_28d"] = f["units_7d"] / (f["units_28d"] / 4 + 1)
+        rows_per_buyer: dict[int, int] = defaultdict(int)
+        for r in rows:
+            rows_per_buyer[r[C.USER_IDX]] += 1
+        repeat = sum(1 for n in rows_per_buyer.values() if n >= 2)
+        f["repeat_buyer_share"] = repeat / len(rows_per_buyer) if rows_per_buyer else 0.0
+        recent = [(r[C.PRICE], r[C.QUANTITY]) for r in within(28) if r[C.PRICE] is not None]
+        f["price_recent"] = _wmean(recent) if recent else f["price_mean"]
         out[(item[C.ITEM_IDX],)] = f
     return out
 
@@ -128,11 +136,16 @@ def ref_user_category(d: Data, cutoff: datetime, max_values: int = 200) -> dict[
     attrs = [
         a
         for a, k in d.manifest.items.attributes.items()
-        if k == "categorical" and len({i[a] for i in d.items if i[a] is not None}) <= max_values
+        if k == "categorical"
+        and (
+            len({i[a] for i in d.items if i[a] is not None}) <= max_values
+            or a == d.manifest.roles.item_group
+        )
     ]
     item = {i[C.ITEM_IDX]: i for i in d.items}
     total: dict[int, int] = defaultdict(int)
     acc: dict[tuple, Row] = {}
+    recent_start = cutoff - timedelta(days=28)
     for r in d.inter:
         if r[C.TIMESTAMP] >= cutoff:
             continue
@@ -141,8 +154,12 @@ def ref_user_category(d: Data, cutoff: datetime, max_values: int = 200) -> dict[
             value = item[r[C.ITEM_IDX]][a]
             if value is None:
                 continue
-            f = acc.setdefault((r[C.USER_IDX], a, str(value)), {"purchases": 0, "_last": None})
+            f = acc.setdefault(
+                (r[C.USER_IDX], a, str(value)), {"purchases": 0, "_recent": 0, "_last": None}
+            )
             f["purchases"] += r[C.QUANTITY]
+            if r[C.TIMESTAMP] >= recent_start:
+                f["_recent"] += r[C.QUANTITY]
             if f["_last"] is None or r[C.TIMESTAMP] > f["_last"]:
                 f["_last"] = r[C.TIMESTAMP]
     return {
@@ -150,6 +167,28 @@ def ref_user_category(d: Data, cutoff: datetime, max_values: int = 200) -> dict[
             "purchases": f["purchases"],
             "share": f["purchases"] / total[key[0]],
             "days_since_last": _days(f["_last"], cutoff),
+            "purchases_28d": f["_recent"],
+        }
+        for key, f in acc.items()
+    }
+
+
+def ref_user_items(d: Data, cutoff: datetime, half_life: float = 30.0) -> dict[tuple, Row]:
+    acc: dict[tuple, Row] = {}
+    for r in d.inter:
+        if r[C.TIMESTAMP] >= cutoff:
+            continue
+        pair = (r[C.USER_IDX], r[C.ITEM_IDX])
+        f = acc.setdefault(pair, {"purchases": 0, "decayed_purchases": 0.0, "_last": None})
+        f["purchases"] += r[C.QUANTITY]
+        f["decayed_purchases"] += r[C.QUANTITY] * 0.5 ** (_days(r[C.TIMESTAMP], cutoff) / half_life)
+        if f["_last"] is None or r[C.TIMESTAMP] > f["_last"]:
+            f["_last"] = r[C.TIMESTAMP]
+    return {
+        key: {
+            "purchases": f["purchases"],
+            "days_since_last": _days(f["_last"], cutoff),
+            "decayed_purchases": f["decayed_purchases"],
         }
         for key, f in acc.items()
     }
@@ -176,6 +215,7 @@ REFERENCES = {
     "items": ref_items,
     "users": ref_users,
     "user_category": ref_user_category,
+    "user_items": ref_user_items,
     "history": ref_history,
 }
 

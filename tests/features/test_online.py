@@ -518,13 +518,14 @@ def test_materialize_end_to_end(tmp_path: Path, redis_server: RedisServer):
     first = shortlist("-w", str(ws.root), "materialize", "--online", "lmdb")
     assert first.returncode == 0, first.stderr
     assert "computed first" in first.stdout and "Online version 1" in first.stdout
-    for group in ("items", "users", "user_category", "history"):
+    for group in ("items", "users", "user_category", "user_items", "history"):
         assert group in first.stdout
     with open_online_store("lmdb", ws) as lmdb_store:
         assert {g: lmdb_store.layout(g).kind for g in lmdb_store.groups()} == {
             "items": "row",
             "users": "row",
             "user_category": "records",
+            "user_items": "records",
             "history": "records",
         }
         assert_serves_latest_features(lmdb_store, ws)
@@ -546,8 +547,14 @@ def test_materialize_end_to_end(tmp_path: Path, redis_server: RedisServer):
 def test_materialize_at_a_cutoff_computes_what_is_missing(tmp_path: Path):
     ws = ingested(tmp_path / "ws", random_source(tmp_path / "src"))
     summary = materialize_online(ws, "lmdb", cutoff="2020-02-10T00:00:00+01:00")
-    assert [v.cutoff for v in summary.computed] == [datetime(2020, 2, 9, 23)] * 4
-    assert {g.group for g in summary.groups} == {"items", "users", "user_category", "history"}
+    assert [v.cutoff for v in summary.computed] == [datetime(2020, 2, 9, 23)] * 5
+    assert {g.group for g in summary.groups} == {
+        "items",
+        "users",
+        "user_category",
+        "user_items",
+        "history",
+    }
     with open_online_store("lmdb", ws) as store:
         assert store.layout("users").source["cutoff"] == "2020-02-09T23:00:00"
         assert_serves_latest_features(store, ws)

@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from shortlist.features import groups
-from shortlist.features.materialize import materialize
+from shortlist.features.materialize import compute_groups, materialize
 from shortlist.features.store import FeatureStore
 from shortlist.workspace import open_workspace
-from tests.features.conftest import CUTOFF, RANDOM_CUTOFF, requires_spark
+from tests.features.conftest import CUTOFF, RANDOM_CUTOFF, in_memory, requires_spark
 from tests.features.reference import assert_same, keyed
 
 pytestmark = [pytest.mark.pyspark, requires_spark]
@@ -35,3 +35,12 @@ def test_duckdb_and_pyspark_write_the_same_features(request, tmp_path, duck, spa
         # same columns and types in the files (nullability aside), same values
         assert [(f.name, f.type) for f in a.schema] == [(f.name, f.type) for f in b.schema]
         assert_same(keyed(b, d.keys), keyed(a, d.keys))
+
+
+def test_in_memory_frames_on_pyspark_match_duckdb(tiny_ws, duck, spark):
+    on_duck = compute_groups(in_memory(duck, tiny_ws), CUTOFF)
+    on_spark = compute_groups(in_memory(spark, tiny_ws), CUTOFF)
+    for name, table in on_duck.items():
+        got = on_spark[name]
+        assert [(f.name, f.type) for f in got.schema] == [(f.name, f.type) for f in table.schema]
+        assert_same(keyed(got, groups.KEYS[name]), keyed(table, groups.KEYS[name]))

@@ -15,6 +15,7 @@ from shortlist.features.base import (
     GroupFrame,
     days_before,
     int_sum,
+    window_start,
     with_feature_time,
 )
 from shortlist.features.engine import OfflineTables
@@ -29,11 +30,16 @@ FEATURES: dict[str, str] = {
     "share": "purchases / all units the user bought before the cutoff (a user's shares over "
     "one attribute sum to at most 1: items lacking the attribute count only in the total)",
     "days_since_last": "days from the user's latest purchase with this value to the cutoff",
+    "purchases_28d": "units the user bought with this attribute value in the 28 days before "
+    "the cutoff (0 when none)",
 }
+RECENT_DAYS = 28  # window of purchases_28d
 
 
 def eligible_attributes(src: OfflineTables, options: FeatureOptions) -> list[str]:
-    """Categorical item attributes with at most options.max_category_values distinct values.
+    """Categorical item attributes with at most options.max_category_values distinct values,
+    plus the item_group role's attribute whatever its number of values (the ranker's user x
+    product counts: a product groups an item's variants, the strongest repurchase signal).
 
     An explicit options.category_attributes is taken as is (each must be categorical).
     """
@@ -52,7 +58,12 @@ def eligible_attributes(src: OfflineTables, options: FeatureOptions) -> list[str
     counts = src.con.to_pyarrow(
         items.aggregate(**{f"n{i}": items[a].nunique() for i, a in enumerate(categorical)})
     ).to_pylist()[0]
-    return [a for i, a in enumerate(categorical) if counts[f"n{i}"] <= options.max_category_values]
+    group = src.manifest.roles.item_group
+    return [
+        a
+        for i, a in enumerate(categorical)
+        if counts[f"n{i}"] <= options.max_category_values or a == group
+    ]
 
 
 def _long_items(items: ir.Table, attributes: list[str]) -> ir.Table:
@@ -82,8 +93,11 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
     attributes = eligible_attributes(src, options)
     inter = src.interactions_before(cutoff)
     joined = inter.join(_long_items(src.items, attributes), C.ITEM_IDX)
+    qty, ts = joined[C.QUANTITY], joined[C.TIMESTAMP]
     per_value = joined.group_by([C.USER_IDX, ATTRIBUTE, VALUE]).aggregate(
-        purchases=int_sum(joined[C.QUANTITY]), _last=joined[C.TIMESTAMP].max()
+        purchases=int_sum(qty),
+        _last=ts.max(),
+        _recent=int_sum(qty, where=ts >= window_start(cutoff, RECENT_DAYS)),
     )
     totals = inter.group_by(C.USER_IDX).aggregate(_total=int_sum(inter[C.QUANTITY]))
     t = per_value.join(totals, C.USER_IDX)
@@ -94,6 +108,7 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
         purchases=t["purchases"],
         share=t["purchases"].cast("float64") / t["_total"].cast("float64").nullif(0.0),
         days_since_last=days_before(t["_last"], cutoff),
+        purchases_28d=t["_recent"].fill_null(0),
     )
     listed = ", ".join(attributes) or "none"
     return GroupFrame(

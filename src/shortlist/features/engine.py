@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
 from ibis.backends import BaseBackend
 
 from shortlist import columns as C
@@ -23,6 +25,7 @@ from shortlist.features.base import timestamp_literal
 from shortlist.workspace import Workspace
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import SparkSession
 
 ENGINES = ("duckdb", "pyspark")
@@ -142,6 +145,42 @@ class OfflineTables:
     def engine(self) -> str:
         return engine_name(self.con)
 
+    @classmethod
+    def from_frames(
+        cls,
+        con: BaseBackend,
+        manifest: Manifest,
+        items: pd.DataFrame | pa.Table,
+        users: pd.DataFrame | pa.Table,
+        interactions: pd.DataFrame | pa.Table,
+    ) -> OfflineTables:
+        """In-memory tables (a subset of users, a test set) in place of the offline store's files.
+
+        The frames have the offline store's columns: items and users their index and the
+        manifest's attributes; interactions user_idx, item_idx, timestamp (naive UTC; aware
+        ones are converted), quantity, price and optionally channel (all null when absent).
+        Ids, times and numbers are cast to the store's types, so the groups computed from
+        them have the same schema as from the files. Registered with ibis.memtable (nothing is
+        written; `con.create_table` from pandas fails on DuckDB 2 under Ibis 12). Every group
+        sees only these rows: item popularity from a subset of users is that subset's.
+        """
+        inter = _store_types(_arrow(interactions), _INTERACTION_TYPES)
+        if C.MONTH in inter.column_names:
+            inter = inter.drop_columns([C.MONTH])
+        if C.CHANNEL not in inter.column_names:
+            inter = inter.append_column(C.CHANNEL, pa.nulls(inter.num_rows, pa.string()))
+        missing = [c for c in _INTERACTION_TYPES if c not in inter.column_names]
+        if missing:
+            raise ConfigError(f"interactions lack column(s) {', '.join(missing)}")
+        inter = inter.select(list(_INTERACTION_TYPES))
+        return cls(
+            con=con,
+            manifest=manifest,
+            items=ibis.memtable(_store_types(_arrow(items), {C.ITEM_IDX: pa.int32()})),
+            users=ibis.memtable(_store_types(_arrow(users), {C.USER_IDX: pa.int32()})),
+            interactions=ibis.memtable(inter),
+        )
+
     def interactions_before(self, cutoff: datetime) -> ir.Table:
         """Interactions with timestamp < cutoff: everything a snapshot at `cutoff` may see."""
         t = self.interactions
@@ -151,6 +190,41 @@ class OfflineTables:
         """Attribute columns of "items" or "users" of the given kinds, in table order."""
         info = getattr(self.manifest, table)
         return [a for a, k in info.attributes.items() if k in kinds]
+
+
+# The offline store's interaction columns and types (ingest writes them so).
+_INTERACTION_TYPES: dict[str, pa.DataType] = {
+    C.USER_IDX: pa.int32(),
+    C.ITEM_IDX: pa.int32(),
+    C.TIMESTAMP: pa.timestamp("us"),
+    C.PRICE: pa.float64(),
+    C.CHANNEL: pa.string(),
+    C.QUANTITY: pa.int32(),
+}
+
+
+def _arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(frame, pa.Table):
+        return frame
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _store_types(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """The named columns cast to the store's types; timestamps as naive UTC microseconds."""
+    for name, want in types.items():
+        if name not in table.column_names:
+            continue
+        i = table.column_names.index(name)
+        column = table.column(i)
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa.timestamp(column.type.unit, tz="UTC")).cast(
+                pa.timestamp(column.type.unit)
+            )
+        if column.type != want:
+            # Sub-microsecond digits are dropped (the store keeps microseconds).
+            column = pc.cast(column, want, safe=not pa.types.is_timestamp(want))
+        table = table.set_column(i, name, column)
+    return table
 
 
 def load_tables(workspace: Workspace, con: BaseBackend) -> OfflineTables:

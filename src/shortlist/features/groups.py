@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from shortlist.errors import ConfigError
-from shortlist.features import affinity, history, items, users
+from shortlist.features import affinity, history, items, user_items, users
 from shortlist.features.base import FeatureOptions, GroupFrame
 from shortlist.features.engine import OfflineTables
 
@@ -17,12 +17,14 @@ GROUPS: dict[str, Builder] = {
     items.NAME: items.build,
     users.NAME: users.build,
     affinity.NAME: affinity.build,
+    user_items.NAME: user_items.build,
     history.NAME: history.build,
 }
 KEYS: dict[str, tuple[str, ...]] = {
     items.NAME: items.KEYS,
     users.NAME: users.KEYS,
     affinity.NAME: affinity.KEYS,
+    user_items.NAME: user_items.KEYS,
     history.NAME: history.KEYS,
 }
 

@@ -1,4 +1,4 @@
-"""The `items` feature group: attributes, popularity, trend, prices, age and buyer age per item."""
+"""The `items` feature group: attributes, popularity, trends, repeat buying, prices, buyer age."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shortlist.features.engine import OfflineTables
 NAME = "items"
 KEYS = (C.ITEM_IDX,)
 WINDOWS = (1, 7, 28)  # days before the cutoff
+RECENT_PRICE_DAYS = 28  # window of price_recent
 
 FEATURES: dict[str, str] = {
     **{
@@ -41,6 +42,11 @@ FEATURES: dict[str, str] = {
     "days_since_last_sale": "days from the latest sale to the cutoff; null if never sold",
     "buyer_age_mean": "mean age of the distinct buyers with a known age (roles.user_age); "
     "null without that role or such buyers",
+    "trend_28d": "units_7d / (units_28d / 4 + 1): last week against the 28-day weekly average",
+    "repeat_buyer_share": "share of the distinct buyers with at least 2 interaction rows of the "
+    "item before the cutoff (repeat buyers / buyers_all); 0 if never sold",
+    "price_recent": f"mean unit price paid in the {RECENT_PRICE_DAYS} days before the cutoff, "
+    "weighted by quantity; price_mean when no priced sale there; null if never sold with a price",
 }
 
 
@@ -60,6 +66,9 @@ def _sales(inter: ir.Table, cutoff: datetime) -> ir.Table:
     priced = price.notnull()
     aggs["_amount"] = (price * qty.cast("float64")).sum(where=priced)
     aggs["_priced_units"] = qty.cast("float64").sum(where=priced)
+    recent_priced = priced & (ts >= window_start(cutoff, RECENT_PRICE_DAYS))
+    aggs["_amount_recent"] = (price * qty.cast("float64")).sum(where=recent_priced)
+    aggs["_priced_units_recent"] = qty.cast("float64").sum(where=recent_priced)
     aggs["price_min"] = price.min()
     aggs["price_max"] = price.max()
     aggs["_first"] = ts.min()
@@ -85,16 +94,27 @@ def _last_price(inter: ir.Table) -> ir.Table:
     )
 
 
-def _buyer_age(inter: ir.Table, users: ir.Table, age: str) -> ir.Table:
+def _buyers(inter: ir.Table) -> ir.Table:
+    """(item_idx, user_idx, _rows): each distinct buyer of each item, with its interaction rows."""
+    return inter.group_by([C.ITEM_IDX, C.USER_IDX]).aggregate(_rows=inter.count())
+
+
+def _repeat_buyers(buyers: ir.Table) -> ir.Table:
+    """Per item, its distinct buyers with at least 2 interaction rows of it (rows, not units)."""
+    return buyers.group_by(C.ITEM_IDX).aggregate(
+        _repeat_buyers=buyers.count(where=buyers["_rows"] >= 2).cast("int64")
+    )
+
+
+def _buyer_age(buyers: ir.Table, users: ir.Table, age: str) -> ir.Table:
     """Mean age per item over its distinct buyers (each buyer once, however often they bought)."""
-    buyers = inter.select(C.ITEM_IDX, C.USER_IDX).distinct()
     ages = users.select(C.USER_IDX, _age=users[age].cast("float64"))
     joined = buyers.join(ages, C.USER_IDX)
     return joined.group_by(C.ITEM_IDX).aggregate(buyer_age_mean=joined["_age"].mean())
 
 
 def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> GroupFrame:
-    """Every item of the catalog, with zeros (counts) or nulls (prices, ages) when never sold."""
+    """Every catalog item; zeros (counts, shares) or nulls (prices, ages) when never sold."""
     del options  # no knobs here; the signature is shared by every group
     inter = src.interactions_before(cutoff)
     attrs = src.attributes("items", AttributeKind.CATEGORICAL, AttributeKind.NUMERIC)
@@ -106,21 +126,32 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
     t = base.left_join(sales, C.ITEM_IDX).drop(f"{C.ITEM_IDX}_right")
     last = _last_price(inter)
     t = t.left_join(last, C.ITEM_IDX).drop(f"{C.ITEM_IDX}_right")
+    buyers = _buyers(inter)
     age = src.manifest.roles.user_age
     if age is not None and age in src.users.columns:
-        ages = _buyer_age(inter, src.users, age)
+        ages = _buyer_age(buyers, src.users, age)
         t = t.left_join(ages, C.ITEM_IDX).drop(f"{C.ITEM_IDX}_right")
     else:
         t = t.mutate(buyer_age_mean=ibis.null("float64"))
+    t = t.left_join(_repeat_buyers(buyers), C.ITEM_IDX).drop(f"{C.ITEM_IDX}_right")
 
     counts = [f"units_{d}d" for d in WINDOWS] + [f"buyers_{d}d" for d in WINDOWS]
-    counts += ["units_prev_7d", "units_all", "buyers_all"]
+    counts += ["units_prev_7d", "units_all", "buyers_all", "_repeat_buyers"]
     t = t.mutate(**{c: t[c].fill_null(0) for c in counts})
+    price_mean = t["_amount"] / t["_priced_units"].nullif(0.0)
+    price_recent = t["_amount_recent"] / t["_priced_units_recent"].nullif(0.0)
+    # Typed literals: Spark would read 4.0 or 1.0 as DECIMAL and return decimals.
+    four, one = (ibis.literal(v, type="float64") for v in (4.0, 1.0))
     t = t.mutate(
         trend_7d=(t["units_7d"] + 1).cast("float64") / (t["units_prev_7d"] + 1).cast("float64"),
-        price_mean=t["_amount"] / t["_priced_units"].nullif(0.0),
+        price_mean=price_mean,
         days_since_first_sale=days_before(t["_first"], cutoff),
         days_since_last_sale=days_before(t["_last"], cutoff),
+        trend_28d=t["units_7d"].cast("float64") / (t["units_28d"].cast("float64") / four + one),
+        repeat_buyer_share=(
+            t["_repeat_buyers"].cast("float64") / t["buyers_all"].cast("float64").nullif(0.0)
+        ).fill_null(0.0),
+        price_recent=price_recent.coalesce(price_mean),
     )
     t = t.select(C.ITEM_IDX, *renamed, *FEATURES)
     features = {a: f"item attribute {old!r} as ingested" for a, old in renamed.items()}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from ibis.backends import BaseBackend
 
 from shortlist.config import FeaturesSettings
@@ -17,8 +18,15 @@ from shortlist.data.schema import Manifest
 from shortlist.errors import ConfigError
 from shortlist.features import groups as G
 from shortlist.features.base import FeatureOptions, to_utc_naive
-from shortlist.features.engine import ENGINES, connect, engine_name, load_tables, spark_running
-from shortlist.features.store import FeatureStore, FeatureVersion
+from shortlist.features.engine import (
+    ENGINES,
+    OfflineTables,
+    connect,
+    engine_name,
+    load_tables,
+    spark_running,
+)
+from shortlist.features.store import FeatureStore, FeatureVersion, _naive_utc
 from shortlist.progress import track
 from shortlist.resources import thread_count
 from shortlist.workspace import Workspace
@@ -104,6 +112,26 @@ def _run(
         written=written,
         seconds=time.perf_counter() - started,
     )
+
+
+def compute_groups(
+    tables: OfflineTables,
+    cutoff: datetime | str,
+    names: Iterable[str] | None = None,
+    options: FeatureOptions | None = None,
+) -> dict[str, pa.Table]:
+    """Groups `names` (default: all) as of `cutoff`, as Arrow tables, without writing anything.
+
+    The same definitions and columns as `materialize` writes (keys, feature_time, features),
+    for tables from `load_tables` or `OfflineTables.from_frames`. Each table is built in the
+    engine and handed over whole, so this is for data that fits in memory.
+    """
+    when = to_utc_naive(cutoff)
+    opts = options or FeatureOptions()
+    return {
+        name: _naive_utc(tables.con.to_pyarrow(G.build(name, tables, when, opts).table))
+        for name in G.resolve(names)
+    }
 
 
 def materialize(
