@@ -90,7 +90,9 @@ def test_recommend_from_the_cli_with_reasons_and_trace(ws, user_ids):
     table = shortlist("--workspace", str(ws.root), "recommend", "--user", user_ids[0], "--trace")
     assert table.returncode == 0, table.stderr
     assert "Trace" in table.stdout and "retrieve" in table.stdout and "{" not in table.stdout
-    assert got["trace"][2]["scorer"] in ("compiled", "lightgbm")
+    # the ranker's trees score (compiled to C, or LightGBM's own), alone or in a blend
+    assert re.fullmatch(r"(compiled|lightgbm)|blend: .+ \((compiled|lightgbm)\)",
+                        got["trace"][2]["scorer"])  # fmt: skip
     assert 0 < got["trace"][2]["score_ms"] <= got["trace"][2]["ms"]
 
 

@@ -7,13 +7,13 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from shortlist.config import Settings
 from shortlist.data.arrays import US_PER_DAY, TrainData, load_dataset, targets
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.pipeline.training import Plan, build_ranking_set
+from shortlist.pipeline.training import Plan, build_ranking_set, ranking_features
 from shortlist.ranking.dataset import RankingSet
-from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker, group_map
 from shortlist.retrieval.sources import (
     CoPurchaseSource,
@@ -40,6 +40,11 @@ def retrieval() -> Retrieval:
     )
 
 
+def features(data):
+    """The ranking features as of any cutoff, from the feature groups (default settings)."""
+    return ranking_features(data, Settings())
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ranking")
@@ -57,7 +62,7 @@ def cutoff(data) -> int:
 @pytest.fixture(scope="module")
 def ranking_set(data, cutoff) -> RankingSet:
     return build_ranking_set(
-        data, cutoff, retrieval(), RankingFeatures, Plan(5, 7), negatives_per_user=NEGATIVES
+        data, cutoff, retrieval(), features(data), Plan(5, 7), negatives_per_user=NEGATIVES
     )
 
 
@@ -79,7 +84,7 @@ def test_every_group_has_a_purchase_and_few_negatives(ranking_set):
 
 def test_labels_are_the_weeks_purchases(data, cutoff):
     rs = build_ranking_set(
-        data, cutoff, retrieval(), RankingFeatures, Plan(2, 7), negatives_per_user=10_000
+        data, cutoff, retrieval(), features(data), Plan(2, 7), negatives_per_user=10_000
     )
     # with every negative kept, week 0's positives are exactly the retrieved purchases
     week_cut = cutoff - WEEK
@@ -149,12 +154,12 @@ def test_dropping_a_source_equals_building_without_it(data, cutoff, dropped):
 
     kw = dict(negatives_per_user=10_000)
     full_sources = sources()
-    full = build_ranking_set(data, cutoff, full_sources, RankingFeatures, Plan(2, 7), **kw)
+    full = build_ranking_set(data, cutoff, full_sources, features(data), Plan(2, 7), **kw)
     assert "two_tower_similarity" in full.names
     dropped_set = without_source(
         full, dropped, full_sources.names, full_sources.columns_of(dropped)
     )
-    direct = build_ranking_set(data, cutoff, sources(dropped), RankingFeatures, Plan(2, 7), **kw)
+    direct = build_ranking_set(data, cutoff, sources(dropped), features(data), Plan(2, 7), **kw)
     assert dropped_set.names == direct.names
     assert dropped_set.group.tolist() == direct.group.tolist()
     # rows come in another order within a group (the union interleaves other sources)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from shortlist.config import AttributeKind
-from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions, TrainData
+from shortlist.config import AttributeKind, SchemaSettings
+from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions
 from shortlist.data.candidates import CandidateSet
-from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes
+from shortlist.features.engine import OfflineTables, connect, memory_manifest
+from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes, group_features
 
 CUTOFF = 100 * US_PER_DAY
 CAT = AttributeKind.CATEGORICAL
@@ -41,7 +44,7 @@ def dataset() -> Dataset:
         }
     )
     users = pd.DataFrame({"age": [30.0, 20.0, np.nan, 50.0]})
-    return Dataset(
+    data = Dataset(
         inter,
         4,
         5,
@@ -51,6 +54,8 @@ def dataset() -> Dataset:
         item_kinds={"kind": CAT, "kind_code": CAT, "sku": CAT},
         user_kinds={"age": AttributeKind.NUMERIC},
     )
+    manifest = memory_manifest(data).model_copy(update={"roles": SchemaSettings(user_age="age")})
+    return replace(data, manifest=manifest)
 
 
 def candidates(users: list[int], items: list[list[int]]) -> CandidateSet:
@@ -60,11 +65,15 @@ def candidates(users: list[int], items: list[list[int]]) -> CandidateSet:
     return CandidateSet(np.array(users), it, ranks, scores)
 
 
+def features(data: Dataset, cutoff: int, **kw) -> RankingFeatures:
+    """The ranking features as of `cutoff`, from the feature groups computed on `data`."""
+    tables = OfflineTables.from_dataset(connect("duckdb"), data)
+    return group_features(tables, data, cutoff, **{"max_values": 10, **kw})
+
+
 @pytest.fixture
 def fitted() -> RankingFeatures:
-    return RankingFeatures(max_values=10, affinity_attributes=2).fit(
-        TrainData.before(dataset(), CUTOFF)
-    )
+    return features(dataset(), CUTOFF, affinity_attributes=2)
 
 
 def column(f: RankingFeatures, X: np.ndarray, name: str) -> np.ndarray:
@@ -88,9 +97,10 @@ def test_user_item_and_item_values(fitted):
     assert column(fitted, X, "item_units_28d")[3] == 2.0
     assert column(fitted, X, "item_units_all")[3] == 3.0
     assert column(fitted, X, "item_buyers")[2] == 2.0
-    # price in the last 28 days: item 0 sold at 12 only; user 0 paid 10, 12, 30 on average
+    # price in the last 28 days: item 0 sold at 12 only; user 0 paid 10 x 1, 12 x 2, 30 x 1
+    # units: 16 a unit (prices are weighted by quantity)
     assert column(fitted, X, "item_price")[0] == pytest.approx(12.0)
-    assert column(fitted, X, "price_ratio")[0] == pytest.approx(12.0 / (52.0 / 3))
+    assert column(fitted, X, "price_ratio")[0] == pytest.approx(12.0 / 16.0)
     # item 4's only buyer is 50; user 1 is 20: the gap is -30
     assert column(fitted, X, "age_gap")[4] == pytest.approx(-30.0)
 
@@ -112,7 +122,7 @@ def test_source_features_and_context(fitted):
 
 def test_features_ignore_everything_after_the_cutoff():
     base = dataset()
-    early = RankingFeatures(max_values=10).fit(TrainData.before(base, 98 * US_PER_DAY))
+    early = features(base, 98 * US_PER_DAY)
     # more purchases from day 98 on must not change features fitted before day 98
     inter = base.interactions
     later = Interactions(
@@ -125,20 +135,10 @@ def test_features_ignore_everything_after_the_cutoff():
     order = np.argsort(later.time, kind="stable")
     later = Interactions(*(a[order] for a in (later.user, later.item, later.time,
                                               later.quantity, later.price)))  # fmt: skip
-    changed = Dataset(later, 4, 5, base.user_age, None, None, base.items, base.users,
-                      base.item_kinds, base.user_kinds)  # fmt: skip
-    again = RankingFeatures(max_values=10).fit(TrainData.before(changed, 98 * US_PER_DAY))
+    changed = replace(base, interactions=later)
+    again = features(changed, 98 * US_PER_DAY)
     cs = candidates([0, 1, 2], [[0, 1, 2], [0, 2, 4], [3, 4, 1]])
     np.testing.assert_array_equal(early.transform(cs)[0], again.transform(cs)[0])
-
-
-def test_key_table_aggregates_and_misses():
-    t = KeyTable.aggregate(
-        np.array([5, 3, 5, 9]),
-        {"n": (np.array([1.0, 2.0, 3.0, 4.0]), "sum"), "m": (np.array([1.0, 2, 3, 4]), "max")},
-    )
-    got = t.lookup(np.array([5, 4, 9]))
-    assert got["n"][0] == 4.0 and np.isnan(got["n"][1]) and got["m"][2] == 4.0
 
 
 def test_wide_attributes_are_not_features():

@@ -17,6 +17,7 @@ from shortlist import columns as C
 from shortlist.config import AttributeKind
 from shortlist.data.offline import OfflineStore
 from shortlist.data.rules import Rules, load_rules
+from shortlist.data.schema import Manifest
 
 US_PER_DAY = 86_400_000_000
 
@@ -91,6 +92,8 @@ class Dataset:
     user_ids: np.ndarray | None = None  # external id (str) by user idx
     rules: Rules | None = None  # business-rule arrays (stock, regions, age limits)
     fingerprint: str = ""  # of the offline store it was read from ("" when built in memory)
+    # the offline store's manifest (attribute kinds, roles) when read from one; None in memory
+    manifest: Manifest | None = None
 
     def before(self, cutoff: int) -> Dataset:
         """The same tables with only the interactions strictly before `cutoff`."""
@@ -204,6 +207,7 @@ def load_dataset(store: OfflineStore) -> Dataset:
         ids["users"],
         load_rules(store),
         m.fingerprint(),
+        m,
     )
 
 

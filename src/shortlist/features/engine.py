@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from ibis.backends import BaseBackend
 
 from shortlist import columns as C
 from shortlist.config import AttributeKind
+from shortlist.data.arrays import Dataset, from_us
 from shortlist.data.reader import sql_literal
-from shortlist.data.schema import Manifest
+from shortlist.data.schema import Manifest, TableInfo
 from shortlist.errors import ConfigError
 from shortlist.features.base import timestamp_literal
 from shortlist.workspace import Workspace
@@ -181,6 +184,32 @@ class OfflineTables:
             interactions=ibis.memtable(inter),
         )
 
+    @classmethod
+    def from_dataset(cls, con: BaseBackend, data: Dataset) -> OfflineTables:
+        """A loaded dataset's tables (interactions as they are in it: cut at a cutoff, or a
+        part of the users) in place of the offline store's files; see `from_frames`.
+
+        Without the store's manifest (a dataset built in memory) the attribute kinds come from
+        the dataset and no role is set.
+        """
+        inter = data.interactions
+        columns = {
+            C.USER_IDX: pa.array(inter.user, pa.int32()),
+            C.ITEM_IDX: pa.array(inter.item, pa.int32()),
+            C.TIMESTAMP: pa.array(inter.time, pa.int64()).cast(pa.timestamp("us")),
+            C.QUANTITY: pa.array(inter.quantity, pa.int32()),
+            C.PRICE: (
+                pa.array(inter.price, pa.float32()).cast(pa.float64())
+                if inter.price is not None
+                else pa.nulls(len(inter), pa.float64())
+            ),
+        }
+        items = _indexed(data.items, C.ITEM_IDX, data.n_items)
+        users = _indexed(data.users, C.USER_IDX, data.n_users)
+        return cls.from_frames(
+            con, data.manifest or memory_manifest(data), items, users, pa.table(columns)
+        )
+
     def interactions_before(self, cutoff: datetime) -> ir.Table:
         """Interactions with timestamp < cutoff: everything a snapshot at `cutoff` may see."""
         t = self.interactions
@@ -245,4 +274,31 @@ def load_tables(workspace: Workspace, con: BaseBackend) -> OfflineTables:
         items=con.read_parquet(str(folder / "items.parquet")),
         users=con.read_parquet(str(folder / "users.parquet")),
         interactions=inter,
+    )
+
+
+def _indexed(frame: pd.DataFrame | None, key: str, n: int) -> pd.DataFrame:
+    """An attribute table by idx (row i is idx i) with its idx column first."""
+    base = frame if frame is not None else pd.DataFrame(index=range(n))
+    return pd.concat(
+        [pd.DataFrame({key: np.arange(n, dtype=np.int32)}), base.reset_index(drop=True)], axis=1
+    )
+
+
+def memory_manifest(data: Dataset) -> Manifest:
+    """The manifest a dataset built in memory would have had (kinds from it, no roles)."""
+    times = data.interactions.time
+    start = from_us(int(times.min())) if len(times) else datetime(1970, 1, 1)
+    end = from_us(int(times.max())) if len(times) else start
+    return Manifest(
+        adapter="memory",
+        source="memory",
+        created_at=datetime.now(),
+        items=TableInfo(rows=data.n_items, attributes=dict(data.item_kinds)),
+        users=TableInfo(rows=data.n_users, attributes=dict(data.user_kinds)),
+        interactions=TableInfo(rows=len(data.interactions)),
+        start=start,
+        end=end,
+        source_rows=len(data.interactions),
+        merged_duplicates=0,
     )

@@ -40,7 +40,7 @@ from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
 from shortlist.pipeline.guard import RankingChoice
 from shortlist.pipeline.steps import Ranker, diversify_settings
-from shortlist.pipeline.training import fit_ranker, make_features
+from shortlist.pipeline.training import fit_ranker, ranking_features
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.retrieval.stage import Retrieval, make_retrieval
@@ -193,7 +193,7 @@ class Pipeline:
         retrieval.fit(train)
         features = None
         if trained.ranker is not None:
-            features = make_features(settings).fit(train)
+            features = ranking_features(past, settings)(trained.cutoff)
             check_features(trained.ranker, features, retrieval)
         self.cutoff_ = trained.cutoff
         self.ranking_ = trained.ranking
@@ -220,7 +220,7 @@ class Pipeline:
             ranker, self.ranking_set_, self.ranking_ = fit_ranker(past, cutoff, retrieval, settings)
         retrieval.fit(train)
         if ranker is not None:
-            features = make_features(settings).fit(train)
+            features = ranking_features(past, settings)(cutoff)
             check_features(ranker, features, retrieval)
         self.cutoff_ = cutoff
         # LightGBM's own predict: batches are large here; `load` compiles the trees to serve

@@ -18,11 +18,14 @@ import numpy as np
 
 from shortlist.config import Settings
 from shortlist.data.arrays import US_PER_DAY, Dataset, Targets, TrainData, targets
+from shortlist.features.base import FeatureOptions
+from shortlist.features.engine import OfflineTables, connect
 from shortlist.pipeline.guard import RankingChoice, ValidationRequests, choose_ranking
 from shortlist.progress import track
 from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
-from shortlist.ranking.features import RankingFeatures
+from shortlist.ranking.features import RankingFeatures, group_features
 from shortlist.ranking.ranker import LightGBMRanker
+from shortlist.resources import thread_count
 from shortlist.retrieval.stage import Retrieval
 
 WEEK_DAYS = 7
@@ -67,7 +70,7 @@ def build_ranking_set(
     data: Dataset,
     cutoff: int,
     retrieval: Retrieval,
-    make_features: Callable[[], RankingFeatures],
+    features_at: Callable[[int], RankingFeatures],
     plan: Plan,
     *,
     negatives_per_user: int,
@@ -102,7 +105,7 @@ def build_ranking_set(
                 advance(1)
                 continue
             retrieval.fit(train)
-            features = make_features().fit(train)
+            features = features_at(start)  # the feature groups as of the period's start
             validates = validation is not None and validation.takes(p, plan.periods)
             for lo in range(0, len(tg.users), CHUNK):
                 part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
@@ -135,11 +138,26 @@ def _subset(tg: Targets, rows: np.ndarray) -> Targets:
     return Targets(tg.users[rows], indptr, items.astype(np.int32))
 
 
-def make_features(settings: Settings) -> RankingFeatures:
-    r = settings.ranking
-    return RankingFeatures(
-        max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
-    )
+def ranking_features(data: Dataset, settings: Settings) -> Callable[[int], RankingFeatures]:
+    """The ranking features of `data` as of any cutoff: the feature groups (features/, one
+    definition per feature) computed on one in-process DuckDB connection, which the closure
+    keeps for every period of a ranking set and the final cutoff."""
+    f, r = settings.features, settings.ranking
+    con = connect("duckdb", memory_limit=f.memory_limit or None, threads=thread_count(f.threads))
+    tables = OfflineTables.from_dataset(con, data)
+    options = FeatureOptions.from_settings(f)
+
+    def at(cutoff: int) -> RankingFeatures:
+        return group_features(
+            tables,
+            data,
+            cutoff,
+            max_values=r.max_category_values,
+            affinity_attributes=r.affinity_attributes,
+            options=options,
+        )
+
+    return at
 
 
 def make_ranker(settings: Settings) -> LightGBMRanker:
@@ -173,7 +191,7 @@ def fit_ranker(
         data,
         cutoff,
         retrieval,
-        lambda: make_features(settings),
+        ranking_features(data, settings),
         plan,
         negatives_per_user=r.negatives_per_user,
         users_per_period=r.users_per_week,

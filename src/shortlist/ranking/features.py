@@ -1,26 +1,36 @@
-"""Ranking features for (user, candidate item) pairs, computed as of a cutoff.
+"""Ranking features for (user, candidate item) pairs, as of a cutoff.
 
-Everything is fitted from the interactions strictly before the cutoff (so a training week's
-features cannot see its labels) into item-indexed arrays, user-indexed arrays and sorted key
-tables for user x item and user x attribute-value counts. Transforming a candidate set is then
-gathers and binary searches only: the same code builds the training set (millions of rows) and
-scores one request (300 rows, well under a millisecond), so training and serving cannot drift.
+Every value is defined once, in the feature pipelines (`shortlist.features`: the `items`,
+`users`, `user_items` and `user_category` groups, the same Ibis code on DuckDB or PySpark),
+computed from the interactions strictly before the cutoff, so a training period's features
+cannot see its labels. `group_features` computes those groups as of a cutoff and lays them out
+as item-indexed arrays, user-indexed arrays and sorted key tables (user x item, user x
+attribute value); `transform` then combines a user's and an item's values (ratios, gaps,
+shares) with gathers and binary searches only. The same two functions build the training set
+(each period's rows as of its cutoff: a point-in-time join) and score a request, so training
+and serving cannot drift.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from shortlist import columns as C
 from shortlist.config import AttributeKind
-from shortlist.data.arrays import US_PER_DAY, TrainData
+from shortlist.data.arrays import US_PER_DAY, Dataset, from_us
 from shortlist.data.candidates import CandidateSet
 from shortlist.data.memo import per_table
-
-HALF_LIFE_DAYS = 30.0
+from shortlist.features.affinity import eligible_attributes
+from shortlist.features.base import FeatureOptions
+from shortlist.features.engine import OfflineTables
+from shortlist.features.materialize import compute_groups
 
 
 class KeyTable:
@@ -30,20 +40,6 @@ class KeyTable:
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
         self.values = {name: v[order].astype(np.float32) for name, v in values.items()}
-
-    @classmethod
-    def aggregate(cls, keys: np.ndarray, columns: dict[str, tuple[np.ndarray, str]]) -> KeyTable:
-        """Group rows by key; each column is (per-row values, "sum" | "max")."""
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        out = {}
-        for name, (values, how) in columns.items():
-            if how == "sum":
-                out[name] = np.bincount(inverse, weights=values, minlength=len(uniq))
-            else:
-                agg = np.full(len(uniq), -np.inf)
-                np.maximum.at(agg, inverse, values)
-                out[name] = agg
-        return cls(uniq, out)
 
     def lookup(self, keys: np.ndarray) -> dict[str, np.ndarray]:
         # A request's keys share one user, i.e. one short run of the table: search that run
@@ -123,7 +119,8 @@ def numeric_attributes(
 
 @dataclass
 class RankingFeatures:
-    """Fit on the past (`fit(TrainData)`), then `transform` candidate sets into a matrix.
+    """Laid out from the feature groups (`from_groups`, or `group_features`), then
+    `transform` candidate sets into a matrix.
 
     max_values: categorical attributes with more values are not used (ids, postal codes).
     affinity_attributes: how many item attributes get user x value purchase counts (the
@@ -132,93 +129,96 @@ class RankingFeatures:
 
     max_values: int = 256
     affinity_attributes: int = 5
-    recent_days: float = 28
     names_: list[str] = field(default_factory=list)
     categorical_: list[str] = field(default_factory=list)
 
-    # -- fitting ----------------------------------------------------------------------------
-    def fit(self, data: TrainData) -> Self:
-        ds = data.dataset
-        inter = data.interactions
-        self.cutoff_ = data.cutoff
-        n_users, n_items = data.n_users, data.n_items
-        age_days = ((data.cutoff - inter.time) / US_PER_DAY).astype(np.float64)
-        qty = inter.quantity.astype(np.float64)
-        recent = age_days < self.recent_days
-        week = age_days < 7
-        price = inter.price
+    # -- from the feature groups ------------------------------------------------------------
+    def from_groups(
+        self,
+        groups: Mapping[str, pa.Table],
+        cutoff: int,
+        dataset: Dataset,
+        *,
+        has_price: bool,
+        eligible: Collection[str],
+        item_group_attribute: str | None = None,
+    ) -> Self:
+        """Take every value from the feature groups computed as of `cutoff` (features/: one
+        definition per feature, the same on DuckDB and PySpark) instead of fitting them here.
 
-        def per_item(mask: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
-            idx = inter.item if mask is None else inter.item[mask]
-            w = weights if mask is None or weights is None else weights[mask]
-            return np.bincount(idx, weights=w, minlength=n_items).astype(np.float32)
-
-        def per_user(mask: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
-            idx = inter.user if mask is None else inter.user[mask]
-            w = weights if mask is None or weights is None else weights[mask]
-            return np.bincount(idx, weights=w, minlength=n_users).astype(np.float32)
-
-        item: dict[str, np.ndarray] = {}
-        item["item_units_7d"] = per_item(week, qty)
-        item["item_units_28d"] = per_item(recent, qty)
-        item["item_units_all"] = per_item(None, qty)
-        item["item_trend"] = item["item_units_7d"] / (item["item_units_28d"] / 4 + 1)
-        first, last = _first_last(inter.item, age_days, n_items)
-        item["item_days_since_first"], item["item_days_since_last"] = first, last
-        pair_keys = inter.user.astype(np.int64) * n_items + inter.item
-        uniq_pairs, pair_counts = np.unique(pair_keys, return_counts=True)
-        pair_item = (uniq_pairs % n_items).astype(np.int64)
-        item["item_buyers"] = np.bincount(pair_item, minlength=n_items).astype(np.float32)
-        repeat = np.bincount(pair_item, weights=pair_counts > 1, minlength=n_items)
-        item["item_repeat_share"] = (repeat / np.maximum(item["item_buyers"], 1)).astype(np.float32)
-        user: dict[str, np.ndarray] = {}
-        user["user_purchases_all"] = per_user(None, qty)
-        user["user_purchases_28d"] = per_user(recent, qty)
-        user["user_purchases_7d"] = per_user(week, qty)
-        user["user_days_since_last"] = _first_last(inter.user, age_days, n_users)[1]
-        if price is not None:
-            known = ~np.isnan(price)
-            item["item_price"] = _mean(inter.item, price, known & recent, n_items, fallback=known)
-            user["user_price"] = _mean(inter.user, price, known, n_users)
-        age = data.user_age
-        if age is not None:
-            known_age = ~np.isnan(age[inter.user])
-            item["item_buyer_age"] = _mean(
-                inter.item, age[inter.user].astype(np.float32), known_age, n_items
-            )
-            user["user_age"] = age.astype(np.float32)
-        items, users = (ds.items, ds.users) if ds is not None else (None, None)
-        item_kinds, user_kinds = (ds.item_kinds, ds.user_kinds) if ds is not None else ({}, {})
-        self.item_numeric_ = {**item, **numeric_attributes(items, item_kinds)}
-        self.user_numeric_ = {**user, **numeric_attributes(users, user_kinds)}
-        self.item_cats_ = choose_attributes(items, item_kinds, self.max_values)
-        self.user_cats_ = choose_attributes(users, user_kinds, self.max_values)
-        # user x item: units, last purchase, recency-weighted units
-        decay = np.power(0.5, age_days / HALF_LIFE_DAYS) * qty
-        self.pairs_ = KeyTable.aggregate(
-            pair_keys,
-            {"ui_units": (qty, "sum"), "ui_last": (-age_days, "max"), "ui_decayed": (decay, "sum")},
+        `groups` holds the `items`, `users`, `user_items` and `user_category` tables as of
+        the cutoff; `dataset` gives the static parts (attribute codes, the age role) and the
+        sizes; `eligible`, the item attributes the user_category group covers. What the
+        ranker sees is then exactly what the feature pipelines computed.
+        """
+        n_items, n_users = dataset.n_items, dataset.n_users
+        self.cutoff_ = cutoff
+        items = _by_key(groups["items"], C.ITEM_IDX, n_items)
+        users = _by_key(groups["users"], C.USER_IDX, n_users)
+        item = {name: items(col, fill) for name, (col, fill) in ITEM_COLUMNS.items()}
+        user = {name: users(col, fill) for name, (col, fill) in USER_COLUMNS.items()}
+        if has_price:
+            item["item_price"] = items("price_recent", np.nan)
+            user["user_price"] = users("price_mean", np.nan)
+        if dataset.user_age is not None:
+            item["item_buyer_age"] = items("buyer_age_mean", np.nan)
+            user["user_age"] = dataset.user_age.astype(np.float32)
+        self._static(dataset, item, user)
+        pairs = groups["user_items"]
+        keys = _col(pairs, C.USER_IDX).astype(np.int64) * n_items + _col(pairs, C.ITEM_IDX)
+        self.pairs_ = KeyTable(
+            keys,
+            {
+                "ui_units": _col(pairs, "purchases"),
+                "ui_last": -_col(pairs, "days_since_last"),
+                "ui_decayed": _col(pairs, "decayed_purchases"),
+            },
         )
-        # user x attribute value: units (all time and recent), for the most specific attributes
         self.affinity_ = {}
-        groups = dict(
-            sorted(self.item_cats_.items(), key=lambda kv: -int(kv[1].max()))[
-                : self.affinity_attributes
-            ]
-        )
-        if ds is not None and ds.item_group is not None:
-            groups["item_group"] = ds.item_group
-        for name, codes in groups.items():
+        category = groups["user_category"]
+        for name, codes in self._affinity_groups(dataset, eligible).items():
+            column = item_group_attribute if name == "item_group" else name
             n_values = int(codes.max()) + 2
-            keys = inter.user.astype(np.int64) * n_values + codes[inter.item] + 1
-            table = KeyTable.aggregate(keys, {"all": (qty, "sum"), "recent": (qty * recent, "sum")})
+            rows = category.filter(pc.equal(category.column("attribute"), column or ""))
+            # the group writes each value as a string: the item codes of those strings
+            values = dataset.items[column] if column is not None else pd.Series([], dtype=str)
+            known = codes >= 0
+            lookup = pd.DataFrame({"v": values.astype(str).to_numpy()[known], "c": codes[known]})
+            lookup = lookup.drop_duplicates("v")
+            at = pc.index_in(rows.column("value"), value_set=pa.array(lookup["v"], pa.string()))
+            found = ~np.asarray(at.is_null().to_numpy(zero_copy_only=False))
+            value_code = lookup["c"].to_numpy()[at.fill_null(0).to_numpy()][found]
+            user_of = _col(rows, C.USER_IDX).astype(np.int64)[found]
+            table = KeyTable(
+                user_of * n_values + value_code + 1,
+                {
+                    "all": _col(rows, "purchases")[found],
+                    "recent": _col(rows, "purchases_28d")[found],
+                },
+            )
             self.affinity_[name] = (codes, n_values, table)
         self.n_items_, self.n_users_ = n_items, n_users
         self.blocks_ = self._blocks()
-        self._name_columns(data)
+        self._name_columns()
         return self
 
-    def _name_columns(self, data: TrainData) -> None:
+    def _static(self, ds: Dataset, item: dict, user: dict) -> None:
+        """Attributes as ingested: numeric ones as they are, categorical ones as codes."""
+        self.item_numeric_ = {**item, **numeric_attributes(ds.items, ds.item_kinds)}
+        self.user_numeric_ = {**user, **numeric_attributes(ds.users, ds.user_kinds)}
+        self.item_cats_ = choose_attributes(ds.items, ds.item_kinds, self.max_values)
+        self.user_cats_ = choose_attributes(ds.users, ds.user_kinds, self.max_values)
+
+    def _affinity_groups(self, ds: Dataset, eligible: Collection[str]) -> dict[str, np.ndarray]:
+        """The item attributes that get user x value counts: the most specific ones (most
+        values) of those the user_category group covers, plus the item_group role."""
+        covered = [kv for kv in self.item_cats_.items() if kv[0] in eligible]
+        groups = dict(sorted(covered, key=lambda kv: -int(kv[1].max()))[: self.affinity_attributes])
+        if ds.item_group is not None:
+            groups["item_group"] = ds.item_group
+        return groups
+
+    def _name_columns(self) -> None:
         self.source_names_: list[str] = []
         self.names_ = (
             list(self.item_numeric_)
@@ -309,29 +309,70 @@ class RankingFeatures:
         )
 
 
-def _first_last(keys: np.ndarray, age_days: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Days since the first and the last row of each key (NaN for keys without rows)."""
-    first = np.full(n, -np.inf)
-    last = np.full(n, np.inf)
-    np.maximum.at(first, keys, age_days)
-    np.minimum.at(last, keys, age_days)
-    first[np.isinf(first)] = np.nan
-    last[np.isinf(last)] = np.nan
-    return first.astype(np.float32), last.astype(np.float32)
+# The ranker's names for the feature groups' columns (docs/features.md defines each), and
+# the value of an entity the group has no row for, or a null (counts 0, days and prices NaN).
+ITEM_COLUMNS: dict[str, tuple[str, float]] = {
+    "item_units_7d": ("units_7d", 0.0),
+    "item_units_28d": ("units_28d", 0.0),
+    "item_units_all": ("units_all", 0.0),
+    "item_trend": ("trend_28d", 0.0),
+    "item_days_since_first": ("days_since_first_sale", np.nan),
+    "item_days_since_last": ("days_since_last_sale", np.nan),
+    "item_buyers": ("buyers_all", 0.0),
+    "item_repeat_share": ("repeat_buyer_share", 0.0),
+}
+USER_COLUMNS: dict[str, tuple[str, float]] = {
+    "user_purchases_all": ("units_all", 0.0),
+    "user_purchases_28d": ("units_28d", 0.0),
+    "user_purchases_7d": ("units_7d", 0.0),
+    "user_days_since_last": ("days_since_last_purchase", np.nan),
+}
 
 
-def _mean(
-    keys: np.ndarray,
-    values: np.ndarray,
-    mask: np.ndarray,
-    n: int,
-    fallback: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mean of values per key over masked rows; keys without any use the fallback mask."""
-    total = np.bincount(keys[mask], weights=values[mask], minlength=n)
-    count = np.bincount(keys[mask], minlength=n)
-    out = np.divide(total, count, out=np.full(n, np.nan), where=count > 0)
-    if fallback is not None:
-        wide = _mean(keys, values, fallback, n)
-        out = np.where(count > 0, out, wide)
-    return out.astype(np.float32)
+def _col(table: pa.Table, name: str, dtype: type = np.float32) -> np.ndarray:
+    """A column as numpy (nulls as NaN for numbers)."""
+    column = table.column(name)
+    if dtype is object:
+        return np.asarray(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False).astype(dtype)
+
+
+def _by_key(table: pa.Table, key: str, n: int) -> Callable[[str, float], np.ndarray]:
+    """column(name, fill) -> (n,) float32 by entity idx; entities without a row get `fill`."""
+    idx = _col(table, key, np.int64)
+
+    def column(name: str, fill: float) -> np.ndarray:
+        out = np.full(n, fill, np.float32)
+        values = _col(table, name)
+        out[idx] = values if np.isnan(fill) else np.where(np.isnan(values), fill, values)
+        return out
+
+    return column
+
+
+RANKING_GROUPS = ("items", "users", "user_category", "user_items")
+
+
+def group_features(
+    tables: OfflineTables,
+    dataset: Dataset,
+    cutoff: int,
+    *,
+    max_values: int = 256,
+    affinity_attributes: int = 5,
+    options: FeatureOptions | None = None,
+) -> RankingFeatures:
+    """The ranking features as of `cutoff` (µs): the feature groups computed on `tables` (the
+    dataset's, see OfflineTables.from_dataset), laid out for `transform`."""
+    options = options or FeatureOptions()
+    groups = compute_groups(tables, from_us(cutoff), RANKING_GROUPS, options)
+    return RankingFeatures(
+        max_values=max_values, affinity_attributes=affinity_attributes
+    ).from_groups(
+        groups,
+        cutoff,
+        dataset,
+        has_price=dataset.interactions.price is not None,
+        eligible=eligible_attributes(tables, options),
+        item_group_attribute=tables.manifest.roles.item_group,
+    )
