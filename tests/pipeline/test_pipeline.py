@@ -57,7 +57,7 @@ def ws(tmp_path_factory):
     result = shortlist("--workspace", str(root / "ws"), "build", "--source", str(root / "src"),
                        "--format", "hm")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "3/3 pipeline trained and saved" in result.stdout
+    assert "2/2 pipeline trained, feature groups written and saved" in result.stdout
     return open_workspace(root / "ws")
 
 
@@ -350,6 +350,31 @@ def test_parts_that_do_not_belong_together_are_refused(ws_copy):
     meta["source_rows"] += 1  # as if ingest had read one more row
     manifest.write_text(json.dumps(meta))
     with pytest.raises(WorkspaceError, match="offline store changed since the pipeline was"):
+        Pipeline.from_config(ws_copy).load()
+
+
+def test_a_loaded_pipeline_reads_its_features_from_the_feature_store(ws_copy):
+    """`save` writes the feature groups as of the cutoff into the feature store and records
+    their versions; `load` reads exactly those (nothing recomputed), and refuses without them."""
+    from shortlist.features.store import FeatureStore
+
+    saved = json.loads((ws_copy.root / "models" / "pipeline.json").read_text())["features"]
+    store = FeatureStore(ws_copy)
+    assert set(saved["versions"]) >= {"items", "users", "user_items", "user_category"}
+    cutoff = json.loads((ws_copy.root / "models" / "pipeline.json").read_text())["cutoff"]
+    for group, version in saved["versions"].items():
+        assert store.get(group, version).cutoff.isoformat() == cutoff
+    loaded = Pipeline.from_config(ws_copy).load()
+    item_units = loaded.funnel_.features.item_numeric_["item_units_all"]
+    table = store.read("items", saved["versions"]["items"]).to_pandas().set_index("item_idx")
+    np.testing.assert_array_equal(item_units[table.index], table["units_all"].astype(np.float32))
+    shutil.rmtree(store.path(store.get("user_items", saved["versions"]["user_items"])))
+    manifest = store.manifest()
+    manifest.groups["user_items"] = [
+        v for v in manifest.groups["user_items"] if v.version != saved["versions"]["user_items"]
+    ]
+    store._save(manifest)
+    with pytest.raises(WorkspaceError, match="no longer has version .* 'user_items' group"):
         Pipeline.from_config(ws_copy).load()
 
 

@@ -87,9 +87,10 @@ def _run(
     cutoff: datetime,
     names: list[str],
     options: FeatureOptions,
+    src: OfflineTables | None = None,
 ) -> MaterializeSummary:
     started = time.perf_counter()
-    src = load_tables(workspace, con)
+    src = src or load_tables(workspace, con)
     store = FeatureStore(workspace)
     written = []
     for name in names:
@@ -111,6 +112,26 @@ def _run(
         folder=store.root,
         written=written,
         seconds=time.perf_counter() - started,
+    )
+
+
+def write_groups(
+    workspace: Workspace,
+    tables: OfflineTables,
+    cutoff: datetime | str,
+    names: Iterable[str] | None = None,
+    options: FeatureOptions | None = None,
+) -> MaterializeSummary:
+    """`materialize` on tables already registered (a dataset in memory, say, through
+    `OfflineTables.from_dataset`): groups `names` (default: all) as of `cutoff`, each written
+    as a new version of the workspace's feature store."""
+    return _run(
+        workspace,
+        tables.con,
+        to_utc_naive(cutoff),
+        G.resolve(names),
+        options or FeatureOptions(),
+        src=tables,
     )
 
 

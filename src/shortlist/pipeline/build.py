@@ -75,26 +75,25 @@ def build(
     on_bad_rows: str | None = None,
     report: Report | None = None,
 ) -> BuildSummary:
-    """Ingest `source`, write the feature groups, then train and save the pipeline.
+    """Ingest `source`, then train and save the pipeline (which writes the feature groups as
+    of its cutoff into the feature store: the values it serves).
 
     `report` is called with a line as each step ends (the CLI prints them).
     """
     from shortlist.data.ingest import ingest
-    from shortlist.features.materialize import materialize
 
     say = report or (lambda line: None)
     started = time.perf_counter()
     steps: dict[str, float] = {}
     s = ingest(workspace, source, format=format, on_bad_rows=on_bad_rows)
     steps["ingest"] = s.seconds
-    say(f"1/3 ingested {s.manifest.interactions.rows:,} interactions ({s.seconds:.1f} s)")
-    t = time.perf_counter()
-    materialize(workspace)
-    steps["features"] = time.perf_counter() - t
-    say(f"2/3 feature groups written ({steps['features']:.1f} s)")
+    say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions ({s.seconds:.1f} s)")
     trained = train_pipeline(workspace)
     steps["pipeline"] = trained.seconds
-    say(f"3/3 pipeline trained and saved ({trained.seconds:.1f} s): {describe(trained)}")
+    say(
+        f"2/2 pipeline trained, feature groups written and saved ({trained.seconds:.1f} s): "
+        f"{describe(trained)}"
+    )
     return BuildSummary(
         workspace.root, s.manifest.interactions.rows, steps, trained, time.perf_counter() - started
     )

@@ -40,7 +40,7 @@ from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
 from shortlist.pipeline.guard import RankingChoice
 from shortlist.pipeline.steps import Ranker, diversify_settings
-from shortlist.pipeline.training import fit_ranker, ranking_features
+from shortlist.pipeline.training import RankingGroups, fit_ranker, ranking_features
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.retrieval.stage import Retrieval, make_retrieval
@@ -103,6 +103,9 @@ class Pipeline:
         self.cutoff_: int | None = None  # what the bound funnel was fitted before
         self.ranking_set_ = None  # after `fit`, what the ranker learnt from (ablations)
         self.ranking_: RankingChoice | None = None  # the guard's choice (pipeline/guard.py)
+        self.groups_: RankingGroups | None = (
+            None  # after `fit`: the feature groups, as of any cutoff
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -191,9 +194,9 @@ class Pipeline:
         train = TrainData.before(past, trained.cutoff)
         retrieval = make_retrieval(self.spec.sources, settings.retrieval, trained.two_tower)
         retrieval.fit(train)
-        features = None
+        features = trained.features  # read from the feature store, not recomputed
         if trained.ranker is not None:
-            features = ranking_features(past, settings)(trained.cutoff)
+            assert features is not None
             check_features(trained.ranker, features, retrieval)
         self.cutoff_ = trained.cutoff
         self.ranking_ = trained.ranking
@@ -215,12 +218,18 @@ class Pipeline:
         retrieval = make_retrieval(self.spec.sources, settings.retrieval)
         ranker = features = None
         self.ranking_set_ = self.ranking_ = None
+        self.groups_ = None
         if self.spec.ranker == "lightgbm":
+            # one set of feature groups for every period and the cutoff
+            self.groups_ = ranking_features(past, settings)
             # the two-tower trained for the ranking set's oldest period also serves the cutoff
-            ranker, self.ranking_set_, self.ranking_ = fit_ranker(past, cutoff, retrieval, settings)
+            ranker, self.ranking_set_, self.ranking_ = fit_ranker(
+                past, cutoff, retrieval, settings, self.groups_
+            )
         retrieval.fit(train)
         if ranker is not None:
-            features = ranking_features(past, settings)(cutoff)
+            assert self.groups_ is not None
+            features = self.groups_(cutoff)
             check_features(ranker, features, retrieval)
         self.cutoff_ = cutoff
         # LightGBM's own predict: batches are large here; `load` compiles the trees to serve
@@ -240,7 +249,13 @@ class Pipeline:
 
         if self.workspace is None or self.funnel_ is None or self.cutoff_ is None:
             raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
-        return save_trained(self.workspace, self.spec, self.funnel_, self.cutoff_, self.ranking_)
+        features = None
+        if self.groups_ is not None:  # the groups as of the cutoff, where `load` reads them
+            versions = self.groups_.save(self.workspace, self.cutoff_)
+            features = {"versions": versions, "eligible": self.groups_.eligible}
+        return save_trained(
+            self.workspace, self.spec, self.funnel_, self.cutoff_, self.ranking_, features
+        )
 
     def _funnel(self, catalog, retrieval, train, features, ranker, scorer, ranking) -> Funnel:
         tt = retrieval.two_tower

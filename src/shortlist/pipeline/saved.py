@@ -19,6 +19,7 @@ from shortlist.config import PipelineSettings, Settings
 from shortlist.data.arrays import Dataset, from_us
 from shortlist.errors import WorkspaceError
 from shortlist.pipeline.guard import RankingChoice
+from shortlist.ranking.features import RANKING_GROUPS, RankingFeatures
 from shortlist.ranking.ranker import MODEL_FILE, LightGBMRanker
 from shortlist.retrieval.build import index_folder, model_folder
 from shortlist.retrieval.sources import TwoTowerSource
@@ -47,6 +48,8 @@ class Trained:
     ranker: LightGBMRanker | None
     scorer: TreeScorer | None
     ranking: RankingChoice | None  # the guard's choice: the ranker, or a source order
+    # the ranker's features, read from the feature store's groups the pipeline saved
+    features: RankingFeatures | None = None
 
 
 def _sources(spec: PipelineSettings) -> list[dict[str, Any]]:
@@ -59,6 +62,7 @@ def save_trained(
     funnel: Funnel,
     cutoff: int,
     ranking: RankingChoice | None = None,
+    features: dict[str, Any] | None = None,
 ) -> Path:
     """Write the funnel's trained parts and the manifest (last, so a manifest on disk means
     every part it names is there). Returns the manifest's path."""
@@ -82,6 +86,8 @@ def save_trained(
         manifest["ranker_report"] = funnel.ranker.report_
     if ranking is not None:
         manifest["ranking"] = ranking.to_dict()
+    if features is not None:
+        manifest["features"] = features  # {"versions": {group: version}, "eligible": [...]}
     path = workspace.root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -159,5 +165,41 @@ def load_trained(
             scorer = load_scorer(
                 folder / MODEL_FILE, folder / "compiled", compiled=settings.ranking.compiled
             )
-        return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, ranking)
+        cutoff = int(m["cutoff_us"])
+        features = _load_features(workspace, m, data, settings, cutoff)
+        return Trained(cutoff, two_tower, ranker, scorer, ranking, features)
     return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, None)
+
+
+def _load_features(
+    workspace: Workspace, m: dict[str, Any], data: Dataset, settings: Settings, cutoff: int
+) -> RankingFeatures:
+    """The ranker's features as the pipeline saved them: the feature store's versions of the
+    ranking groups at the pipeline's cutoff (nothing recomputed)."""
+    from shortlist.features.store import FeatureStore
+
+    saved = m.get("features")
+    if not saved:
+        raise WorkspaceError(f"the pipeline was saved without its feature groups: {RETRAIN}")
+    store = FeatureStore(workspace)
+    groups = {}
+    for name in RANKING_GROUPS:
+        version = saved["versions"].get(name)
+        entry = next((v for v in store.versions(name) if v.version == version), None)
+        if entry is None or entry.cutoff != from_us(cutoff):
+            raise WorkspaceError(
+                f"the feature store ({store.root}) no longer has version {version} of the "
+                f"'{name}' group, which the pipeline was trained with: {RETRAIN}"
+            )
+        groups[name] = store.read(name, version)
+    r = settings.ranking
+    return RankingFeatures(
+        max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
+    ).from_groups(
+        groups,
+        cutoff,
+        data,
+        has_price=data.interactions.price is not None,
+        eligible=saved["eligible"],
+        item_group_attribute=data.manifest.roles.item_group if data.manifest else None,
+    )

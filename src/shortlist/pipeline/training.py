@@ -17,9 +17,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from shortlist.config import Settings
-from shortlist.data.arrays import US_PER_DAY, Dataset, Targets, TrainData, targets
+from shortlist.data.arrays import US_PER_DAY, Dataset, Targets, TrainData, from_us, targets
+from shortlist.features.affinity import eligible_attributes
 from shortlist.features.base import FeatureOptions
 from shortlist.features.engine import OfflineTables, connect
+from shortlist.features.materialize import write_groups
 from shortlist.pipeline.guard import RankingChoice, ValidationRequests, choose_ranking
 from shortlist.progress import track
 from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
@@ -27,6 +29,7 @@ from shortlist.ranking.features import RankingFeatures, group_features
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.resources import thread_count
 from shortlist.retrieval.stage import Retrieval
+from shortlist.workspace import Workspace
 
 WEEK_DAYS = 7
 CHUNK = 4096  # users featurized at once: bounds memory to a few hundred MB per chunk
@@ -138,26 +141,55 @@ def _subset(tg: Targets, rows: np.ndarray) -> Targets:
     return Targets(tg.users[rows], indptr, items.astype(np.int32))
 
 
-def ranking_features(data: Dataset, settings: Settings) -> Callable[[int], RankingFeatures]:
-    """The ranking features of `data` as of any cutoff: the feature groups (features/, one
-    definition per feature) computed on one in-process DuckDB connection, which the closure
-    keeps for every period of a ranking set and the final cutoff."""
-    f, r = settings.features, settings.ranking
-    con = connect("duckdb", memory_limit=f.memory_limit or None, threads=thread_count(f.threads))
-    tables = OfflineTables.from_dataset(con, data)
-    options = FeatureOptions.from_settings(f)
+@dataclass
+class RankingGroups:
+    """The ranking features of a dataset as of any cutoff: the feature groups (features/, one
+    definition per feature) computed on one in-process DuckDB connection over the dataset's
+    tables, kept for every period of a ranking set and the final cutoff. Call it with a
+    cutoff (µs) for the features as of then; `save` writes the groups as of a cutoff into the
+    workspace's feature store, where a loaded pipeline reads them back."""
 
-    def at(cutoff: int) -> RankingFeatures:
+    data: Dataset
+    settings: Settings
+    tables: OfflineTables
+    options: FeatureOptions
+
+    @classmethod
+    def of(cls, data: Dataset, settings: Settings) -> RankingGroups:
+        f = settings.features
+        con = connect(
+            "duckdb", memory_limit=f.memory_limit or None, threads=thread_count(f.threads)
+        )
+        tables = OfflineTables.from_dataset(con, data)
+        return cls(data, settings, tables, FeatureOptions.from_settings(f))
+
+    def __call__(self, cutoff: int) -> RankingFeatures:
+        r = self.settings.ranking
         return group_features(
-            tables,
-            data,
+            self.tables,
+            self.data,
             cutoff,
             max_values=r.max_category_values,
             affinity_attributes=r.affinity_attributes,
-            options=options,
+            options=self.options,
         )
 
-    return at
+    @property
+    def eligible(self) -> list[str]:
+        """The item attributes the user_category group covers (user x value features)."""
+        return eligible_attributes(self.tables, self.options)
+
+    def save(self, workspace: Workspace, cutoff: int) -> dict[str, int]:
+        """Every group as of `cutoff` written as a new version of the feature store (the
+        ranking features' and the others, so `materialize` finds them all); returns the
+        version of each."""
+        written = write_groups(workspace, self.tables, from_us(cutoff), options=self.options)
+        return {v.path.split("/")[0]: v.version for v in written.written}
+
+
+def ranking_features(data: Dataset, settings: Settings) -> RankingGroups:
+    """The ranking features of `data` as of any cutoff (see RankingGroups)."""
+    return RankingGroups.of(data, settings)
 
 
 def make_ranker(settings: Settings) -> LightGBMRanker:
@@ -175,7 +207,11 @@ def make_ranker(settings: Settings) -> LightGBMRanker:
 
 
 def fit_ranker(
-    data: Dataset, cutoff: int, retrieval: Retrieval, settings: Settings
+    data: Dataset,
+    cutoff: int,
+    retrieval: Retrieval,
+    settings: Settings,
+    features_at: Callable[[int], RankingFeatures] | None = None,
 ) -> tuple[LightGBMRanker, RankingSet, RankingChoice]:
     """The ranking set of the periods before `cutoff` (the latest validates), the ranker, and
     what the guard chose to serve after it (the ranker, or a source order that scored higher
@@ -191,7 +227,7 @@ def fit_ranker(
         data,
         cutoff,
         retrieval,
-        ranking_features(data, settings),
+        features_at or ranking_features(data, settings),
         plan,
         negatives_per_user=r.negatives_per_user,
         users_per_period=r.users_per_week,
