@@ -38,6 +38,13 @@ RECENT_DAYS = 28  # window of purchases_28d
 
 def eligible_attributes(src: OfflineTables, options: FeatureOptions) -> list[str]:
     """Categorical item attributes with at most options.max_category_values distinct values,
+    plus the item_group role's attribute (see `_eligible`); asked once per tables object."""
+    key = ("eligible", options.max_category_values, options.category_attributes)
+    return list(src.remember(key, lambda: _eligible(src, options)))
+
+
+def _eligible(src: OfflineTables, options: FeatureOptions) -> list[str]:
+    """Categorical item attributes with at most options.max_category_values distinct values,
     plus the item_group role's attribute whatever its number of values (the ranker's user x
     product counts: a product groups an item's variants, the strongest repurchase signal).
 

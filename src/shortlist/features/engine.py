@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ibis
 import ibis.expr.types as ir
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 ENGINES = ("duckdb", "pyspark")
+T = TypeVar("T")
 
 
 def java_available() -> bool:
@@ -143,6 +145,15 @@ class OfflineTables:
     items: ir.Table
     users: ir.Table
     interactions: ir.Table  # all of them, without the partition column
+    # answers that depend on the tables but not on a cutoff (the channel values, the eligible
+    # attributes), computed once per tables object: a ranking set asks for many cutoffs
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def remember(self, key: Any, compute: Callable[[], T]) -> T:
+        """`compute()` once per key for these tables."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @property
     def engine(self) -> str:

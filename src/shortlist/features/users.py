@@ -82,7 +82,10 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
     """Every user, with zeros (counts) or nulls (recency, prices, shares) when they never bought."""
     inter = src.interactions_before(cutoff)
     attrs = src.attributes("users", AttributeKind.CATEGORICAL, AttributeKind.NUMERIC)
-    channels = sanitize(_channels(src, options.max_channels), "channel_", "_share")
+    top = src.remember(
+        ("channels", options.max_channels), lambda: _channels(src, options.max_channels)
+    )
+    channels = sanitize(top, "channel_", "_share")
     taken = set(FEATURES) | set(channels.values())
     renamed = {(f"attr_{a}" if a in taken else a): a for a in attrs}
     base = src.users.select(C.USER_IDX, **{new: src.users[old] for new, old in renamed.items()})
