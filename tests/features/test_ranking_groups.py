@@ -182,3 +182,23 @@ def test_edge_cases_from_hand_made_frames(tiny_ws, duck):
     for name, table in got.items():
         keys = groups.KEYS[name]
         assert_same(keyed(table.drop_columns([FEATURE_TIME]), keys), REFERENCES[name](ref, CUTOFF))
+
+
+def test_many_cutoffs_on_one_tables_equal_a_fresh_compilation_each(tiny_ws, duck):
+    """On DuckDB a group is compiled once and later cutoffs rewrite its literals (after the
+    rewrite reproduced Ibis' own SQL once): the tables at every cutoff equal those computed by
+    a fresh compilation, on fresh tables, at that cutoff."""
+    from shortlist.features.engine import connect
+
+    tables = in_memory(duck, tiny_ws)
+    cutoffs = [CUTOFF - timedelta(days=d) for d in (0, 3, 10, 45)]
+    got = [compute_groups(tables, c) for c in cutoffs]
+    templates = {k[1]: v for k, v in tables.memo.items() if k[0] == "sql"}
+    assert set(templates) == set(groups.GROUPS) and all(t.trusted for t in templates.values())
+    for cutoff, tables_at in zip(cutoffs, got, strict=True):
+        fresh = compute_groups(in_memory(connect("duckdb"), tiny_ws), cutoff)  # compiled there
+        for name, table in tables_at.items():
+            keys = list(groups.KEYS[name])
+            assert table.schema == fresh[name].schema
+            assert_same(keyed(table, keys), keyed(fresh[name], keys))
+            assert set(table.column(FEATURE_TIME).to_pylist()) <= {cutoff}
