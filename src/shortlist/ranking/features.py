@@ -14,7 +14,7 @@ and serving cannot drift.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Self
 
 import numpy as np
@@ -363,16 +363,25 @@ def group_features(
     options: FeatureOptions | None = None,
 ) -> RankingFeatures:
     """The ranking features as of `cutoff` (µs): the feature groups computed on `tables` (the
-    dataset's, see OfflineTables.from_dataset), laid out for `transform`."""
+    dataset's, see OfflineTables.from_dataset), laid out for `transform`.
+
+    `user_category` is computed for the attributes the ranker reads only (its most specific
+    eligible ones and the item_group role), not every eligible one: most of its cost."""
     options = options or FeatureOptions()
-    groups = compute_groups(tables, from_us(cutoff), RANKING_GROUPS, options)
-    return RankingFeatures(
-        max_values=max_values, affinity_attributes=affinity_attributes
-    ).from_groups(
+    eligible = eligible_attributes(tables, options)
+    features = RankingFeatures(max_values=max_values, affinity_attributes=affinity_attributes)
+    features._static(dataset, {}, {})
+    role = tables.manifest.roles.item_group
+    read = [name for name in features._affinity_groups(dataset, eligible) if name != "item_group"]
+    if role is not None and dataset.item_group is not None:
+        read.append(role)
+    narrow = replace(options, category_attributes=tuple(dict.fromkeys(read)))
+    groups = compute_groups(tables, from_us(cutoff), RANKING_GROUPS, narrow)
+    return features.from_groups(
         groups,
         cutoff,
         dataset,
         has_price=dataset.interactions.price is not None,
-        eligible=eligible_attributes(tables, options),
-        item_group_attribute=tables.manifest.roles.item_group,
+        eligible=eligible,
+        item_group_attribute=role,
     )
