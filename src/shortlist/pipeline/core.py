@@ -161,8 +161,9 @@ class Pipeline:
 
     def load(self) -> Pipeline:
         """Bind to what `save` (run by `shortlist build`) left in the workspace: the two-tower
-        model, its index and the ranker from disk, the other sources and the features fitted
-        on the data before the same cutoff. What is served is then what was fitted.
+        model, its index, the ranker and the ranking features (the feature groups as of the
+        cutoff, read from the feature store) from disk, the other sources fitted on the data
+        before the same cutoff. What is served is then what was fitted.
 
         The loaded state then lives as long as the process, so it is moved out of the garbage
         collector's reach (`gc.freeze`): at full scale the collector walking it paused about
