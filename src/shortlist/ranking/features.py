@@ -165,7 +165,7 @@ class RankingFeatures:
             user["user_age"] = dataset.user_age.astype(np.float32)
         self._static(dataset, item, user)
         pairs = groups["user_items"]
-        keys = _col(pairs, C.USER_IDX).astype(np.int64) * n_items + _col(pairs, C.ITEM_IDX)
+        keys = _col(pairs, C.USER_IDX, np.int64) * n_items + _col(pairs, C.ITEM_IDX, np.int64)
         self.pairs_ = KeyTable(
             keys,
             {
@@ -188,7 +188,7 @@ class RankingFeatures:
             at = pc.index_in(rows.column("value"), value_set=pa.array(lookup["v"], pa.string()))
             found = ~np.asarray(at.is_null().to_numpy(zero_copy_only=False))
             value_code = lookup["c"].to_numpy()[at.fill_null(0).to_numpy()][found]
-            user_of = _col(rows, C.USER_IDX).astype(np.int64)[found]
+            user_of = _col(rows, C.USER_IDX, np.int64)[found]
             table = KeyTable(
                 user_of * n_values + value_code + 1,
                 {
@@ -330,11 +330,8 @@ USER_COLUMNS: dict[str, tuple[str, float]] = {
 
 
 def _col(table: pa.Table, name: str, dtype: type = np.float32) -> np.ndarray:
-    """A column as numpy (nulls as NaN for numbers)."""
-    column = table.column(name)
-    if dtype is object:
-        return np.asarray(column.to_pylist(), dtype=object)
-    return column.to_numpy(zero_copy_only=False).astype(dtype)
+    """A numeric column as numpy (nulls as NaN)."""
+    return table.column(name).to_numpy(zero_copy_only=False).astype(dtype)
 
 
 def _by_key(table: pa.Table, key: str, n: int) -> Callable[[str, float], np.ndarray]:
