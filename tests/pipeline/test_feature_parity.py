@@ -70,14 +70,7 @@ def served_features(ws, cutoff: int) -> RankingFeatures:
     return RankingFeatures(
         max_values=s.ranking.max_category_values,
         affinity_attributes=s.ranking.affinity_attributes,
-    ).from_groups(
-        groups,
-        cutoff,
-        data,
-        has_price=data.interactions.price is not None,
-        eligible=eligible_attributes(tables, FeatureOptions()),
-        item_group_attribute=tables.manifest.roles.item_group,
-    )
+    ).from_groups(groups, cutoff, data, eligible_attributes(tables, FeatureOptions()))
 
 
 def assert_same_rows(ws) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -29,7 +29,6 @@ from shortlist.features.base import timestamp_literal
 from shortlist.workspace import Workspace
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import SparkSession
 
 ENGINES = ("duckdb", "pyspark")

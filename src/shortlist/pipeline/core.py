@@ -103,9 +103,8 @@ class Pipeline:
         self.cutoff_: int | None = None  # what the bound funnel was fitted before
         self.ranking_set_ = None  # after `fit`, what the ranker learnt from (ablations)
         self.ranking_: RankingChoice | None = None  # the guard's choice (pipeline/guard.py)
-        self.groups_: RankingGroups | None = (
-            None  # after `fit`: the feature groups, as of any cutoff
-        )
+        # after `fit`: the feature groups, as of any cutoff (what `save` writes)
+        self.groups_: RankingGroups | None = None
         self._lock = threading.Lock()
 
     @classmethod

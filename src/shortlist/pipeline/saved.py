@@ -195,11 +195,4 @@ def _load_features(
     r = settings.ranking
     return RankingFeatures(
         max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
-    ).from_groups(
-        groups,
-        cutoff,
-        data,
-        has_price=data.interactions.price is not None,
-        eligible=saved["eligible"],
-        item_group_attribute=data.manifest.roles.item_group if data.manifest else None,
-    )
+    ).from_groups(groups, cutoff, data, saved["eligible"])

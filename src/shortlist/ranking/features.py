@@ -138,10 +138,7 @@ class RankingFeatures:
         groups: Mapping[str, pa.Table],
         cutoff: int,
         dataset: Dataset,
-        *,
-        has_price: bool,
         eligible: Collection[str],
-        item_group_attribute: str | None = None,
     ) -> Self:
         """Take every value from the feature groups computed as of `cutoff` (features/: one
         definition per feature, the same on DuckDB and PySpark) instead of fitting them here.
@@ -152,6 +149,8 @@ class RankingFeatures:
         ranker sees is then exactly what the feature pipelines computed.
         """
         n_items, n_users = dataset.n_items, dataset.n_users
+        has_price = dataset.interactions.price is not None
+        item_group_attribute = _item_group_attribute(dataset)
         self.cutoff_ = cutoff
         items = _by_key(groups["items"], C.ITEM_IDX, n_items)
         users = _by_key(groups["users"], C.USER_IDX, n_users)
@@ -217,6 +216,14 @@ class RankingFeatures:
         if ds.item_group is not None:
             groups["item_group"] = ds.item_group
         return groups
+
+    def affinity_columns(self, ds: Dataset, eligible: Collection[str]) -> list[str]:
+        """The item attributes whose user x value counts the ranker reads (the user_category
+        rows it needs): its most specific eligible ones, and the item_group role's."""
+        self._static(ds, {}, {})
+        names = [n for n in self._affinity_groups(ds, eligible) if n != "item_group"]
+        role = _item_group_attribute(ds)
+        return list(dict.fromkeys(names + ([role] if role is not None else [])))
 
     def _name_columns(self) -> None:
         self.source_names_: list[str] = []
@@ -367,18 +374,14 @@ def group_features(
     options = options or FeatureOptions()
     eligible = eligible_attributes(tables, options)
     features = RankingFeatures(max_values=max_values, affinity_attributes=affinity_attributes)
-    features._static(dataset, {}, {})
-    role = tables.manifest.roles.item_group
-    read = [name for name in features._affinity_groups(dataset, eligible) if name != "item_group"]
-    if role is not None and dataset.item_group is not None:
-        read.append(role)
-    narrow = replace(options, category_attributes=tuple(dict.fromkeys(read)))
+    read = features.affinity_columns(dataset, eligible)
+    narrow = replace(options, category_attributes=tuple(read))
     groups = compute_groups(tables, from_us(cutoff), RANKING_GROUPS, narrow)
-    return features.from_groups(
-        groups,
-        cutoff,
-        dataset,
-        has_price=dataset.interactions.price is not None,
-        eligible=eligible,
-        item_group_attribute=role,
-    )
+    return features.from_groups(groups, cutoff, dataset, eligible)
+
+
+def _item_group_attribute(dataset: Dataset) -> str | None:
+    """The item_group role's attribute, when the dataset has the role (from its manifest)."""
+    if dataset.item_group is None or dataset.manifest is None:
+        return None
+    return dataset.manifest.roles.item_group
