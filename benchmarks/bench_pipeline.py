@@ -7,6 +7,11 @@ asks; a saved pipeline serves only the sources it was trained with).
 Run on a built workspace (`shortlist build`; benchmarks/run.py --only pipeline predict does it).
 
     python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R] [--out FILE]
+
+It also reports `Pipeline.load`'s time and memory, and a second process loading the same
+workspace while the first still serves: the saved state is memory-mapped, so the second adds
+mostly its private memory (`private_mb`); pages of the mapped files are shared (`pss_mb` splits
+them between the processes that map them).
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from shortlist.data.arrays import load_dataset
+from shortlist.data.offline import OfflineStore
 from shortlist.pipeline import Pipeline
 from shortlist.workspace import open_workspace
 
@@ -29,6 +38,37 @@ TARGET_P99_MS = 10.0
 def pct(samples: list[float]) -> dict[str, float]:
     a = np.asarray(samples)
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def memory() -> dict[str, float]:
+    """This process's memory (MB) from /proc/self/smaps_rollup: resident, proportional share of
+    shared pages, private, and the part of the resident set that is mapped files."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":")
+        fields[name] = int(value.split()[0]) / 1024
+    return {
+        "rss_mb": round(fields["Rss"], 1),
+        "pss_mb": round(fields["Pss"], 1),
+        "private_mb": round(fields["Private_Clean"] + fields["Private_Dirty"], 1),
+        "shared_mb": round(fields["Shared_Clean"] + fields["Shared_Dirty"], 1),
+    }
+
+
+def second_process(workspace: Path, ids: list[str]) -> dict:
+    """Load the same workspace in another process (while this one serves), recommend, report."""
+    code = (
+        "import json, sys, time; from shortlist.pipeline import Pipeline; "
+        "from shortlist.workspace import open_workspace; "
+        "sys.path.insert(0, 'benchmarks'); from bench_pipeline import memory; "
+        "t = time.perf_counter(); "
+        f"p = Pipeline.from_config(open_workspace({str(workspace)!r})).load(); "
+        "s = time.perf_counter() - t; "
+        f"[p.recommend(u) for u in {ids!r}]; "
+        "print(json.dumps({'load_seconds': s, **memory()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -45,7 +85,9 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
     funnel = pipeline.funnel_
     assert funnel is not None
-    data = funnel.catalog.data
+    after_load = memory()
+    # a loaded pipeline reads no interactions: the benchmark picks recent buyers itself
+    data = load_dataset(OfflineStore(open_workspace(args.workspace)))
     recent = np.unique(data.interactions.user[-200_000:])
     rng = np.random.default_rng(0)
     users = rng.choice(recent, min(args.users, len(recent)), replace=False)
@@ -69,15 +111,23 @@ def main() -> None:
             candidates.append(rec.trace[0]["out"])
             proposed.append(sum(rec.trace[0]["sources"].values()))
         runs.append(pct(totals))
+    n_items, n_users = data.n_items, data.n_users
+    del data
+    first = memory()
+    second = second_process(args.workspace, ids[:20])
     total = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     result = {
         "benchmark": "recommend_one_user",
         "workspace": str(args.workspace),
         "users": len(ids),
         "repeat": args.repeat,
-        "items": data.n_items,
-        "all_users": data.n_users,
+        "items": n_items,
+        "all_users": n_users,
         "load_seconds": load_seconds,
+        "memory_after_load": after_load,
+        # both processes at once: this one after serving, the second after loading and 20 users
+        "memory_first_process": first,
+        "second_process": second,
         "scorer": funnel.scorer.name if funnel.scorer is not None else None,
         "sources_config": [(s.name, s.segment, s.k) for s in pipeline.spec.sources],
         "diversify": pipeline.spec.diversify.method,
@@ -96,6 +146,11 @@ def main() -> None:
         f"p50 {total['p50_ms']:.2f} ms  p99 {total['p99_ms']:.2f} ms  "
         f"(target {TARGET_P99_MS} ms: {'met' if result['meets_target'] else 'MISSED'}); "
         f"load {load_seconds:.1f} s"
+    )
+    print(
+        f"  memory: first process rss {first['rss_mb']:.0f} MB (private {first['private_mb']:.0f}"
+        f" MB); second process load {second['load_seconds']:.1f} s, rss {second['rss_mb']:.0f}"
+        f" MB (private {second['private_mb']:.0f} MB, shared {second['shared_mb']:.0f} MB)"
     )
     for name, row in {**result["stages"], **result["sources"]}.items():
         print(f"  {name:14s} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms")

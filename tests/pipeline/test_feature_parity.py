@@ -22,10 +22,13 @@ from shortlist.features.affinity import eligible_attributes
 from shortlist.features.base import FeatureOptions
 from shortlist.features.engine import connect, load_tables
 from shortlist.features.materialize import materialize
+from shortlist.features.online.base import open_online_store
+from shortlist.features.online.materialize import materialize_online
 from shortlist.features.store import FeatureStore
 from shortlist.pipeline.guard import ValidationRequests
 from shortlist.pipeline.training import Plan, build_ranking_set, ranking_features
 from shortlist.ranking.features import RANKING_GROUPS, RankingFeatures
+from shortlist.ranking.online import USER_GROUPS, OnlineUsers
 from shortlist.retrieval.sources import CoPurchaseSource, RepurchaseSource, TrendingSource
 from shortlist.retrieval.stage import Retrieval
 from shortlist.workspace import open_workspace
@@ -73,10 +76,28 @@ def served_features(ws, cutoff: int) -> RankingFeatures:
     ).from_groups(groups, cutoff, data, eligible_attributes(tables, FeatureOptions()))
 
 
-def assert_same_rows(ws) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every validation row equals the served row for the same (user, item, cutoff)."""
+def served_online(ws, cutoff: int, url: str) -> RankingFeatures:
+    """The ranking features as a loaded pipeline serves them: the item side from the feature
+    store, the users' side read per request from the online store at `url`."""
+    offline = served_features(ws, cutoff)
+    store = FeatureStore(ws)
+    versions = {n: store.get(n).version for n in RANKING_GROUPS}
+    materialize_online(ws, url, groups=RANKING_GROUPS, versions=versions)
+    groups = {n: store.read_empty(n) if n in USER_GROUPS else store.read(n) for n in RANKING_GROUPS}
+    data = load_dataset(OfflineStore(ws))
+    eligible = eligible_attributes(load_tables(ws, connect("duckdb")), FeatureOptions())
+    served = RankingFeatures(
+        max_values=offline.max_values, affinity_attributes=offline.affinity_attributes
+    ).from_groups(groups, cutoff, data, eligible)
+    served.online_ = OnlineUsers(served, open_online_store(url, ws), data, versions, eligible)
+    return served
+
+
+def assert_same_rows(ws, url: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every validation row equals the served row for the same (user, item, cutoff); with
+    `url`, the users' values are read from that online store, as a request reads them."""
     cutoff, validation = trained_rows(ws)
-    served = served_features(ws, cutoff)
+    served = served_features(ws, cutoff) if url is None else served_online(ws, cutoff, url)
     assert validation.parts, "the latest period kept no request"
     trained_all, served_all = [], []
     for cs, X, rows, cols, _ in validation.parts:
@@ -101,6 +122,17 @@ def test_trained_rows_equal_rows_served_from_the_store_at_that_cutoff(workspace)
         assert np.isfinite(column).any() and np.nanstd(column) > 0, name
 
 
+@pytest.mark.parametrize("backend", ["lmdb", "redis"])
+def test_rows_served_from_the_online_store_equal_the_trained_rows(workspace, backend, request):
+    """A request reads its users' values from the online store (LMDB or Redis), one request
+    batched read per candidate set: the vectors equal the trained ones to float precision."""
+    url = "lmdb" if backend == "lmdb" else request.getfixturevalue("redis_server").url(3)
+    trained, served, names = assert_same_rows(workspace, url)
+    for name in ("user_purchases_all", "ui_units", "ui_decayed", "price_ratio"):
+        assert np.isfinite(trained[:, names.index(name)]).any(), name
+    assert any(n.startswith("share_") for n in names)
+
+
 def test_a_changed_definition_moves_both_sides(workspace, monkeypatch):
     before, _, names = assert_same_rows(workspace)
     original = G.GROUPS["items"]
@@ -117,3 +149,16 @@ def test_a_changed_definition_moves_both_sides(workspace, monkeypatch):
     np.testing.assert_allclose(served_after[:, j], after[:, j], rtol=1e-6)
     others = [i for i in range(len(names)) if i != j]
     np.testing.assert_array_equal(after[:, others], before[:, others])
+
+
+def test_an_online_store_holding_other_versions_is_refused(workspace):
+    from shortlist.errors import WorkspaceError
+
+    cutoff, _ = trained_rows(workspace)
+    served = served_online(workspace, cutoff, "lmdb")
+    versions = {n: FeatureStore(workspace).get(n).version for n in RANKING_GROUPS}
+    other = {**versions, "user_items": versions["user_items"] + 1}
+    data = load_dataset(OfflineStore(workspace))
+    refused = r"holds version \d+ of the 'user_items'.*`shortlist train pipeline`"
+    with pytest.raises(WorkspaceError, match=refused):
+        OnlineUsers(served, open_online_store("lmdb", workspace), data, other, [])

@@ -57,7 +57,9 @@ def ws(tmp_path_factory):
     result = shortlist("--workspace", str(root / "ws"), "build", "--source", str(root / "src"),
                        "--format", "hm")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "2/2 pipeline trained, feature groups written and saved" in result.stdout
+    said = " ".join(result.stdout.split())
+    assert "2/2 pipeline trained and saved, its feature groups written to the feature " in said
+    assert "store and the online store" in said
     return open_workspace(root / "ws")
 
 
@@ -67,8 +69,8 @@ def pipeline(ws) -> Pipeline:
 
 
 @pytest.fixture(scope="module")
-def user_ids(pipeline) -> list[str]:
-    data = pipeline.funnel_.catalog.data
+def user_ids(ws, pipeline) -> list[str]:
+    data = load_dataset(OfflineStore(ws))  # a loaded pipeline holds no interactions
     active = np.unique(data.interactions.user[-2000:])[:5]  # recent buyers
     return [str(pipeline.funnel_.catalog.user_ids[u]) for u in active]
 
@@ -309,13 +311,36 @@ def ws_copy(ws, tmp_path):
     return open_workspace(tmp_path / "ws")
 
 
+def _mapped(array: np.ndarray) -> bool:
+    """Whether the array's memory is a file mapping (not a copy in the process's heap)."""
+    import mmap
+
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 def test_a_fitted_pipeline_saved_and_loaded_recommends_the_same(ws_copy):
     """What `build` serves is what `evaluate` measures: one code path (fit, then save)."""
     data = load_dataset(OfflineStore(ws_copy))
     fitted = Pipeline.from_config(ws_copy).fit(data, end_of_data(data))
     fitted.save()
+    # a load refits nothing and reads no interaction: it serves with their files gone
+    shutil.rmtree(ws_copy.offline / "interactions")
     loaded = Pipeline.from_config(ws_copy).load()
     assert loaded.cutoff_ == fitted.cutoff_ == end_of_data(data)
+    assert len(loaded.funnel_.catalog.data.interactions) == 0
+    # the sources' arrays are mapped from the saved state, not rebuilt in memory
+    copurchase = next(s for s, _ in loaded.funnel_.retrieval.sources if s.name == "copurchase")
+    assert _mapped(copurchase.neighbours_.indices) and _mapped(copurchase.bought_.data)
+    np.testing.assert_array_equal(
+        copurchase.neighbours_.toarray(),
+        next(
+            s for s, _ in fitted.funnel_.retrieval.sources if s.name == "copurchase"
+        ).neighbours_.toarray(),
+    )
     rng = np.random.default_rng(0)
     recent = np.unique(data.interactions.user[-3000:])
     users = np.concatenate([rng.choice(recent, 20, False), rng.choice(data.n_users, 10, False)])

@@ -141,4 +141,5 @@ def print_training(s) -> None:  # type: ignore[no-untyped-def]
         for name, gain in s.importance[:15]:
             table.add_row(name, f"{gain:.3f}")
         out.print(table)
-    out.print(f"Trained in {s.seconds:.1f} s; saved as [bold]{s.manifest}[/]")
+    steps = "; ".join(f"{name} {seconds:.1f} s" for name, seconds in s.steps.items())
+    out.print(f"Trained in {s.seconds:.1f} s ({steps}); saved as [bold]{s.manifest}[/]")

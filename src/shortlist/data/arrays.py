@@ -168,14 +168,29 @@ def _codes(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
     return pd.factorize(frame[column], sort=True)[0].astype(np.int32)
 
 
-def load_dataset(store: OfflineStore) -> Dataset:
-    """Interactions sorted by time, the item and user tables, and their role columns."""
+def load_dataset(
+    store: OfflineStore, read_interactions: bool = True, priced: bool = True
+) -> Dataset:
+    """Interactions sorted by time, the item and user tables, and their role columns.
+
+    read_interactions=False: zero interactions instead (with a price column when `priced`):
+    what a saved pipeline serves from, reading the tables and nothing of the interactions'
+    files (it knows whether they had prices)."""
     m = store.manifest
-    has_price = C.PRICE in [r[0] for r in store.sql("DESCRIBE interactions").fetchall()]
+    if read_interactions:
+        has_price = C.PRICE in [r[0] for r in store.sql("DESCRIBE interactions").fetchall()]
+    else:
+        has_price = priced
     price = f", CAST({C.PRICE} AS FLOAT)" if has_price else ""
+    source = "interactions"
+    if not read_interactions:
+        source = (
+            f"(SELECT 0 AS {C.USER_IDX}, 0 AS {C.ITEM_IDX}, TIMESTAMP '2000-01-01' AS "
+            f"{C.TIMESTAMP}, 0 AS {C.QUANTITY}, 0.0 AS {C.PRICE} WHERE false)"
+        )
     table = store.sql(
         f"SELECT {C.USER_IDX}, {C.ITEM_IDX}, epoch_us({C.TIMESTAMP}), {C.QUANTITY}{price} "
-        f"FROM interactions ORDER BY {C.TIMESTAMP}, {C.USER_IDX}, {C.ITEM_IDX}"
+        f"FROM {source} ORDER BY {C.TIMESTAMP}, {C.USER_IDX}, {C.ITEM_IDX}"
     ).to_arrow_table()
     inter = Interactions(
         table.column(0).to_numpy().astype(np.int32),
@@ -216,3 +231,19 @@ def load_tables(store: OfflineStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     items = store.sql(f"SELECT * EXCLUDE ({C.ITEM_ID}) FROM items ORDER BY {C.ITEM_IDX}").df()
     users = store.sql(f"SELECT * EXCLUDE ({C.USER_ID}) FROM users ORDER BY {C.USER_IDX}").df()
     return items.drop(columns=[C.ITEM_IDX]), users.drop(columns=[C.USER_IDX])
+
+
+#: a fitted part's state as named arrays (what a saved pipeline writes as .npy files and maps
+#: back at load); a part's names are prefixed by its own ("copurchase.neighbours.data")
+State = dict[str, np.ndarray]
+
+
+def prefixed(prefix: str, state: State) -> State:
+    """`state` with every name under `prefix` ("prefix.name")."""
+    return {f"{prefix}.{name}": value for name, value in state.items()}
+
+
+def under(prefix: str, state: State) -> State:
+    """The arrays named under `prefix`, without it (the inverse of `prefixed`)."""
+    start = prefix + "."
+    return {name[len(start) :]: v for name, v in state.items() if name.startswith(start)}

@@ -23,7 +23,15 @@ class OfflineStore:
     time range only open the monthly partitions they need.
     """
 
-    def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection | None = None):
+    def __init__(
+        self,
+        workspace: Workspace,
+        con: duckdb.DuckDBPyConnection | None = None,
+        *,
+        interactions: bool = True,
+    ):
+        """interactions=False: no `interactions` view (its files are not even listed): for a
+        saved pipeline, which serves from the tables alone."""
         self.folder = workspace.offline
         self.manifest = Manifest.read(self.folder)
         self.con = con or duckdb.connect()
@@ -36,6 +44,8 @@ class OfflineStore:
             ("users", f"read_parquet({sql_literal(str(self._path('users.parquet')))})"),
             ("interactions", f"read_parquet({glob}, hive_partitioning=true)"),
         ):
+            if name == "interactions" and not interactions:
+                continue
             self.con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {source}"
             ).fetchall()

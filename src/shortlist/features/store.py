@@ -156,6 +156,13 @@ class FeatureStore:
         """One version (the latest by default) as an Arrow table; row order is not meaningful."""
         return _read_dir(self.path(self.get(group, version)))
 
+    def read_empty(self, group: str, version: int | None = None) -> pa.Table:
+        """A version's columns with no rows (only the files' footers are read)."""
+        files = _parquet_files(self.path(self.get(group, version)))
+        if not files:
+            raise WorkspaceError(f"feature group {group!r} version {version} has no files")
+        return _naive_utc(pq.read_schema(files[0]).empty_table())
+
     def snapshot_versions(
         self, group: str, versions: Sequence[int] | None = None
     ) -> list[FeatureVersion]:

@@ -73,6 +73,24 @@ class BloomFilter:
         bloom._add_keys(keys)
         return bloom
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "bits": self.bits,
+            "sizes": np.asarray([self.capacity, self.n_bits, self.n_hashes], np.int64),
+            "fp_rate": np.asarray([self.fp_rate]),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, np.ndarray]) -> BloomFilter:
+        """The filter `state` describes, over its bit array as given (a copy-on-write mapping
+        stays shared until `add` writes to it)."""
+        bloom = cls.__new__(cls)
+        bloom.capacity, bloom.n_bits, bloom.n_hashes = (int(x) for x in state["sizes"])
+        bloom.fp_rate = float(state["fp_rate"][0])
+        bloom.bits = state["bits"]
+        bloom._lock = threading.Lock()
+        return bloom
+
     @property
     def nbytes(self) -> int:
         return self.bits.nbytes

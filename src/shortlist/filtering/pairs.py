@@ -64,6 +64,17 @@ class PairSet:
         nonzero = coo.data != 0
         return cls(pair_keys(coo.row[nonzero], coo.col[nonzero]))
 
+    def state(self) -> dict[str, np.ndarray]:
+        main, delta = self._arrays
+        return {"keys": sorted_unique(np.concatenate((main, delta))) if len(delta) else main}
+
+    @classmethod
+    def restore(cls, state: dict[str, np.ndarray]) -> PairSet:
+        """The set `state` describes, over its sorted keys as given (not copied)."""
+        pairs = cls()
+        pairs._arrays = (state["keys"], np.empty(0, np.uint64))
+        return pairs
+
     def __len__(self) -> int:
         main, delta = self._arrays
         return len(main) + len(delta)

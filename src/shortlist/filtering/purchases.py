@@ -61,6 +61,20 @@ class NotBoughtBeforeFilter(CandidateFilter):
     def add(self, users: ArrayLike, items: ArrayLike) -> None:
         self.history.add(users, items)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The purchase set as arrays (what a saved pipeline writes), tagged by its kind."""
+        kind = "bloom" if isinstance(self.history, BloomFilter) else "exact"
+        return {f"{kind}.{k}": v for k, v in self.history.state().items()}
+
+    @classmethod
+    def restore(cls, state: dict[str, np.ndarray]) -> NotBoughtBeforeFilter:
+        """The filter `state` describes (its arrays are used as given: nothing rebuilt)."""
+        for kind, make in (("bloom", BloomFilter.restore), ("exact", PairSet.restore)):
+            mine = {k[len(kind) + 1 :]: v for k, v in state.items() if k.startswith(kind + ".")}
+            if mine:
+                return cls(make(mine))
+        raise ConfigError("no saved purchase set", key="not_bought_before")
+
     def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
         users = np.broadcast_to(ctx.users[:, None], items.shape)
         keep = np.zeros(items.shape, bool)

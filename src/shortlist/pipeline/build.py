@@ -33,6 +33,7 @@ class PipelineSummary:
     ranker: dict[str, Any] | None  # the ranker's report (objective, rounds, groups...)
     importance: list[tuple[str, float]] = field(default_factory=list)
     ranking: dict[str, Any] | None = None  # the guard's choice (pipeline/guard.py)
+    steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def train_pipeline(workspace: Workspace) -> PipelineSummary:
     started = time.perf_counter()
     resources.configure(workspace.settings())
     data = load_dataset(OfflineStore(workspace))
+    loaded = time.perf_counter() - started
     pipeline = Pipeline.from_config(workspace).fit(data, end_of_data(data))
     path = pipeline.save()
     funnel = pipeline.funnel_
@@ -64,6 +66,7 @@ def train_pipeline(workspace: Workspace) -> PipelineSummary:
         ranker.report_ if ranker is not None else None,
         ranker.importance() if ranker is not None else [],
         pipeline.ranking_.to_dict() if pipeline.ranking_ is not None else None,
+        {"interactions loaded": loaded, **pipeline.timings_},
     )
 
 
@@ -76,7 +79,8 @@ def build(
     report: Report | None = None,
 ) -> BuildSummary:
     """Ingest `source`, then train and save the pipeline (which writes the feature groups as
-    of its cutoff into the feature store: the values it serves).
+    of its cutoff into the feature store, and the same versions into the online store: the
+    values it serves).
 
     `report` is called with a line as each step ends (the CLI prints them).
     """
@@ -89,9 +93,10 @@ def build(
     steps["ingest"] = s.seconds
     say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions ({s.seconds:.1f} s)")
     trained = train_pipeline(workspace)
-    steps["pipeline"] = trained.seconds
+    steps.update(trained.steps)
     say(
-        f"2/2 pipeline trained, feature groups written and saved ({trained.seconds:.1f} s): "
+        f"2/2 pipeline trained and saved, its feature groups written to the feature store and "
+        f"the online store ({trained.seconds:.1f} s): "
         f"{describe(trained)}"
     )
     return BuildSummary(

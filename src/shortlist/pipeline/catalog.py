@@ -1,4 +1,4 @@
-"""The data a bound pipeline serves from: interactions, tables, ids, business rules, prices.
+"""The data a bound pipeline serves from: tables, ids, business rules, last prices.
 
 Requests then only index numpy arrays: no file or SQL reads on the request path.
 """
@@ -55,10 +55,11 @@ class Catalog:
         return out
 
     @classmethod
-    def from_dataset(cls, data: Dataset) -> Catalog:
+    def from_dataset(cls, data: Dataset, price: np.ndarray | None = None) -> Catalog:
         """From loaded data: ids from the dataset (the dense idx as strings when it has none)
-        and its business rules."""
-        price = last_price(data)
+        and its business rules; `price`, the last prices, unless given (a saved funnel's), from
+        the interactions."""
+        price = last_price(data) if price is None else price
         items = data.items if data.items is not None else pd.DataFrame(index=range(data.n_items))
         keep = [n for n, k in data.item_kinds.items() if k != AttributeKind.TEXT and n in items]
         table = items[keep].copy()

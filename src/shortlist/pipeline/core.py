@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from shortlist.config import (
     Settings,
     SourceSettings,
 )
-from shortlist.data.arrays import Dataset, TrainData, load_dataset
+from shortlist.data.arrays import Dataset, TrainData, load_dataset, under
 from shortlist.data.offline import OfflineStore
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.pipeline.catalog import Catalog
@@ -105,6 +106,7 @@ class Pipeline:
         self.ranking_: RankingChoice | None = None  # the guard's choice (pipeline/guard.py)
         # after `fit`: the feature groups, as of any cutoff (what `save` writes)
         self.groups_: RankingGroups | None = None
+        self.timings_: dict[str, float] = {}  # seconds per step of `fit` and `save`
         self._lock = threading.Lock()
 
     @classmethod
@@ -160,9 +162,11 @@ class Pipeline:
 
     def load(self) -> Pipeline:
         """Bind to what `save` (run by `shortlist build`) left in the workspace: the two-tower
-        model, its index, the ranker and the ranking features (the feature groups as of the
-        cutoff, read from the feature store) from disk, the other sources fitted on the data
-        before the same cutoff. What is served is then what was fitted.
+        model, its index, the ranker, the ranking features (the feature groups as of the
+        cutoff, read from the feature store) and the funnel's fitted arrays (the sources'
+        lists, the bought-before set, last prices: pipeline/state.py), memory-mapped. Nothing
+        is refitted and no interaction is read: what is served is what was fitted, a load
+        takes seconds, and processes serving one workspace share its pages.
 
         The loaded state then lives as long as the process, so it is moved out of the garbage
         collector's reach (`gc.freeze`): at full scale the collector walking it paused about
@@ -170,8 +174,8 @@ class Pipeline:
 
         Raises:
             WorkspaceError: nothing trained yet, or saved parts that do not belong together
-            (another two-tower, index, ranker or offline store than the pipeline was trained
-            with); the message says what to run.
+            (another two-tower, index, ranker, state or offline store than the pipeline was
+            trained with); the message says what to run.
         """
         with self._lock:
             if self.funnel_ is None:
@@ -181,27 +185,47 @@ class Pipeline:
         return self
 
     def _load(self) -> Funnel:
-        from shortlist.pipeline.saved import load_trained
+        from shortlist.pipeline.saved import load_trained, read_manifest
 
         if self.workspace is None:
             raise WorkspaceError("this pipeline has no workspace: give one, or call fit()")
         settings = self._settings()
         resources.configure(settings)
-        data = load_dataset(OfflineStore(self.workspace))
-        trained = load_trained(self.workspace, self.spec, settings, data)
-        past = data.before(trained.cutoff)
-        catalog = Catalog.from_dataset(past)
-        train = TrainData.before(past, trained.cutoff)
+        manifest = read_manifest(self.workspace)
+        data = load_dataset(
+            OfflineStore(self.workspace, interactions=False),
+            read_interactions=False,
+            priced=bool(manifest.get("priced", True)),
+        )
+        online = None
+        if self.spec.ranker == "lightgbm":  # the users' ranking features, read per request
+            from shortlist.features.online.base import open_online_store
+
+            online = open_online_store(None, self.workspace, settings.online)
+        trained = load_trained(self.workspace, self.spec, settings, data, online)
+        state = trained.state
+        assert state is not None
+        catalog = Catalog.from_dataset(data, price=state["catalog.price"])
         retrieval = make_retrieval(self.spec.sources, settings.retrieval, trained.two_tower)
-        retrieval.fit(train)
+        retrieval.restore(under("retrieval", state))
         features = trained.features  # read from the feature store, not recomputed
         if trained.ranker is not None:
             assert features is not None
             check_features(trained.ranker, features, retrieval)
         self.cutoff_ = trained.cutoff
         self.ranking_ = trained.ranking
+        filters = [
+            bind_filter(f, catalog, under(f"filter.{f.name}", state)) for f in self.spec.filters
+        ]
         return self._funnel(
-            catalog, retrieval, train, features, trained.ranker, trained.scorer, trained.ranking
+            catalog,
+            retrieval,
+            state["fallback"],
+            features,
+            trained.ranker,
+            trained.scorer,
+            trained.ranking,
+            filters,
         )
 
     def fit(self, data: Dataset, cutoff: int, settings: Settings | None = None) -> Pipeline:
@@ -212,6 +236,8 @@ class Pipeline:
         an evaluation passes `rules.as_of_past()`, a build the rules as they are.
         """
         settings = settings or self._settings()
+        self.timings_ = {}
+        started = time.perf_counter()
         past = data.before(cutoff)
         catalog = Catalog.from_dataset(past)
         train = TrainData.before(past, cutoff)
@@ -226,15 +252,20 @@ class Pipeline:
             ranker, self.ranking_set_, self.ranking_ = fit_ranker(
                 past, cutoff, retrieval, settings, self.groups_
             )
+            # the two-tower (trained before the oldest period), the periods' candidates and
+            # feature groups, the ranker and the guard's validation
+            self.timings_["two-tower, ranking set and ranker"] = time.perf_counter() - started
+        started = time.perf_counter()
         retrieval.fit(train)
         if ranker is not None:
             assert self.groups_ is not None
             features = self.groups_(cutoff)
             check_features(ranker, features, retrieval)
         self.cutoff_ = cutoff
+        self.timings_["sources and features at the cutoff"] = time.perf_counter() - started
         # LightGBM's own predict: batches are large here; `load` compiles the trees to serve
         self.funnel_ = self._funnel(
-            catalog, retrieval, train, features, ranker, ranker, self.ranking_
+            catalog, retrieval, _fallback_order(train), features, ranker, ranker, self.ranking_
         )
         return self
 
@@ -251,24 +282,39 @@ class Pipeline:
             raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
         features = None
         if self.groups_ is not None:  # the groups as of the cutoff, where `load` reads them
+            from shortlist.features.online.materialize import materialize_online
+
+            started = time.perf_counter()
             versions = self.groups_.save(self.workspace, self.cutoff_)
             features = {"versions": versions, "eligible": self.groups_.eligible}
-        return save_trained(
+            self.timings_["feature groups written"] = time.perf_counter() - started
+            # the same versions into the online store, where requests read the users' values
+            started = time.perf_counter()
+            materialize_online(self.workspace, groups=list(versions), versions=versions)
+            self.timings_["online store written"] = time.perf_counter() - started
+        started = time.perf_counter()
+        path = save_trained(
             self.workspace, self.spec, self.funnel_, self.cutoff_, self.ranking_, features
         )
+        self.timings_["models and state saved"] = time.perf_counter() - started
+        return path
 
-    def _funnel(self, catalog, retrieval, train, features, ranker, scorer, ranking) -> Funnel:
+    def _funnel(
+        self, catalog, retrieval, fallback, features, ranker, scorer, ranking, filters=None
+    ) -> Funnel:
         tt = retrieval.two_tower
         vectors = tt.item_vectors if tt is not None else None
+        if filters is None:
+            filters = [bind_filter(f, catalog) for f in self.spec.filters]
         return Funnel(
             catalog,
             retrieval,
-            [bind_filter(f, catalog) for f in self.spec.filters],
+            filters,
             features,
             ranker,
             scorer,
             bind_diversifier(self.spec.diversify, catalog, vectors),
-            _fallback_order(train),
+            fallback,
             self.spec.k,
             ranking.order if ranking is not None else None,
             ranking.note if ranking is not None else "",
@@ -285,8 +331,9 @@ class Pipeline:
         context: Mapping[str, Any] | None = None,
         *,
         explain: bool = False,
+        k: int | None = None,
     ) -> Recommendation:
-        """The top k for one user.
+        """The top k for one user (`k`: this request's, default the pipeline's).
 
         context: "cart" (item ids, excluded), "exclude" (item ids), "filters" (the filter
         language of docs/index.md), "region" (name) and "age" (years) overriding the user's.
@@ -303,7 +350,7 @@ class Pipeline:
         user = funnel.catalog.user_idx(user_id)
         excluded = list(context.get("cart") or []) + list(context.get("exclude") or [])
         exclude = funnel.catalog.item_idx(excluded) if excluded else None
-        out = funnel.run(np.array([user]), context, exclude=exclude, keep_features=explain)
+        out = funnel.run(np.array([user]), context, exclude=exclude, keep_features=explain, k=k)
         return self._result(str(user_id), out, explain)
 
     def _result(self, user_id: str, out: Output, explain: bool) -> Recommendation:

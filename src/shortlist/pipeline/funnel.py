@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shortlist.config import DiversifySettings, FilterSettings
+from shortlist.data.arrays import State, prefixed
 from shortlist.data.candidates import CandidateSet
 from shortlist.errors import ConfigError, RequestError
 from shortlist.filtering import (
@@ -60,9 +61,12 @@ class BoundFilter:
     skipped: str = ""
 
 
-def bind_filter(spec: FilterSettings, catalog: Catalog) -> BoundFilter:
+def bind_filter(spec: FilterSettings, catalog: Catalog, saved: State | None = None) -> BoundFilter:
     """The filter a spec names, or the reason it is skipped (its data is missing or withheld);
-    a skipped filter is named, with its reason, in every trace and evaluation report."""
+    a skipped filter is named, with its reason, in every trace and evaluation report.
+
+    saved: the filter's arrays as a saved funnel wrote them (`Funnel.state`), used instead of
+    building it from the interactions (a loaded pipeline reads none)."""
     rules, data = catalog.rules, catalog.data
     withheld = rules.withheld if rules is not None else {}
 
@@ -84,6 +88,8 @@ def bind_filter(spec: FilterSettings, catalog: Catalog) -> BoundFilter:
         if rules is None or rules.min_age is None:
             return skipped("item_restrictions")
         return BoundFilter(spec.name, AgeAllowedFilter(rules.min_age))
+    if saved:
+        return BoundFilter(spec.name, NotBoughtBeforeFilter.restore(saved))
     inter = data.interactions
     if spec.bloom:
         bought = NotBoughtBeforeFilter.bloom(inter.user, inter.item, fp_rate=spec.fp_rate)
@@ -142,6 +148,20 @@ class Funnel:
         self.skipped = {b.name: b.skipped for b in self.filters if b.filter is None}
         self.chain = FilterChain([*self.active_, self.request_filter])
 
+    def state(self) -> State:
+        """What the funnel serves from besides its models, as named arrays (pipeline/state.py
+        writes them; `Pipeline.load` hands them back): the sources' fitted arrays, the
+        bought-before set, the last prices and the top-up order."""
+        out: State = {
+            "catalog.price": self.catalog.price,
+            "fallback": self.fallback,
+            **prefixed("retrieval", self.retrieval.state()),
+        }
+        for b in self.filters:
+            if isinstance(b.filter, NotBoughtBeforeFilter):
+                out.update(prefixed(f"filter.{b.name}", b.filter.state()))
+        return out
+
     @property
     def filter_report(self) -> dict[str, str]:
         """Every configured filter: "ran", or "skipped: <why>"."""
@@ -180,8 +200,11 @@ class Funnel:
         *,
         exclude: np.ndarray | None = None,
         keep_features: bool = False,
+        k: int | None = None,
     ) -> Output:
+        """k: items per user for this call (default: the pipeline's)."""
         users = np.asarray(users, dtype=np.int64)
+        k = k or self.k
         trace: list[dict[str, Any]] = []
         ctx = self.context(users, request)
 
@@ -266,20 +289,20 @@ class Funnel:
         items = cs.items
         if self.diversifier is not None and items.shape[1]:
             finite = np.where(np.isfinite(scores), scores, np.nan).astype(np.float32)
-            items = self.diversifier.rerank(items, finite, self.k)
+            items = self.diversifier.rerank(items, finite, k)
             trace.append(
                 {"stage": "diversify", "method": self.diversifier.name, "ms": _ms(started)}
             )
             started = time.perf_counter()
-        top = np.full((len(users), self.k), -1, np.int32)
-        width = min(self.k, items.shape[1])
+        top = np.full((len(users), k), -1, np.int32)
+        width = min(k, items.shape[1])
         top[:, :width] = items[:, :width]
         top_scores = _scores_of(top, cs.items, scores)
         added = self._top_up(top, ctx, chain, cs)
         trace.append(
             {
                 "stage": "take",
-                "k": self.k,
+                "k": k,
                 "out": int((top >= 0).sum()),
                 "topped_up": int(added.sum()),
                 "ms": _ms(started),

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shortlist.config import PipelineSettings, Settings
-from shortlist.data.arrays import Dataset, from_us
+from shortlist.data.arrays import Dataset, State, from_us
 from shortlist.errors import WorkspaceError
 from shortlist.pipeline.guard import RankingChoice
+from shortlist.pipeline.state import read_state, remove_other_states, write_state
 from shortlist.ranking.features import RANKING_GROUPS, RankingFeatures
 from shortlist.ranking.ranker import MODEL_FILE, LightGBMRanker
 from shortlist.retrieval.build import index_folder, model_folder
@@ -26,6 +27,7 @@ from shortlist.retrieval.sources import TwoTowerSource
 from shortlist.workspace import Workspace, file_digest
 
 if TYPE_CHECKING:
+    from shortlist.features.online.base import OnlineStore
     from shortlist.pipeline.funnel import Funnel
     from shortlist.ranking.scoring import TreeScorer
 
@@ -50,6 +52,7 @@ class Trained:
     ranking: RankingChoice | None  # the guard's choice: the ranker, or a source order
     # the ranker's features, read from the feature store's groups the pipeline saved
     features: RankingFeatures | None = None
+    state: State | None = None  # the funnel's fitted arrays (pipeline/state.py), mapped
 
 
 def _sources(spec: PipelineSettings) -> list[dict[str, Any]]:
@@ -88,10 +91,14 @@ def save_trained(
         manifest["ranking"] = ranking.to_dict()
     if features is not None:
         manifest["features"] = features  # {"versions": {group: version}, "eligible": [...]}
+    # what serving reads instead of refitting: sources' arrays, bought-before set, prices
+    manifest["state"] = write_state(workspace, funnel.state())
+    manifest["priced"] = funnel.catalog.data.interactions.price is not None
     path = workspace.root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)
+    remove_other_states(workspace, keep=manifest["state"]["version"])
     return path
 
 
@@ -109,7 +116,11 @@ def read_manifest(workspace: Workspace) -> dict[str, Any]:
 
 
 def load_trained(
-    workspace: Workspace, spec: PipelineSettings, settings: Settings, data: Dataset
+    workspace: Workspace,
+    spec: PipelineSettings,
+    settings: Settings,
+    data: Dataset,
+    online: OnlineStore | None = None,
 ) -> Trained:
     """The saved parts `spec` needs, each checked against the manifest.
 
@@ -123,6 +134,8 @@ def load_trained(
     from shortlist.retrieval.two_tower import TwoTowerModel
 
     m = read_manifest(workspace)
+    if "state" not in m:
+        raise WorkspaceError(f"the pipeline was saved by an older shortlist: {RETRAIN}")
     if m["data"] != data.fingerprint:
         raise WorkspaceError(
             "the offline store changed since the pipeline was trained (it was fitted on data "
@@ -166,17 +179,27 @@ def load_trained(
                 folder / MODEL_FILE, folder / "compiled", compiled=settings.ranking.compiled
             )
         cutoff = int(m["cutoff_us"])
-        features = _load_features(workspace, m, data, settings, cutoff)
-        return Trained(cutoff, two_tower, ranker, scorer, ranking, features)
-    return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, None)
+        features = _load_features(workspace, m, data, settings, cutoff, online)
+    else:
+        ranking = features = None
+    state = read_state(workspace, m["state"]["version"])
+    return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, ranking, features, state)
 
 
 def _load_features(
-    workspace: Workspace, m: dict[str, Any], data: Dataset, settings: Settings, cutoff: int
+    workspace: Workspace,
+    m: dict[str, Any],
+    data: Dataset,
+    settings: Settings,
+    cutoff: int,
+    online: OnlineStore | None = None,
 ) -> RankingFeatures:
     """The ranker's features as the pipeline saved them: the feature store's versions of the
-    ranking groups at the pipeline's cutoff (nothing recomputed)."""
+    ranking groups at the pipeline's cutoff (nothing recomputed). With an online store, the
+    user groups are not read here: each request reads its users' rows from the store
+    (ranking/online.py), which must hold the same versions."""
     from shortlist.features.store import FeatureStore
+    from shortlist.ranking.online import USER_GROUPS, OnlineUsers
 
     saved = m.get("features")
     if not saved:
@@ -191,8 +214,14 @@ def _load_features(
                 f"the feature store ({store.root}) no longer has version {version} of the "
                 f"'{name}' group, which the pipeline was trained with: {RETRAIN}"
             )
-        groups[name] = store.read(name, version)
+        if online is not None and name in USER_GROUPS:
+            groups[name] = store.read_empty(name, version)
+        else:
+            groups[name] = store.read(name, version)
     r = settings.ranking
-    return RankingFeatures(
+    features = RankingFeatures(
         max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
     ).from_groups(groups, cutoff, data, saved["eligible"])
+    if online is not None:
+        features.online_ = OnlineUsers(features, online, data, saved["versions"], saved["eligible"])
+    return features

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -131,6 +131,8 @@ class RankingFeatures:
     affinity_attributes: int = 5
     names_: list[str] = field(default_factory=list)
     categorical_: list[str] = field(default_factory=list)
+    # serving: the user side read per request from the online store (ranking/online.py)
+    online_: Any = None
 
     # -- from the feature groups ------------------------------------------------------------
     def from_groups(
@@ -150,7 +152,6 @@ class RankingFeatures:
         """
         n_items, n_users = dataset.n_items, dataset.n_users
         has_price = dataset.interactions.price is not None
-        item_group_attribute = _item_group_attribute(dataset)
         self.cutoff_ = cutoff
         items = _by_key(groups["items"], C.ITEM_IDX, n_items)
         users = _by_key(groups["users"], C.USER_IDX, n_users)
@@ -176,7 +177,7 @@ class RankingFeatures:
         self.affinity_ = {}
         category = groups["user_category"]
         for name, codes in self._affinity_groups(dataset, eligible).items():
-            column = item_group_attribute if name == "item_group" else name
+            column = self.affinity_column(name, dataset)
             n_values = int(codes.max()) + 2
             rows = category.filter(pc.equal(category.column("attribute"), column or ""))
             # the group writes each value as a string: the item codes of those strings
@@ -217,6 +218,11 @@ class RankingFeatures:
             groups["item_group"] = ds.item_group
         return groups
 
+    @staticmethod
+    def affinity_column(name: str, ds: Dataset) -> str | None:
+        """The item attribute behind an affinity table's name ("item_group": the role's)."""
+        return _item_group_attribute(ds) if name == "item_group" else name
+
     def affinity_columns(self, ds: Dataset, eligible: Collection[str]) -> list[str]:
         """The item attributes whose user x value counts the ranker reads (the user_category
         rows it needs): its most specific eligible ones, and the item_group role's."""
@@ -256,6 +262,9 @@ class RankingFeatures:
         Returns:
             X (pairs, features) float32, and the (row, column) of each pair in `cs.items`.
         """
+        if self.online_ is not None:  # serving: the users' side read now, for them alone
+            view, local = self.online_.view(cs.users)
+            return view.transform(replace(cs, users=local))
         rows, cols = np.nonzero(cs.items >= 0)
         flat = rows * cs.items.shape[1] + cols
         users = cs.users[rows].astype(np.int64)

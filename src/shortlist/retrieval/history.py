@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shortlist.data.arrays import US_PER_DAY, Interactions
+from shortlist.data.arrays import US_PER_DAY, Interactions, State
 
 _DAY_SPAN = 1_000_000  # key = user * span + day; days since 1970 stay far below it
 
@@ -24,6 +24,18 @@ class HistoryIndex:
         self.item = inter.item[order]
         self.day = day[order]
         self.key = self.user.astype(np.int64) * _DAY_SPAN + self.day
+
+    def state(self) -> State:
+        return {"user": self.user, "item": self.item, "day": self.day, "key": self.key}
+
+    @classmethod
+    def restore(cls, state: State) -> HistoryIndex:
+        """The index `state` describes, over its arrays as given (mapped arrays stay mapped)."""
+        index = cls.__new__(cls)
+        index.user, index.item, index.day, index.key = (
+            state["user"], state["item"], state["day"], state["key"]
+        )  # fmt: skip
+        return index
 
     def start_of(self, users: np.ndarray, days: np.ndarray) -> np.ndarray:
         """Position of the first row of (user, day) or where it would be: history ends before."""

@@ -15,10 +15,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from shortlist.config import RetrievalSettings
-from shortlist.data.arrays import US_PER_DAY, Interactions, TrainData
+from shortlist.data.arrays import US_PER_DAY, Interactions, State, TrainData, prefixed, under
 from shortlist.features.buckets import age_bucket
 from shortlist.retrieval.signals import basket_cooccurrence, decayed_matrix, top_items
-from shortlist.retrieval.sparse import gather_rows, top_k_entries, top_k_products, truncate_rows
+from shortlist.retrieval.sparse import (
+    csr_restore,
+    csr_state,
+    gather_rows,
+    top_k_entries,
+    top_k_products,
+    truncate_rows,
+)
 
 if TYPE_CHECKING:
     from shortlist.retrieval.index import ExactIndex, HNSWIndex
@@ -36,6 +43,10 @@ class Candidates(NamedTuple):
 class Source(Protocol):
     """Fitted on the past, then asked for its k best items per user.
 
+    What `fit` computed is `state()`: named arrays a saved pipeline writes beside its models
+    and hands back to `restore` at load (memory-mapped), so serving refits nothing and reads no
+    interactions. `restore(state())` answers exactly as the fitted source did.
+
     A source may also define `columns(users, items, state) -> {name: (n, m) float32}`: values
     for every candidate of the union (e.g. the two-tower similarity of items other sources
     proposed), given the `state` its own `candidates` returned for the same call; their names
@@ -47,6 +58,10 @@ class Source(Protocol):
     def fit(self, data: TrainData) -> Self: ...
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates: ...
+
+    def state(self) -> State: ...
+
+    def restore(self, state: State) -> Self: ...
 
 
 @dataclass
@@ -67,6 +82,13 @@ class RepurchaseSource:
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
         assert self.scores_ is not None, "fit first"
         return Candidates(*top_k_entries(gather_rows(self.scores_, users), len(users), k))
+
+    def state(self) -> State:
+        return prefixed("scores", csr_state(self.scores_))
+
+    def restore(self, state: State) -> Self:
+        self.scores_ = csr_restore(under("scores", state))
+        return self
 
 
 @dataclass
@@ -102,6 +124,19 @@ class CoPurchaseSource:
         return Candidates(
             *top_k_products(self.weights_, self.neighbours_, users, k, exclude=self.bought_)
         )
+
+    def state(self) -> State:
+        return {
+            **prefixed("bought", csr_state(self.bought_)),
+            **prefixed("neighbours", csr_state(self.neighbours_)),
+            **prefixed("weights", csr_state(self.weights_)),
+        }
+
+    def restore(self, state: State) -> Self:
+        self.bought_ = csr_restore(under("bought", state))
+        self.neighbours_ = csr_restore(under("neighbours", state))
+        self.weights_ = csr_restore(under("weights", state))
+        return self
 
 
 @dataclass
@@ -148,6 +183,32 @@ class TrendingSource:
             s: np.concatenate([own, self.global_[~np.isin(self.global_, own)]])
             for s, own in self.by_segment_.items()
         }
+        return self
+
+    def state(self) -> State:
+        """The global list, units sold, each user's segment and each segment's topped-up list
+        (concatenated, with offsets)."""
+        keys = np.asarray(sorted(self.ranked_), np.int64)
+        lists = [self.ranked_[int(s)] for s in keys]
+        out: State = {
+            "global": self.global_,
+            "units": self.units_,
+            "segments": keys,
+            "offsets": np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
+            "ranked": np.concatenate(lists) if lists else np.empty(0, np.int32),
+        }
+        if self.segment_of_ is not None:
+            out["segment_of"] = self.segment_of_
+        return out
+
+    def restore(self, state: State) -> Self:
+        self.global_, self.units_ = state["global"], state["units"]
+        self.segment_of_ = state.get("segment_of")
+        offsets, ranked = state["offsets"], state["ranked"]
+        self.ranked_ = {
+            int(s): ranked[offsets[i] : offsets[i + 1]] for i, s in enumerate(state["segments"])
+        }
+        self.by_segment_ = {}  # only `fit` needs the lists before the top-up
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
@@ -197,6 +258,19 @@ class SameGroupSource:
         )
         for m in (self.bought_, self.user_groups_, self.group_items_):
             m.sort_indices()
+        return self
+
+    def state(self) -> State:
+        return {
+            **prefixed("user_groups", csr_state(self.user_groups_)),
+            **prefixed("group_items", csr_state(self.group_items_)),
+            **prefixed("bought", csr_state(self.bought_)),
+        }
+
+    def restore(self, state: State) -> Self:
+        self.user_groups_ = csr_restore(under("user_groups", state))
+        self.group_items_ = csr_restore(under("group_items", state))
+        self.bought_ = csr_restore(under("bought", state))
         return self
 
     def candidates(self, users: np.ndarray, k: int) -> Candidates:
@@ -292,6 +366,19 @@ class TwoTowerSource:
             )
         self.history_ = history
         self.day_ = data.cutoff // US_PER_DAY
+        return self
+
+    def state(self) -> State:
+        """The purchase histories the user tower reads and the day it reads them as of (the
+        model and its index are saved on their own, by `save`)."""
+        return {**prefixed("history", self.history_.state()), "day": np.asarray([self.day_])}
+
+    def restore(self, state: State) -> Self:
+        from shortlist.retrieval.history import HistoryIndex
+
+        assert self.is_trained, "a restored two-tower source starts from a loaded model"
+        self.history_ = HistoryIndex.restore(under("history", state))
+        self.day_ = int(state["day"][0])
         return self
 
     def queries(self, users: np.ndarray) -> np.ndarray:

@@ -136,3 +136,29 @@ def top_k_products(
         entries = row_products(a, b, part, exclude)
         items[lo : lo + batch], scores[lo : lo + batch] = top_k_entries(entries, len(part), k)
     return items, scores
+
+
+def csr_state(m: sp.csr_matrix | None) -> dict[str, np.ndarray]:
+    """A CSR matrix as plain arrays (what a saved pipeline writes); {} for None."""
+    if m is None:
+        return {}
+    return {
+        "data": m.data,
+        "indices": m.indices,
+        "indptr": m.indptr,
+        "shape": np.asarray(m.shape, np.int64),
+    }
+
+
+def csr_restore(arrays: dict[str, np.ndarray]) -> sp.csr_matrix | None:
+    """The matrix `csr_state` wrote, over the given arrays (memory-mapped ones stay mapped:
+    nothing is copied or re-sorted; the saved matrix had its indices sorted)."""
+    if not arrays:
+        return None
+    m = sp.csr_matrix(
+        (arrays["data"], arrays["indices"], arrays["indptr"]),
+        shape=tuple(int(s) for s in arrays["shape"]),
+        copy=False,
+    )
+    m.has_sorted_indices = True
+    return m

@@ -14,7 +14,7 @@ from typing import Self
 import numpy as np
 
 from shortlist.config import RetrievalSettings, SourceSettings
-from shortlist.data.arrays import TrainData
+from shortlist.data.arrays import State, TrainData, prefixed, under
 from shortlist.data.candidates import CandidateSet
 from shortlist.errors import ConfigError
 from shortlist.retrieval.sources import (
@@ -44,6 +44,19 @@ class Retrieval:
     def fit(self, data: TrainData) -> Self:
         for source, _ in self.sources:
             source.fit(data)
+        self.fitted_ = True
+        return self
+
+    def state(self) -> State:
+        """Every source's fitted arrays, under its name (see `Source.state`)."""
+        assert self.fitted_, "fit first"
+        return {k: v for s, _ in self.sources for k, v in prefixed(s.name, s.state()).items()}
+
+    def restore(self, state: State) -> Self:
+        """The sources as `state` (from a fitted stage's `state`) describes them: fitted,
+        with nothing recomputed."""
+        for source, _ in self.sources:
+            source.restore(under(source.name, state))
         self.fitted_ = True
         return self
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -375,6 +375,7 @@ def materialize_online(
     groups: Iterable[str] | None = None,
     settings: OnlineSettings | None = None,
     store: OnlineStore | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> OnlineSummary:
     """Write the latest version of each feature group into a new online version, then switch.
 
@@ -382,6 +383,8 @@ def materialize_online(
     versions computed at this cutoff instead of the latest ones. Groups without such a version
     (or every group, when the feature store is empty) are computed first, on DuckDB, and listed
     in the summary's `computed`. groups: only these (default: all in the feature store).
+    versions: group -> the version to write instead of the latest (what a saved pipeline
+    trained with: `Pipeline.save` passes them).
 
     Raises:
         WorkspaceError: nothing ingested; another writer holds the LMDB store.
@@ -395,6 +398,8 @@ def materialize_online(
     when = None if cutoff is None else to_utc_naive(cutoff)
     wanted = None if groups is None else list(dict.fromkeys(groups))
     latest, lacking = _latest(features, when)
+    for group, version in (versions or {}).items():  # these exact versions (a pipeline's)
+        latest[group] = features.get(group, version)
     if wanted is not None:
         lacking = [g for g in wanted if g not in latest]
     elif not latest:

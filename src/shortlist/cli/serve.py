@@ -1,0 +1,41 @@
+"""`shortlist serve`: the HTTP service over the workspace (docs/service.md)."""
+
+from __future__ import annotations
+
+import click
+
+from shortlist.cli.common import out, workspace, workspace_option
+
+
+@click.command()
+@workspace_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes, each loading the workspace once and sharing the port.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="One log line per request.")  # fmt: skip
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, workers: int, log_level: str, access_log: bool
+) -> None:
+    """Serve recommendations, similar items and cart recommendations over HTTP (FastAPI on
+    uvicorn; OpenAPI at /docs). Loads the workspace built by `shortlist build` at startup."""
+    from shortlist.service.server import serve as run
+
+    ws = workspace(ctx)
+    out.print(f"Serving [bold]{ws.root}[/] on http://{host}:{port} (docs at /docs)")
+    run(ws.root, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

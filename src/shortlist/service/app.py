@@ -1,0 +1,330 @@
+"""The HTTP service: a FastAPI app over one built workspace (`create_app`), served by uvicorn
+(`shortlist serve`). Endpoints, parameters and errors: docs/service.md.
+
+The workspace is loaded once per process, at startup (the lifespan), never per request. The
+recommendation endpoints are plain functions, which FastAPI runs in its threadpool: the work is
+numpy, FAISS, torch and compiled trees, most of which release the GIL, and the event loop stays
+free to accept connections and answer /healthz and /metrics meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Path, Query
+from starlette.responses import Response
+
+from shortlist.pipeline import Pipeline
+from shortlist.service import errors
+from shortlist.service.engine import ServiceState, query_filters
+from shortlist.service.metrics import CONTENT_TYPE, ObservedApp, ServiceMetrics
+from shortlist.service.models import (
+    MAX_FILTER,
+    MAX_ID,
+    MAX_ITEMS,
+    MAX_K,
+    MAX_TEXT,
+    CartOut,
+    CartRequest,
+    ErrorOut,
+    HealthOut,
+    ReadyOut,
+    RecommendationsOut,
+    RecommendRequest,
+    SimilarOut,
+)
+from shortlist.workspace import Workspace
+
+log = logging.getLogger("shortlist.service")
+
+WORKSPACE_ENV = "SHORTLIST_WORKSPACE"  # what `app_from_env` serves (as the CLI's option)
+MAX_BODY = 1 << 20  # bytes of a request body
+
+USER_RECOMMENDATIONS = "/v1/users/{user_id}/recommendations"
+RECOMMENDATIONS = "/v1/recommendations"
+SIMILAR = "/v1/items/{item_id}/similar"
+CART = "/v1/cart/recommendations"
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "Unknown item"},
+    422: {"model": ErrorOut, "description": "Invalid parameter, filter, region or age"},
+    503: {"model": ErrorOut, "description": "The workspace is not loaded (yet)"},
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    413: {"model": ErrorOut, "description": "The body is too large"},
+}
+
+# -- query parameters shared by the GET endpoints ------------------------------------------------
+Bounded = Annotated[str, Query(min_length=1, max_length=MAX_TEXT)]
+KQuery = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_K, description=f"How many items, 1 to {MAX_K} (default: the pipeline's k)"),
+]
+Explain = Annotated[bool, Query(description="The reasons for each item")]
+Trace = Annotated[bool, Query(description="Items in and out and milliseconds per stage")]
+PriceMin = Annotated[
+    float | None, Query(allow_inf_nan=False, description="Lowest price (the last sold at)")
+]
+PriceMax = Annotated[float | None, Query(allow_inf_nan=False, description="Highest price")]
+Attribute = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_TEXT,
+          description="An item attribute that must be one of `values` "
+                      "(e.g. product_group_name)"),
+]  # fmt: skip
+Values = Annotated[
+    list[Annotated[str, Query(max_length=MAX_TEXT)]] | None,
+    Query(max_length=MAX_ITEMS, description="The values `attribute` may take (repeat it)"),
+]
+FilterJson = Annotated[
+    str | None,
+    Query(alias="filter", max_length=MAX_FILTER,
+          description='Any filter of the language of docs/index.md, as JSON: '
+                      '{"price": {"lte": 0.05}, "colour_group_name": "Black"}'),
+]  # fmt: skip
+Region = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_TEXT, description="Region name (overrides the user's)"),
+]
+AgeQuery = Annotated[
+    float | None,
+    Query(ge=0, le=150, allow_inf_nan=False, description="Age in years (overrides the user's)"),
+]
+Exclude = Annotated[
+    list[Annotated[str, Query(max_length=MAX_ID)]] | None,
+    Query(max_length=MAX_ITEMS, description="Item ids never to recommend (repeat it)"),
+]
+
+
+def _version() -> str:
+    try:
+        return version("shortlist")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout without install
+        return "0"
+
+
+def create_app(
+    workspace: Workspace | str | FilePath,
+    *,
+    pipeline: Pipeline | None = None,
+    metrics: ServiceMetrics | None = None,
+    max_body: int = MAX_BODY,
+) -> FastAPI:
+    """The service over one built workspace.
+
+    pipeline: serve this `Pipeline` (loaded at startup if it is not) instead of the one of the
+    workspace's shortlist.toml. metrics: where to count (a fresh registry by default).
+    max_body: the largest request body accepted, in bytes (413 beyond).
+    """
+    state = ServiceState(workspace, pipeline)
+    metrics = metrics or ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("shortlist: loading workspace %s", state.workspace.root)
+        await anyio.to_thread.run_sync(state.load)
+        log.info(
+            "shortlist: workspace %s loaded in %.1f s%s",
+            state.workspace.root,
+            state.load_seconds or 0.0,
+            f" (similar items unavailable: {state.similar_error})" if state.similar_error else "",
+        )
+        yield
+
+    app = FastAPI(
+        title="shortlist",
+        version=_version(),
+        summary="Personalized recommendations and similar items from a built workspace",
+        description="Endpoints, parameters and errors: docs/service.md. Every error answers "
+        "`ErrorOut`, naming the field and the value at fault.",
+        lifespan=lifespan,
+    )
+    app.state.shortlist = state
+    app.state.metrics = metrics
+    errors.install(app)
+    app.add_middleware(ObservedApp, metrics=metrics, max_body=max_body, routes=lambda: app.routes)
+
+    def answer(
+        endpoint: str, body: dict[str, Any], *, cold_start: bool, trace: bool
+    ) -> dict[str, Any]:
+        metrics.observe_answer(endpoint, body.get("trace") or [], cold_start=cold_start)
+        if not trace:
+            body.pop("trace", None)
+        return body
+
+    # -- recommendations -----------------------------------------------------------------------
+    @app.get(
+        USER_RECOMMENDATIONS,
+        response_model=RecommendationsOut,
+        response_model_exclude_unset=True,
+        responses=ERRORS,
+        tags=["recommendations"],
+        summary="A user's recommendations",
+    )
+    def user_recommendations(
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+        k: KQuery = None,
+        explain: Explain = False,
+        trace: Trace = False,
+        price_min: PriceMin = None,
+        price_max: PriceMax = None,
+        attribute: Attribute = None,
+        values: Values = None,
+        filter_json: FilterJson = None,
+        region: Region = None,
+        age: AgeQuery = None,
+        exclude: Exclude = None,
+    ) -> dict[str, Any]:
+        """The top k for a user, from the whole pipeline. A user the workspace does not know
+        gets the best sellers of their segment (`region`, `age`), with `cold_start: true`."""
+        state.check_ready()
+        spec, origin = query_filters(
+            state.schema(),
+            filter_json=filter_json,
+            price_min=price_min,
+            price_max=price_max,
+            attribute=attribute,
+            values=values,
+        )
+        context = _context(exclude=exclude, filters=spec, region=region, age=age)
+        body, cold = state.recommend(user_id, context, k=k, explain=explain, origin=origin)
+        body.update(cold_start=cold, degraded=False)
+        return answer(USER_RECOMMENDATIONS, body, cold_start=cold, trace=trace)
+
+    @app.post(
+        RECOMMENDATIONS,
+        response_model=RecommendationsOut,
+        response_model_exclude_unset=True,
+        responses=BODY_ERRORS,
+        tags=["recommendations"],
+        summary="Recommendations for a user in a context (cart, exclusions, filters)",
+    )
+    def recommendations(request: RecommendRequest) -> dict[str, Any]:
+        """As the GET, with the whole context in the body: `cart` and `exclude` are never
+        recommended, `filters` is the filter language of docs/index.md."""
+        state.check_ready()
+        context = _context(
+            cart=request.cart,
+            exclude=request.exclude,
+            filters=request.filters,
+            region=request.region,
+            age=request.age,
+        )
+        body, cold = state.recommend(request.user_id, context, k=request.k, explain=request.explain)
+        body.update(cold_start=cold, degraded=False)
+        return answer(RECOMMENDATIONS, body, cold_start=cold, trace=request.trace)
+
+    @app.get(
+        SIMILAR,
+        response_model=SimilarOut,
+        response_model_exclude_unset=True,
+        responses=ERRORS,
+        tags=["items"],
+        summary="Items similar to an item",
+    )
+    def similar_items(
+        item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
+        trace: Trace = False,
+        price_min: PriceMin = None,
+        price_max: PriceMax = None,
+        attribute: Attribute = None,
+        values: Values = None,
+        filter_json: FilterJson = None,
+        region: Region = None,
+        age: AgeQuery = None,
+    ) -> dict[str, Any]:
+        """The k items nearest to the item in the two-tower space, among those passing the
+        filters and the pipeline's business rules (stock; region and age when given)."""
+        state.check_ready()
+        spec, origin = query_filters(
+            state.schema(for_similar=True),
+            filter_json=filter_json,
+            price_min=price_min,
+            price_max=price_max,
+            attribute=attribute,
+            values=values,
+        )
+        body = state.similar(item_id, k=k, filters=spec, origin=origin, region=region, age=age)
+        body["degraded"] = False
+        return answer(SIMILAR, body, cold_start=False, trace=trace)
+
+    @app.post(
+        CART,
+        response_model=CartOut,
+        response_model_exclude_unset=True,
+        responses=BODY_ERRORS | {409: {"model": ErrorOut, "description": "No co-purchase source"}},
+        tags=["recommendations"],
+        summary="Items bought with the cart's contents",
+    )
+    def cart_recommendations(request: CartRequest) -> dict[str, Any]:
+        """Items most bought together with those in the cart: never the cart's own, nor any
+        the pipeline's filters remove (out of stock, not sold in the region, ...)."""
+        state.check_ready()
+        context = _context(
+            exclude=request.exclude, filters=request.filters, region=request.region, age=request.age
+        )
+        body, cold = state.cart(
+            request.cart, context, user_id=request.user_id, k=request.k, explain=request.explain
+        )
+        body.update(user_id=request.user_id, cart=request.cart, cold_start=cold, degraded=False)
+        return answer(CART, body, cold_start=cold, trace=request.trace)
+
+    # -- operations ----------------------------------------------------------------------------
+    @app.get("/healthz", response_model=HealthOut, tags=["operations"], summary="Alive")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=ReadyOut,
+        response_model_exclude_none=True,
+        responses={503: {"model": ReadyOut, "description": "Loading, or failed to load"}},
+        tags=["operations"],
+        summary="The workspace is loaded",
+    )
+    async def readyz() -> Any:
+        body = {
+            "status": state.status,
+            "workspace": str(state.workspace.root),
+            "detail": state.detail
+            or (
+                f"similar items unavailable: {state.similar_error}" if state.similar_error else None
+            ),
+            "similar": (state.search is not None) if state.ready else None,
+        }
+        if not state.ready:
+            return errors.json_response(503, {k: v for k, v in body.items() if v is not None})
+        return body
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}},
+                         "description": "Prometheus text exposition"}},
+        tags=["operations"],
+        summary="Prometheus metrics",
+    )  # fmt: skip
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _context(**parts: Any) -> dict[str, Any]:
+    """A pipeline request context without the parts the request left out."""
+    return {k: v for k, v in parts.items() if v is not None and v != []}
+
+
+def app_from_env() -> FastAPI:
+    """The app over $SHORTLIST_WORKSPACE (default ./workspace): what `shortlist serve` has each
+    uvicorn worker build."""
+    return create_app(os.environ.get(WORKSPACE_ENV) or "workspace")
