@@ -30,8 +30,9 @@ demo: install
 	@echo
 	@echo "Generated data:  $(DEMO_DATA)/ (the three H&M files, plus stock, regions, age limits)"
 	@echo "Offline store:   $(WORKSPACE)/offline/ (items, users, interactions by month, manifest.json)"
-	@echo "Features:        $(WORKSPACE)/features/ (items, users, user_category, user_items, history as of the pipeline's cutoff; versioned)"
-	@echo "Models:          $(WORKSPACE)/models/pipeline.json (what ties them), models/two_tower/, models/ranker/, index/items/"
+	@echo "Features:        $(WORKSPACE)/features/ (items, users, user_category, user_items as of the pipeline's cutoff; versioned)"
+	@echo "Online store:    $(WORKSPACE)/online/ (LMDB: the users' features each request reads)"
+	@echo "Models:          $(WORKSPACE)/models/pipeline.json (what ties them), models/two_tower/, models/ranker/, models/state/, index/items/"
 	@echo "Predictions:     $(WORKSPACE)/predictions.csv (every customer, H&M submission layout)"
 	@echo "Evaluation:      $(WORKSPACE)/evaluation.json (the table above, as JSON)"
 	@echo "Look closer:     $(SHORTLIST) recommend --user ID --explain --trace [--filter JSON] [--cart A,B]"

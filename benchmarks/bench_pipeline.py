@@ -71,6 +71,50 @@ def second_process(workspace: Path, ids: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def store_cost(pipeline: Pipeline, users: np.ndarray, ids: list[str], repeat: int) -> dict:
+    """What reading the users' features from the online store costs a request: the read and
+    layout alone (`OnlineUsers.view`, three batched reads), and the whole request with the
+    same features held in memory instead (the feature store's saved groups read whole, as
+    before the online store was on the request path), runs alternating."""
+    from shortlist.features.store import FeatureStore
+    from shortlist.pipeline.saved import read_manifest
+    from shortlist.ranking.features import RankingFeatures
+
+    funnel = pipeline.funnel_
+    online = funnel.features
+    if online is None or online.online_ is None:
+        return {}
+    saved = read_manifest(pipeline.workspace)["features"]
+    store = FeatureStore(pipeline.workspace)
+    groups = {name: store.read(name, v) for name, v in saved["versions"].items()}
+    memory_features = RankingFeatures(
+        max_values=online.max_values, affinity_attributes=online.affinity_attributes
+    ).from_groups(groups, online.cutoff_, funnel.catalog.data, saved["eligible"])
+    del groups
+    view = []
+    for u in users:
+        t = time.perf_counter()
+        online.online_.view(np.asarray([u]))
+        view.append((time.perf_counter() - t) * 1000)
+    totals: dict[str, list[dict]] = {"online": [], "in_memory": []}
+    for _ in range(repeat):
+        for name, features in (("online", online), ("in_memory", memory_features)):
+            funnel.features = features
+            times = []
+            for user in ids:
+                t = time.perf_counter()
+                pipeline.recommend(user)
+                times.append((time.perf_counter() - t) * 1000)
+            totals[name].append(pct(times))
+    funnel.features = online
+    med = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in totals.items()
+    }
+    return {"online_read": pct(view), "request_online": med["online"],
+            "request_in_memory": med["in_memory"]}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", required=True, type=Path)
@@ -115,6 +159,7 @@ def main() -> None:
     del data
     first = memory()
     second = second_process(args.workspace, ids[:20])
+    cost = store_cost(pipeline, users, ids, args.repeat)
     total = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     result = {
         "benchmark": "recommend_one_user",
@@ -128,6 +173,7 @@ def main() -> None:
         # both processes at once: this one after serving, the second after loading and 20 users
         "memory_first_process": first,
         "second_process": second,
+        "online_store_cost": cost,
         "scorer": funnel.scorer.name if funnel.scorer is not None else None,
         "sources_config": [(s.name, s.segment, s.k) for s in pipeline.spec.sources],
         "diversify": pipeline.spec.diversify.method,
@@ -152,6 +198,14 @@ def main() -> None:
         f" MB); second process load {second['load_seconds']:.1f} s, rss {second['rss_mb']:.0f}"
         f" MB (private {second['private_mb']:.0f} MB, shared {second['shared_mb']:.0f} MB)"
     )
+    if cost:
+        print(
+            f"  online store: the users' reads p50 {cost['online_read']['p50_ms']:.3f} ms, p99 "
+            f"{cost['online_read']['p99_ms']:.3f} ms; request p50/p99 "
+            f"{cost['request_online']['p50_ms']:.2f}/{cost['request_online']['p99_ms']:.2f} ms "
+            f"against {cost['request_in_memory']['p50_ms']:.2f}/"
+            f"{cost['request_in_memory']['p99_ms']:.2f} ms with the features in memory"
+        )
     for name, row in {**result["stages"], **result["sources"]}.items():
         print(f"  {name:14s} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms")
     if args.out:

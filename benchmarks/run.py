@@ -234,7 +234,12 @@ def bench_pipeline(scale: str, repeat: int) -> None:
     ws = DATA / f"ws_{scale}"
     runs = [measure(shortlist("--workspace", str(ws), "train", "pipeline")) for _ in range(repeat)]
     manifest = json.loads((ws / "models" / "pipeline.json").read_text())
-    summarize("pipeline", scale, runs, {"report": manifest.get("ranker_report")})
+    summarize(
+        "pipeline",
+        scale,
+        runs,
+        {"report": manifest.get("ranker_report"), "steps_seconds": manifest.get("steps")},
+    )
 
 
 def bench_predict(scale: str, repeat: int) -> None:

@@ -19,6 +19,9 @@ from shortlist.errors import ConfigError
 
 CONFIG_FILE = "shortlist.toml"
 ENV_PREFIX = "SHORTLIST_"
+API_KEY_ENV = "SHORTLIST_API_KEY"  # the service's write key (wins over [service] api_key)
+# SHORTLIST_* variables that are not settings of shortlist.toml
+NOT_SETTINGS = (f"{ENV_PREFIX}WORKSPACE", API_KEY_ENV)
 
 
 class AttributeKind(StrEnum):
@@ -93,6 +96,17 @@ class OnlineSettings(_Section):
     redis_timeout: float = Field(5.0, gt=0, le=600)  # seconds: connect, and each command
     redis_retries: int = Field(1, ge=0, le=20)  # retries of a failed command, 50 ms apart
     redis_buckets: int = Field(64, ge=1, le=16384)  # hash-tag buckets (Redis Cluster slots)
+
+
+class ServiceSettings(_Section):
+    """`shortlist serve` (docs/service.md): who may write, who may read."""
+
+    # the key write endpoints (POST /v1/events) require as `Authorization: Bearer KEY`; the
+    # SHORTLIST_API_KEY environment variable wins over it. Empty: write endpoints are off
+    # (they answer 503 saying how to set one). There is no default key.
+    api_key: str = Field("", max_length=512)
+    # read endpoints (recommendations, similar items, cart) require the key too
+    read_key_required: bool = False
 
 
 class RankingSettings(_Section):
@@ -188,6 +202,7 @@ class Settings(_Section):
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     online: OnlineSettings = Field(default_factory=OnlineSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -218,10 +233,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         "retrieval": RetrievalSettings,
         "ranking": RankingSettings,
         "online": OnlineSettings,
+        "service": ServiceSettings,
     }
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}WORKSPACE":
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         for section, model in sections.items():

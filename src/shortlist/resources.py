@@ -54,3 +54,9 @@ def configure(settings: Any = None) -> int:
 
         threadpool_limits(wanted)  # BLAS and OpenMP libraries loaded so far, until exit
     return wanted
+
+
+def memory_share(fraction: float) -> str:
+    """`fraction` of this machine's physical memory, as DuckDB writes a memory limit ("6GB")."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(1.0, total * fraction / 1024**3):.1f}GB"

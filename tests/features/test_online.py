@@ -25,6 +25,7 @@ from shortlist.features.online import (
     Ragged,
     RecordsBatch,
     RowBatch,
+    VersionChanged,
     open_online_store,
 )
 from shortlist.features.online.materialize import materialize_online
@@ -396,6 +397,130 @@ def test_lmdb_map_grows_when_full(tmp_path: Path):
     batch = reader.get_rows("wide", [0, 3999, 4000])
     assert batch.found.tolist() == [True, True, False]
     assert batch.values[1].tolist() == [3999.0] * 256
+
+
+# -- in place ----------------------------------------------------------------------------------
+
+
+def test_update_writes_into_the_current_version(backend: Backend, store: OnlineStore):
+    v1 = write_version(store, 1.0)
+    reader = backend.open()
+    assert reader.get_rows("items", [2, 3]).values[:, 0].tolist() == [2.0, 2.5]
+    # rows: (n, width), the last value of a repeated key wins; records: one array per key
+    store.update("items", [3, 60, 3], [[7, 7, 7], [8, 8, 8], [9, 9, 9]])
+    store.update_many(
+        {
+            "history": ([5], Ragged.from_arrays([[(1, 0.5)]], HIST.dtype, np.array([[1.0]]))),
+            "pairs": ([2], [np.array([(1, 2, 3, 4.0)], PAIRS.dtype)]),
+        },
+        version=v1,
+    )
+    batch = reader.get_rows("items", [2, 3, 60])
+    assert batch.version == v1 and batch.found.tolist() == [True, True, True]
+    assert batch.values[:, 0].tolist() == [2.0, 9.0, 8.0]  # others untouched, a new key added
+    hist = reader.get_records("history", [5, 6])
+    assert hist.records[0].tolist() == [(1, 0.5)] and hist.head[0, 0] == 1.0
+    assert np.array_equal(hist.records[1], history_of(6, 1.0))
+    assert reader.get_records("pairs", [2]).records[0].tolist() == [(1, 2, 3, 4.0)]
+    assert reader.current().version == v1 and store.current().info == {"tag": 1.0}
+
+    with pytest.raises(RequestError, match=r"\(1, 3\) values"):
+        store.update("items", [1], [[1, 2]])
+    with pytest.raises(RequestError, match="unknown online group"):
+        store.update("nope", [1], [[1, 2, 3]])
+    reader.close()
+
+
+def test_update_of_a_replaced_version_writes_nothing(backend: Backend, store: OnlineStore):
+    v1 = write_version(store, 1.0)
+    v2 = write_version(store, 2.0)
+    with pytest.raises(VersionChanged, match=f"from version {v1}"):
+        store.update("items", [2], [[5, 5, 5]], version=v1)
+    assert store.get_rows("items", [2]).values[0, 0] == 3.0  # v2's own value
+    store.update("items", [2], [[5, 5, 5]], version=v2)
+    # a new version starts from what its writer wrote: the update is not carried over
+    write_version(store, 3.0)
+    assert store.get_rows("items", [2]).values[0, 0] == 4.0
+
+
+def test_add_groups_in_place(backend: Backend, store: OnlineStore):
+    extra = GroupLayout(name="recent", kind="records", key="user_idx", fields=[("item", "<i4")])
+    first = store.add_groups([extra], {"by": "events"})  # nothing yet: a version of its own
+    assert list(first.groups) == ["recent"] and first.info == {"by": "events"}
+
+    v = write_version(store, 1.0)
+    reader = backend.open()
+    assert reader.get_rows("items", [1]).version == v  # the reader holds v's metadata
+    meta = store.add_groups([extra, ROWS])  # present groups are left as they are
+    assert meta.version == v and sorted(meta.groups) == sorted(
+        [*(g.name for g in LAYOUTS), "recent"]
+    )
+    assert store.add_groups([extra]).groups.keys() == meta.groups.keys()  # a no-op now
+    assert reader.get_records("recent", [1]).found.tolist() == [False]  # found in place, empty
+    store.update("recent", [1], [[(42,)]])
+    assert reader.get_records("recent", [1]).records[0].tolist() == [(42,)]
+    assert reader.get_rows("items", [1]).values[0, 0] == 1.5  # the rest as written
+
+    other = GroupLayout(name="recent", kind="row", key="user_idx", columns=["x"])
+    with pytest.raises(WorkspaceError, match="packed another way"):
+        store.add_groups([other])
+    reader.close()
+
+
+def test_updates_are_whole_to_a_concurrent_reader(backend: Backend, store: OnlineStore):
+    """A reader sees each in-place update of two groups whole: both or neither."""
+    keys = np.arange(200)
+    with store.begin([ROWS, HIST]) as w:
+        w.put_many("items", keys, np.zeros((200, 3)))
+        w.put_many("history", keys, Ragged.from_arrays([[]] * 200, HIST.dtype, np.zeros((200, 1))))
+    reader = backend.open()
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            rows = reader.get_rows("items", keys).values[:, 0]
+            if len(set(rows.tolist())) != 1:
+                problems.append(f"rows of several updates: {sorted(set(rows.tolist()))}")
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for tag in range(1, 30):
+            head = np.full((200, 1), tag, np.float32)
+            store.update_many(
+                {
+                    "items": (keys, np.full((200, 3), tag)),
+                    "history": (keys, Ragged.from_arrays([[(tag, 0.0)]] * 200, HIST.dtype, head)),
+                }
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not problems, problems[:3]
+    assert reader.get_records("history", [7]).records[0].tolist() == [(29, 0.0)]
+    reader.close()
+
+
+def test_lmdb_update_from_another_process_is_read_here(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    store = open_online_store("lmdb", ws, SETTINGS)
+    v = write_version(store, 1.0)
+    assert store.get_rows("items", [4]).values[0, 0] == 3.0
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from shortlist.features.online import GroupLayout, open_online_store
+        from shortlist.workspace import Workspace
+        store = open_online_store("lmdb", Workspace(Path({str(ws.root)!r})))
+        store.add_groups([GroupLayout(name="stock", kind="row", key="item_idx", columns=["units"])])
+        store.update_many({{"items": ([4], [[9, 9, 9]]), "stock": ([4], [[0]])}}, version={v})
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert store.get_rows("items", [4]).values[0, 0] == 9.0
+    assert store.get_rows("stock", [4, 5]).found.tolist() == [True, False]
+    store.close()
 
 
 # -- Redis going away ----------------------------------------------------------------------------

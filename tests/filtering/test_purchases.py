@@ -68,3 +68,18 @@ def test_bloom_history_instance_is_used_as_given():
 def test_bad_history():
     with pytest.raises(ConfigError):
         NotBoughtBeforeFilter({(0, 1)})
+
+
+@pytest.mark.parametrize("kind", ["exact", "bloom"])
+def test_purchases_in_the_context_are_removed(kind):
+    """What real-time events recorded in the online store reach the filter per request."""
+    f = getattr(NotBoughtBeforeFilter, kind)(USERS, ITEMS_BOUGHT)
+    bought = (np.array([], np.int64), np.array([4, 2]), np.array([3]))
+    keep = f.keep(FilterContext([0, 1, 2], bought=bought), CANDIDATES)
+    assert keep.tolist() == [
+        EXPECTED[0],
+        [False, True, False, True, False],
+        [False, True] + [False] * 3,
+    ]
+    with pytest.raises(Exception, match="bought has 2 rows"):
+        FilterContext([0, 1, 2], bought=bought[:2])

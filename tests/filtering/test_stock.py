@@ -47,3 +47,16 @@ def test_bad_inventory_and_updates():
         Inventory(UNITS).set_stock([-1], 3)
     with pytest.raises(DataError):
         Inventory(UNITS).set_stock([0, 1], [1, 2, 3])
+
+
+def test_stock_events_in_the_context_win_over_the_inventory():
+    f = InStockFilter(UNITS)
+    # item 0 sold out, item 1 restocked, item 3 (untracked) now tracked at 0, item 7 sold out
+    live = (np.array([0, 1, 3, 7]), np.array([0.0, 4.0, 0.0, -1.0]))
+    keep = f.keep(CTX.with_stock(live), ITEMS)
+    assert keep.tolist() == [
+        [False, True, True, False, False, False, False],
+        [False, True] + [False] * 5,
+    ]
+    assert f.keep(CTX.with_stock(None), ITEMS).tolist() == f.keep(CTX, ITEMS).tolist()
+    assert CTX.with_stock(live).rows(1, 2).stock is live  # a row's context keeps them

@@ -8,6 +8,7 @@ from shortlist.data.arrays import Dataset, TrainData
 from shortlist.eval.baselines import CoPurchaseBaseline
 from shortlist.retrieval.sources import (
     CoPurchaseSource,
+    LiveSignals,
     RepurchaseSource,
     SameGroupSource,
     TrendingSource,
@@ -112,3 +113,36 @@ def test_copurchase_source_exact_mode_equals_the_baseline_scores():
     for u in users:
         bought = set(bounded.bought_[u].indices.tolist())
         assert not bought & set(proposed[u][proposed[u] >= 0].tolist())
+
+
+def live(per_user: list[list[tuple[int, float, float]]], sold=None) -> LiveSignals:
+    """Signals from (item, days before the cutoff, units) per user."""
+    cols = [[np.array([p[k] for p in purchases]) for purchases in per_user] for k in range(3)]
+    return LiveSignals(*(tuple(c) for c in cols), sold=sold)
+
+
+def test_sources_take_the_purchases_recorded_since_the_cutoff():
+    data = history(
+        [(1, 1, 90, 1), (1, 2, 90, 1), (2, 1, 91, 1), (2, 3, 91, 1), (0, 4, 98, 1)]
+        + [(3, 5, 99, 2)]
+    )
+    users = np.array([0, 3])
+    nothing = live([[], []])
+    signals = live([[(1, -0.5, 2.0)], []])  # user 0 bought item 1 half a day after the cutoff
+    rep = RepurchaseSource().fit(data)
+    unchanged = rep.candidates(users, 3, live=nothing)[0]
+    assert unchanged.tolist() == rep.candidates(users, 3)[0].tolist()
+    items, scores, _ = rep.candidates(users, 3, live=signals)
+    assert items[0].tolist() == [1, 4, -1] and scores[0, 0] == 2.0  # 2 units at weight 1
+    cop = CoPurchaseSource().fit(data)
+    assert cop.candidates(users, 3)[0][0].tolist() == [-1, -1, -1]  # item 4: never co-bought
+    items, _, _ = cop.candidates(users, 3, live=signals)
+    assert items[0].tolist() == [2, 3, -1]  # item 1's neighbours, item 1 itself excluded
+    assert items[1].tolist() == cop.candidates(users, 3)[0][1].tolist()  # others as before
+    trend = TrendingSource().fit(data)
+    before = trend.candidates(users, 2)[0][0].tolist()
+    sold = (np.array([2, 3]), np.array([1.0, 5.0]))  # item 3 sold 5 units since the cutoff
+    items, scores, _ = trend.candidates(users, 2, live=live([[], []], sold))
+    assert before[0] == 5 and items[0].tolist() == [3, 5] and scores[0].tolist() == [5.0, 2.0]
+    segmented = TrendingSource(segment="age")  # segment lists keep the build's order
+    assert segmented.fit(data).candidates(users, 2, live=live([[], []], sold))[0][0, 0] == 5

@@ -19,7 +19,7 @@ USER = "/v1/users/{user_id}/recommendations"
 SIMILAR = "/v1/items/{item_id}/similar"
 POST = "/v1/recommendations"
 CART = "/v1/cart/recommendations"
-ROUTES = {USER, POST, SIMILAR, CART, "/healthz", "/readyz", "/metrics"}
+ROUTES = {USER, POST, SIMILAR, CART, "/v1/events", "/healthz", "/readyz", "/metrics"}
 
 
 def ok(response) -> dict:

@@ -24,12 +24,20 @@ class FilterContext:
     value per row; a scalar is repeated for every row, and None means unknown for all rows.
     `filters` is the request's attribute filter (the JSON form or a parsed `Filter`), shared by
     the batch.
+
+    What real-time events recorded since the data was loaded (read per request by the
+    pipeline): `bought`, per row the items the user bought since (the bought-before filter
+    removes them too), and `stock`, the units in stock of some items as the last stock events
+    gave them ((item idx ascending, units): the in-stock filter reads them instead of its
+    inventory's). None: nothing recorded.
     """
 
     users: np.ndarray  # (n,) int64
     region: np.ndarray | None  # (n,) int64, -1 unknown
     age: np.ndarray | None  # (n,) float64, NaN unknown
     filters: Mapping[str, Any] | Filter | None
+    bought: tuple[np.ndarray, ...] | None  # per row: item idx bought since the data
+    stock: tuple[np.ndarray, np.ndarray] | None  # (item idx ascending, units)
 
     def __init__(
         self,
@@ -38,6 +46,8 @@ class FilterContext:
         region: ArrayLike | None = None,
         age: ArrayLike | None = None,
         filters: Mapping[str, Any] | Filter | None = None,
+        bought: tuple[np.ndarray, ...] | None = None,
+        stock: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         users = np.atleast_1d(np.asarray(users))
         if users.size == 0:
@@ -49,9 +59,32 @@ class FilterContext:
         object.__setattr__(self, "region", _per_row("region", region, n, np.int64))
         object.__setattr__(self, "age", _per_row("age", age, n, np.float64))
         object.__setattr__(self, "filters", filters)
+        if bought is not None and len(bought) != n:
+            raise FilterError(f"bought has {len(bought)} rows, expected one per user ({n})")
+        object.__setattr__(self, "bought", bought)
+        object.__setattr__(self, "stock", stock)
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def rows(self, lo: int, hi: int) -> FilterContext:
+        """The context of rows lo..hi-1 (the same filters and stock)."""
+        return FilterContext(
+            self.users[lo:hi],
+            region=None if self.region is None else self.region[lo:hi],
+            age=None if self.age is None else self.age[lo:hi],
+            filters=self.filters,
+            bought=None if self.bought is None else self.bought[lo:hi],
+            stock=self.stock,
+        )
+
+    def with_stock(self, stock: tuple[np.ndarray, np.ndarray] | None) -> FilterContext:
+        """The same context with these live stock units."""
+        out = FilterContext.__new__(FilterContext)
+        for name in ("users", "region", "age", "filters", "bought"):
+            object.__setattr__(out, name, getattr(self, name))
+        object.__setattr__(out, "stock", stock)
+        return out
 
 
 def _per_row(name: str, value: ArrayLike | None, n: int, dtype: type) -> np.ndarray | None:

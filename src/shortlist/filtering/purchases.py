@@ -26,7 +26,8 @@ class NotBoughtBeforeFilter(CandidateFilter):
 
     With an exact `PairSet` nothing else is removed; with a `BloomFilter` a share of about its
     `fp_rate` of unbought candidates is removed too, for about a seventh of the memory at 1 %.
-    `add` records purchases as they happen, so the next request already excludes them.
+    `add` records purchases as they happen in this process; purchases recorded by real-time
+    events in the online store reach it per request, as `FilterContext.bought`.
     """
 
     name = "not_bought_before"
@@ -79,6 +80,10 @@ class NotBoughtBeforeFilter(CandidateFilter):
         users = np.broadcast_to(ctx.users[:, None], items.shape)
         keep = np.zeros(items.shape, bool)
         keep[valid] = ~self.history.contains(users[valid], items[valid])
+        if ctx.bought is not None:  # bought since the data: recorded by real-time events
+            for r, bought in enumerate(ctx.bought):
+                if len(bought):
+                    keep[r] &= ~np.isin(items[r], bought)
         return keep
 
     def __repr__(self) -> str:

@@ -55,7 +55,9 @@ class Inventory:
 
 class InStockFilter(CandidateFilter):
     """Keeps items with units in stock > 0. Items the inventory does not track are kept
-    unless `keep_untracked=False` (a catalogue without stock data should not go empty)."""
+    unless `keep_untracked=False` (a catalogue without stock data should not go empty).
+    The units a request's context carries (`FilterContext.stock`: stock events recorded in
+    the online store) replace the inventory's for those items."""
 
     name = "in_stock"
 
@@ -72,6 +74,11 @@ class InStockFilter(CandidateFilter):
 
     def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
         units = lookup(self.inventory.units, items, valid, np.nan)
+        if ctx.stock is not None and len(ctx.stock[0]):  # stock events: they win
+            known, live = ctx.stock
+            at = np.minimum(np.searchsorted(known, items), len(known) - 1)
+            hit = valid & (known[at] == items)
+            units = np.where(hit, live[at], units)
         with np.errstate(invalid="ignore"):
             return np.where(np.isnan(units), self.keep_untracked, units > 0)
 

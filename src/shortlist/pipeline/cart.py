@@ -125,7 +125,8 @@ def cart_recommendations(
         except NotFoundError:
             user = None
     if user is not None:
-        ctx = funnel.context(np.array([user]), context)
+        users = np.array([user])
+        ctx = funnel.context(users, context, funnel.signals(users))  # bought since: excluded too
         chain = funnel.chain
     else:
         ctx = anonymous_context(funnel, request_segment(funnel, context), context.get("filters"))

@@ -81,12 +81,29 @@ class Catalog:
         except KeyError:
             raise NotFoundError(f"unknown user '{user_id}'") from None
 
+    def find_user(self, user_id: object) -> int:
+        """The user's idx, -1 for an id the workspace has never seen (or not a string)."""
+        return _position(self._users, user_id)
+
+    def find_item(self, item_id: object) -> int:
+        """The item's idx, -1 for an id the catalogue lacks (or not a string)."""
+        return _position(self._items, item_id)
+
     def item_idx(self, item_ids: Sequence[object]) -> np.ndarray:
         """Raises: NotFoundError naming the first unknown item."""
         pos = self._items.get_indexer([str(i) for i in item_ids])
         if (pos < 0).any():
             raise NotFoundError(f"unknown item '{item_ids[int(np.argmax(pos < 0))]}'")
         return pos.astype(np.int64)
+
+
+def _position(index: pd.Index, value: object) -> int:
+    if not isinstance(value, str):
+        return -1
+    try:
+        return int(index.get_loc(value))
+    except KeyError:
+        return -1
 
 
 def last_price(data: Dataset) -> np.ndarray:

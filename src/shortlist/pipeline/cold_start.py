@@ -133,7 +133,8 @@ def take_filtered(
 ) -> Taken:
     """The first `k` items of `ordered` (item idx, best first) that pass `chain` and are not
     excluded, then, when short and `top_up`, the pipeline's fallback order (most sold recently)
-    through the same filters. Long lists are filtered chunk by chunk, stopping at k."""
+    through the same filters. Long lists are filtered chunk by chunk, stopping at k; each
+    chunk's live stock (stock events) is read with it."""
     chosen: list[np.ndarray] = []
     have = 0
     examined = 0
@@ -152,7 +153,7 @@ def take_filtered(
             chunk = chunk[~np.isin(chunk, excluded) & ~np.isin(chunk, seen)]
             if not len(chunk):
                 continue
-            filtered = chain.apply(ctx, chunk[None, :])
+            filtered = chain.apply(funnel.with_stock(ctx, chunk), chunk[None, :])
             examined += len(chunk)
             for name, n in filtered.removed.items():
                 removed[name] = removed.get(name, 0) + n

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,19 +33,24 @@ from shortlist.config import (
     Settings,
     SourceSettings,
 )
-from shortlist.data.arrays import Dataset, TrainData, load_dataset, under
+from shortlist.data.arrays import Dataset, TrainData, from_us, load_dataset, under
 from shortlist.data.offline import OfflineStore
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.pipeline.catalog import Catalog
 from shortlist.pipeline.explain import explain_row
 from shortlist.pipeline.funnel import Funnel, Output, bind_diversifier, bind_filter
 from shortlist.pipeline.guard import RankingChoice
+from shortlist.pipeline.live import LiveReader
 from shortlist.pipeline.steps import Ranker, diversify_settings
 from shortlist.pipeline.training import RankingGroups, fit_ranker, ranking_features
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.ranker import LightGBMRanker
+from shortlist.retrieval.sources import TrendingSource
 from shortlist.retrieval.stage import Retrieval, make_retrieval
 from shortlist.workspace import Workspace, open_workspace
+
+if TYPE_CHECKING:
+    from shortlist.features.online.base import OnlineStore
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Pipeline:
         # after `fit`: the feature groups, as of any cutoff (what `save` writes)
         self.groups_: RankingGroups | None = None
         self.timings_: dict[str, float] = {}  # seconds per step of `fit` and `save`
+        self.online_: OnlineStore | None = None  # after `load`: where requests read users
         self._lock = threading.Lock()
 
     @classmethod
@@ -197,11 +203,12 @@ class Pipeline:
             read_interactions=False,
             priced=bool(manifest.get("priced", True)),
         )
-        online = None
-        if self.spec.ranker == "lightgbm":  # the users' ranking features, read per request
-            from shortlist.features.online.base import open_online_store
+        from shortlist.features.online.base import open_online_store
 
-            online = open_online_store(None, self.workspace, settings.online)
+        # the users' ranking features (with a ranker) and what real-time events recorded
+        # since the cutoff are read per request from the online store
+        self.online_ = open_online_store(None, self.workspace, settings.online)
+        online = self.online_ if self.spec.ranker == "lightgbm" else None
         trained = load_trained(self.workspace, self.spec, settings, data, online)
         state = trained.state
         assert state is not None
@@ -217,7 +224,7 @@ class Pipeline:
         filters = [
             bind_filter(f, catalog, under(f"filter.{f.name}", state)) for f in self.spec.filters
         ]
-        return self._funnel(
+        funnel = self._funnel(
             catalog,
             retrieval,
             state["fallback"],
@@ -227,6 +234,23 @@ class Pipeline:
             trained.ranking,
             filters,
         )
+        funnel.live = LiveReader(
+            self.online_,
+            self.live_tag(catalog),
+            sales=any(
+                isinstance(s, TrendingSource) and s.segment is None for s, _ in retrieval.sources
+            ),
+            stock=True,
+        )
+        return funnel
+
+    def live_tag(self, catalog: Catalog | None = None) -> dict[str, str]:
+        """Whose events the online store's event groups hold: this pipeline's data and cutoff
+        (features/online/live.py)."""
+        catalog = catalog or (self.funnel_.catalog if self.funnel_ is not None else None)
+        if catalog is None or self.cutoff_ is None:
+            raise WorkspaceError("the pipeline is not bound to data yet: load() or fit() first")
+        return {"data": str(catalog.data.fingerprint), "cutoff": from_us(self.cutoff_).isoformat()}
 
     def fit(self, data: Dataset, cutoff: int, settings: Settings | None = None) -> Pipeline:
         """Bind to the data before `cutoff`, training the two-tower and the ranker on it.
@@ -282,19 +306,32 @@ class Pipeline:
             raise WorkspaceError("fit the pipeline on a workspace's data before saving it")
         features = None
         if self.groups_ is not None:  # the groups as of the cutoff, where `load` reads them
+            from shortlist.features.online.live import live_layouts
             from shortlist.features.online.materialize import materialize_online
 
             started = time.perf_counter()
             versions = self.groups_.save(self.workspace, self.cutoff_)
             features = {"versions": versions, "eligible": self.groups_.eligible}
             self.timings_["feature groups written"] = time.perf_counter() - started
-            # the same versions into the online store, where requests read the users' values
+            # the same versions into the online store, where requests read the users' values,
+            # with the empty event groups that real-time events update in place
             started = time.perf_counter()
-            materialize_online(self.workspace, groups=list(versions), versions=versions)
+            materialize_online(
+                self.workspace,
+                groups=list(versions),
+                versions=versions,
+                extra=live_layouts(self.live_tag()),
+            )
             self.timings_["online store written"] = time.perf_counter() - started
         started = time.perf_counter()
         path = save_trained(
-            self.workspace, self.spec, self.funnel_, self.cutoff_, self.ranking_, features
+            self.workspace,
+            self.spec,
+            self.funnel_,
+            self.cutoff_,
+            self.ranking_,
+            features,
+            self.timings_,
         )
         self.timings_["models and state saved"] = time.perf_counter() - started
         return path

@@ -34,6 +34,7 @@ from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.heuristics import SourceOrder
 from shortlist.ranking.ranker import LightGBMRanker
 from shortlist.ranking.scoring import TreeScorer
+from shortlist.retrieval.sources import LiveSignals
 from shortlist.retrieval.stage import Retrieval
 
 FALLBACK_CHUNK = 2048  # fallback items examined per top-up round
@@ -137,6 +138,9 @@ class Funnel:
     k: int = 12
     order: SourceOrder | None = None  # served instead of the ranker (the guard's choice)
     ranking_note: str = ""  # why the ranker or the order serves (pipeline/guard.py)
+    # what real-time events recorded since the cutoff, read per request (pipeline/live.py);
+    # None (a fitted funnel: evaluation): nothing is read
+    live: Any = None
     request_filter: AttributeFilter = field(init=False)
     chain: FilterChain = field(init=False)  # built once: the same for every request
     skipped: dict[str, str] = field(init=False)  # filters that cannot run -> why
@@ -147,6 +151,7 @@ class Funnel:
         self.active_ = [b.filter for b in self.filters if b.filter is not None]
         self.skipped = {b.name: b.skipped for b in self.filters if b.filter is None}
         self.chain = FilterChain([*self.active_, self.request_filter])
+        self._in_stock = any(isinstance(f, InStockFilter) for f in self.active_)
 
     def state(self) -> State:
         """What the funnel serves from besides its models, as named arrays (pipeline/state.py
@@ -169,9 +174,26 @@ class Funnel:
             b.name: "ran" if b.filter is not None else f"skipped: {b.skipped}" for b in self.filters
         }
 
+    # -- live state ---------------------------------------------------------------------
+    def signals(self, users: np.ndarray) -> LiveSignals | None:
+        """The users' purchases (and everyone's sales) recorded since the cutoff, or None."""
+        return self.live.signals(users) if self.live is not None else None
+
+    def with_stock(self, ctx: FilterContext, items: np.ndarray) -> FilterContext:
+        """`ctx` with the live units of `items` (stock events), for the in-stock filter."""
+        if self.live is None or not self._in_stock:
+            return ctx
+        return ctx.with_stock(self.live.stock(items))
+
     # -- context ------------------------------------------------------------------------
-    def context(self, users: np.ndarray, request: Mapping[str, Any] | None = None) -> FilterContext:
-        """Region and age of the users from the workspace, unless the request overrides them.
+    def context(
+        self,
+        users: np.ndarray,
+        request: Mapping[str, Any] | None = None,
+        signals: LiveSignals | None = None,
+    ) -> FilterContext:
+        """Region and age of the users from the workspace, unless the request overrides them;
+        with `signals`, what they bought since the cutoff (for the bought-before filter).
 
         Raises:
             RequestError: a region the data does not know, or an age that is not a number
@@ -190,7 +212,10 @@ class Funnel:
         age = data.user_age[users] if data.user_age is not None else None
         if request.get("age") is not None:
             age = request_age(request["age"])
-        return FilterContext(users, region=region, age=age, filters=request.get("filters"))
+        bought = signals.items if signals is not None and signals.any() else None
+        return FilterContext(
+            users, region=region, age=age, filters=request.get("filters"), bought=bought
+        )
 
     # -- the run ------------------------------------------------------------------------
     def run(
@@ -206,22 +231,25 @@ class Funnel:
         users = np.asarray(users, dtype=np.int64)
         k = k or self.k
         trace: list[dict[str, Any]] = []
-        ctx = self.context(users, request)
 
         started = time.perf_counter()
-        cs = self.retrieval.candidates(users)
+        signals = self.signals(users)
+        ctx = self.context(users, request, signals)
+        cs = self.retrieval.candidates(users, live=signals)
         trace.append(
             {
                 "stage": "retrieve",
                 "out": int((cs.items >= 0).sum()),
                 "sources": {n: int((r > 0).sum()) for n, r in cs.ranks.items()},
                 "source_ms": {n: round(s * 1000, 3) for n, s in cs.seconds.items()},
+                **({"events": _event_counts(signals)} if signals is not None else {}),
                 "ms": _ms(started),
             }
         )
 
         started = time.perf_counter()
         chain = self._chain(exclude)
+        ctx = self.with_stock(ctx, cs.items)
         filtered = chain.apply(ctx, cs.items)
         cs = cs.select(filtered.keep)
         trace.append(
@@ -335,19 +363,14 @@ class Funnel:
         added = np.zeros(len(top), np.int64)
         short = np.flatnonzero((top < 0).any(axis=1))
         for r in short:
-            sub = FilterContext(
-                ctx.users[r : r + 1],
-                region=None if ctx.region is None else ctx.region[r : r + 1],
-                age=None if ctx.age is None else ctx.age[r : r + 1],
-                filters=ctx.filters,
-            )
+            sub = ctx.rows(r, r + 1)
             for lo in range(0, len(self.fallback), FALLBACK_CHUNK):
                 need = int((top[r] < 0).sum())
                 if need == 0:
                     break
                 chunk = self.fallback[lo : lo + FALLBACK_CHUNK]
                 chunk = chunk[~np.isin(chunk, top[r])]
-                keep = chain.apply(sub, chunk[None, :]).keep[0]
+                keep = chain.apply(self.with_stock(sub, chunk), chunk[None, :]).keep[0]
                 fill = chunk[keep][:need]
                 slots = np.flatnonzero(top[r] < 0)[: len(fill)]
                 top[r, slots] = fill
@@ -380,6 +403,15 @@ def _scores_of(top: np.ndarray, items: np.ndarray, scores: np.ndarray) -> np.nda
         found = scores[r[order][pos], c[order][pos]]
         out = np.where(hit & np.isfinite(found), found, np.nan)
     return out
+
+
+def _event_counts(signals: LiveSignals) -> dict[str, int]:
+    """For the trace: purchases since the cutoff of the batch's users, items sold since."""
+    sold = signals.sold
+    return {
+        "purchases": int(sum(len(x) for x in signals.items)),
+        "items_sold": 0 if sold is None else int(len(sold[0])),
+    }
 
 
 def request_age(value: object) -> float:

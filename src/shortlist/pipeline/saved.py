@@ -66,6 +66,7 @@ def save_trained(
     cutoff: int,
     ranking: RankingChoice | None = None,
     features: dict[str, Any] | None = None,
+    steps: dict[str, float] | None = None,
 ) -> Path:
     """Write the funnel's trained parts and the manifest (last, so a manifest on disk means
     every part it names is there). Returns the manifest's path."""
@@ -94,6 +95,7 @@ def save_trained(
     # what serving reads instead of refitting: sources' arrays, bought-before set, prices
     manifest["state"] = write_state(workspace, funnel.state())
     manifest["priced"] = funnel.catalog.data.interactions.price is not None
+    manifest["steps"] = {k: round(v, 3) for k, v in (steps or {}).items()}  # seconds per step
     path = workspace.root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

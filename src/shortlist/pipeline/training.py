@@ -11,8 +11,11 @@ A period is a week, or fewer whole days when the history is too short for `weeks
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -25,9 +28,9 @@ from shortlist.features.materialize import write_groups
 from shortlist.pipeline.guard import RankingChoice, ValidationRequests, choose_ranking
 from shortlist.progress import track
 from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
-from shortlist.ranking.features import RankingFeatures, group_features
+from shortlist.ranking.features import RANKING_GROUPS, RankingFeatures, group_features
 from shortlist.ranking.ranker import LightGBMRanker
-from shortlist.resources import thread_count
+from shortlist.resources import memory_share, thread_count
 from shortlist.retrieval.stage import Retrieval
 from shortlist.workspace import Workspace
 
@@ -108,6 +111,7 @@ def build_ranking_set(
                 advance(1)
                 continue
             retrieval.fit(train)
+            features = None  # the previous period's, released before the next is computed
             features = features_at(start)  # the feature groups as of the period's start
             validates = validation is not None and validation.takes(p, plan.periods)
             for lo in range(0, len(tg.users), CHUNK):
@@ -156,9 +160,16 @@ class RankingGroups:
 
     @classmethod
     def of(cls, data: Dataset, settings: Settings) -> RankingGroups:
+        """On one in-process DuckDB connection, capped at `[features] memory_limit` or, when
+        unset, a quarter of the machine's memory: the training process holds the dataset, the
+        ranking set and the models besides, and DuckDB's own default (80 %) let a full-scale
+        `train pipeline` grow past 24 GB. Beyond the cap DuckDB spills to a temporary folder."""
         f = settings.features
         con = connect(
-            "duckdb", memory_limit=f.memory_limit or None, threads=thread_count(f.threads)
+            "duckdb",
+            memory_limit=f.memory_limit or memory_share(0.25),
+            threads=thread_count(f.threads),
+            temp_directory=Path(tempfile.gettempdir()) / f"shortlist-duckdb-{os.getpid()}",
         )
         tables = OfflineTables.from_dataset(con, data)
         return cls(data, settings, tables, FeatureOptions.from_settings(f))
@@ -180,10 +191,19 @@ class RankingGroups:
         return eligible_attributes(self.tables, self.options)
 
     def save(self, workspace: Workspace, cutoff: int) -> dict[str, int]:
-        """Every group as of `cutoff` written as a new version of the feature store (the
-        ranking features' and the others, so `materialize` finds them all); returns the
-        version of each."""
-        written = write_groups(workspace, self.tables, from_us(cutoff), options=self.options)
+        """The ranking groups as of `cutoff`, written as new versions of the feature store
+        (what a loaded pipeline reads: the items from the feature store, its users' values from
+        the online store); returns the version of each. `user_category` covers the attributes
+        the ranker reads, as in training: at full H&M scale every attribute makes it ~8 times
+        larger (160 M rows), which the served pipeline never reads."""
+        r = self.settings.ranking
+        read = RankingFeatures(
+            max_values=r.max_category_values, affinity_attributes=r.affinity_attributes
+        ).affinity_columns(self.data, self.eligible)
+        narrow = replace(self.options, category_attributes=tuple(read))
+        written = write_groups(
+            workspace, self.tables, from_us(cutoff), names=RANKING_GROUPS, options=narrow
+        )
         return {v.path.split("/")[0]: v.version for v in written.written}
 
 

@@ -41,6 +41,20 @@ class HistoryIndex:
         """Position of the first row of (user, day) or where it would be: history ends before."""
         return np.searchsorted(self.key, users.astype(np.int64) * _DAY_SPAN + days, side="left")
 
+    def window(
+        self, users: np.ndarray, days: np.ndarray, length: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Last `length` purchases strictly before `days`, most recent first: item idx + 1
+        (0 where shorter), age in days (float64) and which entries are real, each (b, length)."""
+        end = self.start_of(users, days)
+        pos = end[:, None] - 1 - np.arange(length)[None, :]
+        valid = pos >= 0
+        pos = np.where(valid, pos, 0)
+        valid &= self.user[pos] == users[:, None]
+        items = np.where(valid, self.item[pos].astype(np.int64) + 1, 0)
+        age = (days[:, None] - self.day[pos]).astype(np.float64)
+        return items, age, valid
+
     def lookup(
         self, users: np.ndarray, days: np.ndarray, length: int, half_life_days: float
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +76,53 @@ class HistoryIndex:
         total = weights.sum(axis=1, keepdims=True)
         weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
         return items, weights.astype(np.float32)
+
+
+class WithRecent:
+    """A history index with, for some users, purchases it does not hold (recorded by real-time
+    events since the cutoff) before their indexed history: what the user tower pools for them.
+
+    recent: user idx -> (item idx, newest first; age in days before the query day, >= 0).
+    Users without an entry read exactly what the index gives."""
+
+    def __init__(
+        self, base: HistoryIndex, recent: dict[int, tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        self.base, self.recent = base, recent
+
+    def window(
+        self, users: np.ndarray, days: np.ndarray, length: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Last `length` purchases strictly before `days`, most recent first: item idx + 1
+        (0 where shorter), age in days (float64) and which entries are real, each (b, length)."""
+        end = self.start_of(users, days)
+        pos = end[:, None] - 1 - np.arange(length)[None, :]
+        valid = pos >= 0
+        pos = np.where(valid, pos, 0)
+        valid &= self.user[pos] == users[:, None]
+        items = np.where(valid, self.item[pos].astype(np.int64) + 1, 0)
+        age = (days[:, None] - self.day[pos]).astype(np.float64)
+        return items, age, valid
+
+    def lookup(
+        self, users: np.ndarray, days: np.ndarray, length: int, half_life_days: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As `HistoryIndex.lookup`, the recent purchases first where a user has some."""
+        items, weights = self.base.lookup(users, days, length, half_life_days)
+        rows = [r for r, u in enumerate(users.tolist()) if u in self.recent]
+        if not rows:
+            return items, weights
+        base_items, base_age, valid = self.base.window(users[rows], days[rows], length)
+        for j, r in enumerate(rows):
+            extra, age = self.recent[int(users[r])]
+            merged = np.concatenate([extra + 1, base_items[j][valid[j]]])[:length]
+            ages = np.concatenate([age, base_age[j][valid[j]]])[:length]
+            w = np.power(0.5, ages / half_life_days)
+            items[r] = 0
+            weights[r] = 0
+            items[r, : len(merged)] = merged
+            weights[r, : len(merged)] = w / w.sum()
+        return items, weights
 
 
 def season(days: np.ndarray) -> np.ndarray:

@@ -19,9 +19,12 @@ from shortlist.data.arrays import US_PER_DAY, Interactions, State, TrainData, pr
 from shortlist.features.buckets import age_bucket
 from shortlist.retrieval.signals import basket_cooccurrence, decayed_matrix, top_items
 from shortlist.retrieval.sparse import (
+    Entries,
     csr_restore,
     csr_state,
+    drop_entries,
     gather_rows,
+    sum_duplicates,
     top_k_entries,
     top_k_products,
     truncate_rows,
@@ -40,6 +43,54 @@ class Candidates(NamedTuple):
     state: Any = None  # what the source's `columns` reuses for the same call (user vectors)
 
 
+@dataclass(frozen=True)
+class LiveSignals:
+    """What real-time events recorded since the pipeline's cutoff, for one batch of users, read
+    per request from the online store (shortlist.pipeline.live): each user's purchases since the
+    cutoff, and the units every item sold since (all users).
+
+    Sources that take it (`reads_live = True`) answer as if those purchases had been in their
+    data at the cutoff: a purchase after the cutoff counts as one made at the cutoff (its age
+    is 0 days, never negative). Without purchases (`any()` False) they answer exactly as
+    without signals.
+    """
+
+    items: tuple[np.ndarray, ...]  # per user of the batch: item idx (int64), oldest first
+    ages: tuple[np.ndarray, ...]  # per user: days before the cutoff (negative: after it)
+    units: tuple[np.ndarray, ...]  # per user: units bought
+    sold: tuple[np.ndarray, np.ndarray] | None = None  # (item idx ascending, units) since
+
+    def any(self) -> bool:
+        """Some user of the batch bought something since the cutoff."""
+        return any(len(x) for x in self.items)
+
+    def entries(self, half_life_days: float | None = None) -> Entries:
+        """(position in the batch, item, weight) of the purchases: units, times
+        0.5 ** (age / half-life) with the age at least 0 when a half-life is given."""
+        sizes = [len(x) for x in self.items]
+        owner = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        if not owner.size:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64)
+        items = np.concatenate(self.items).astype(np.int64)
+        weight = np.concatenate(self.units).astype(np.float64)
+        if half_life_days is not None:
+            age = np.maximum(np.concatenate(self.ages).astype(np.float64), 0.0)
+            weight = weight * np.power(0.5, age / half_life_days)
+        return owner, items, weight
+
+
+def _with_live(base: Entries, live: LiveSignals, half_life_days: float) -> Entries:
+    """`base` (entries grouped by row, ascending columns) plus the live purchases' weights,
+    one entry per (row, item), as `top_k_entries` wants."""
+    owner, items, weight = live.entries(half_life_days)
+    return sum_duplicates(
+        np.concatenate([base[0], owner]),
+        np.concatenate([base[1], items]),
+        np.concatenate([np.asarray(base[2], np.float64), weight]),
+    )
+
+
 class Source(Protocol):
     """Fitted on the past, then asked for its k best items per user.
 
@@ -51,6 +102,9 @@ class Source(Protocol):
     for every candidate of the union (e.g. the two-tower similarity of items other sources
     proposed), given the `state` its own `candidates` returned for the same call; their names
     are its `column_names`.
+
+    A source with `reads_live = True` takes `candidates(users, k, live=LiveSignals)`: the
+    purchases real-time events recorded since the cutoff (see `LiveSignals`).
     """
 
     name: str
@@ -71,6 +125,7 @@ class RepurchaseSource:
     half_life_days: float = 30
     name: str = "repurchase"
     scores_: sp.csr_matrix | None = None
+    reads_live = True  # purchases since the cutoff are proposed too
 
     def fit(self, data: TrainData) -> Self:
         self.scores_ = decayed_matrix(
@@ -79,9 +134,12 @@ class RepurchaseSource:
         self.scores_.sort_indices()
         return self
 
-    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+    def candidates(self, users: np.ndarray, k: int, live: LiveSignals | None = None) -> Candidates:
         assert self.scores_ is not None, "fit first"
-        return Candidates(*top_k_entries(gather_rows(self.scores_, users), len(users), k))
+        entries = gather_rows(self.scores_, users)
+        if live is not None and live.any():  # what they bought since: units at weight 1
+            entries = _with_live(entries, live, self.half_life_days)
+        return Candidates(*top_k_entries(entries, len(users), k))
 
     def state(self) -> State:
         return prefixed("scores", csr_state(self.scores_))
@@ -107,6 +165,7 @@ class CoPurchaseSource:
     basket_days: float = 56
     half_life_days: float = 14
     name: str = "copurchase"
+    reads_live = True  # purchases since the cutoff seed it too, and are excluded
 
     def fit(self, data: TrainData) -> Self:
         cooc = basket_cooccurrence(data.last_days(self.basket_days), data.n_items)
@@ -120,10 +179,35 @@ class CoPurchaseSource:
         self.neighbours_.sort_indices()
         return self
 
-    def candidates(self, users: np.ndarray, k: int) -> Candidates:
-        return Candidates(
-            *top_k_products(self.weights_, self.neighbours_, users, k, exclude=self.bought_)
+    def candidates(self, users: np.ndarray, k: int, live: LiveSignals | None = None) -> Candidates:
+        items, scores = top_k_products(self.weights_, self.neighbours_, users, k, self.bought_)
+        if live is not None and live.any():
+            rows = np.flatnonzero([len(x) > 0 for x in live.items])
+            sub = LiveSignals(
+                tuple(live.items[r] for r in rows),
+                tuple(live.ages[r] for r in rows),
+                tuple(live.units[r] for r in rows),
+            )
+            items[rows], scores[rows] = self._with_purchases(users[rows], sub, k)
+        return Candidates(items, scores)
+
+    def _with_purchases(
+        self, users: np.ndarray, live: LiveSignals, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The answer for users with purchases since the cutoff: those purchases are seeds
+        beside the saved ones (units at weight 1 after the cutoff) and are excluded."""
+        seeds = _with_live(gather_rows(self.weights_, users), live, self.half_life_days)
+        owner, middle, weight = seeds
+        of, col, value = gather_rows(self.neighbours_, middle)
+        entries = sum_duplicates(owner[of], col, weight[of] * value)
+        banned = gather_rows(self.bought_, users)
+        new_owner, new_items, _ = live.entries()
+        banned = (
+            np.concatenate([banned[0], new_owner]),
+            np.concatenate([banned[1], new_items]),
+            np.zeros(len(banned[0]) + len(new_owner)),
         )
+        return top_k_entries(drop_entries(entries, banned), len(users), k)
 
     def state(self) -> State:
         return {
@@ -155,6 +239,7 @@ class TrendingSource:
     ranked_: dict[int, np.ndarray] = field(default_factory=dict)
     segment_of_: np.ndarray | None = None
     units_: np.ndarray = field(default_factory=lambda: np.empty(0))
+    reads_live = True  # everyone-alike lists: units sold since the cutoff are added
 
     def _segments(self, data: TrainData) -> np.ndarray | None:
         ds = data.dataset
@@ -211,7 +296,10 @@ class TrendingSource:
         self.by_segment_ = {}  # only `fit` needs the lists before the top-up
         return self
 
-    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+    def candidates(self, users: np.ndarray, k: int, live: LiveSignals | None = None) -> Candidates:
+        sold = live.sold if live is not None else None
+        if self.segment is None and sold is not None and len(sold[0]):
+            return self._with_sales(len(users), k, sold)
         items = np.full((len(users), k), -1, np.int32)
         segs = self.segment_of_[users] if self.segment_of_ is not None else np.full(len(users), -1)
         for s in np.unique(segs):
@@ -219,6 +307,24 @@ class TrendingSource:
             items[np.flatnonzero(segs == s), : len(ranked)] = ranked
         scores = np.where(items >= 0, self.units_[np.maximum(items, 0)], np.nan)
         return Candidates(items, scores.astype(np.float32))
+
+    def _with_sales(self, n_users: int, k: int, sold: tuple[np.ndarray, np.ndarray]) -> Candidates:
+        """The everyone-alike list with the units sold since the cutoff added to the units of
+        the last `days`: the saved list (the `cap` best sellers at the cutoff) and every item
+        sold since, ranked by the sum (ties keep the saved order). The window does not slide:
+        what sold just before the cutoff keeps counting until the next build."""
+        items, units = sold
+        pool = np.concatenate([self.global_, items[~np.isin(items, self.global_)]])
+        score = self.units_[pool].astype(np.float64)
+        at = np.searchsorted(items, pool)
+        hit = (at < len(items)) & (items[np.minimum(at, len(items) - 1)] == pool)
+        score[hit] += units[at[hit]]
+        best = np.argsort(-score, kind="stable")[:k]
+        out_i = np.full((n_users, k), -1, np.int32)
+        out_s = np.full((n_users, k), np.nan, np.float32)
+        out_i[:, : len(best)] = pool[best]
+        out_s[:, : len(best)] = score[best]
+        return Candidates(out_i, out_s)
 
 
 @dataclass
@@ -307,6 +413,7 @@ class TwoTowerSource:
     exact: bool = False
     model_: TwoTowerModel | None = None
     index_: ExactIndex | HNSWIndex | None = None
+    reads_live = True  # purchases since the cutoff join the history the user tower pools
 
     @classmethod
     def from_model(
@@ -381,14 +488,27 @@ class TwoTowerSource:
         self.day_ = int(state["day"][0])
         return self
 
-    def queries(self, users: np.ndarray) -> np.ndarray:
-        """(len(users), dim) user vectors as of the cutoff."""
-        assert self.model_ is not None, "fit first"
-        return self.model_.encode_users(users, np.full(len(users), self.day_), self.history_)
+    def queries(self, users: np.ndarray, live: LiveSignals | None = None) -> np.ndarray:
+        """(len(users), dim) user vectors as of the cutoff; with `live`, the purchases since
+        the cutoff are the most recent entries of the history the user tower pools."""
+        from shortlist.retrieval.history import WithRecent
 
-    def candidates(self, users: np.ndarray, k: int) -> Candidates:
+        assert self.model_ is not None, "fit first"
+        history = self.history_
+        if live is not None and live.any():
+            recent = {}
+            for user, items, ages in zip(users.tolist(), live.items, live.ages, strict=True):
+                if len(items):  # newest first, days before the query day (at least 0)
+                    order = np.argsort(ages, kind="stable")
+                    event_day = np.floor(self.day_ - np.asarray(ages, np.float64)[order])
+                    age = np.maximum(self.day_ - event_day, 0.0)
+                    recent[user] = (np.asarray(items, np.int64)[order], age)
+            history = WithRecent(self.history_, recent)
+        return self.model_.encode_users(users, np.full(len(users), self.day_), history)
+
+    def candidates(self, users: np.ndarray, k: int, live: LiveSignals | None = None) -> Candidates:
         assert self.index_ is not None, "fit first"
-        queries = self.queries(users)
+        queries = self.queries(users, live)
         out_i = np.full((len(users), k), -1, np.int32)
         out_s = np.full((len(users), k), np.nan, np.float32)
         for lo in range(0, len(users), 4096):

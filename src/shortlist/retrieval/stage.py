@@ -20,6 +20,7 @@ from shortlist.errors import ConfigError
 from shortlist.retrieval.sources import (
     Candidates,
     CoPurchaseSource,
+    LiveSignals,
     RepurchaseSource,
     SameGroupSource,
     Source,
@@ -84,14 +85,19 @@ class Retrieval:
         """The same fitted sources but one (an ablation)."""
         return Retrieval([(s, k) for s, k in self.sources if s.name != name], fitted_=True)
 
-    def candidates(self, users: np.ndarray) -> CandidateSet:
+    def candidates(self, users: np.ndarray, live: LiveSignals | None = None) -> CandidateSet:
+        """live: what real-time events recorded since the cutoff for these users (the sources
+        that read it answer with it; see `LiveSignals`)."""
         assert self.fitted_, "fit first"
         users = np.asarray(users, dtype=np.int64)
         results: dict[str, Candidates] = {}
         seconds: dict[str, float] = {}
         for source, k in self.sources:
             started = time.perf_counter()
-            results[source.name] = source.candidates(users, k)
+            if live is not None and getattr(source, "reads_live", False):
+                results[source.name] = source.candidates(users, k, live=live)  # type: ignore[call-arg]
+            else:
+                results[source.name] = source.candidates(users, k)
             seconds[source.name] = time.perf_counter() - started
         budget = self.budget or sum(k for _, k in self.sources)
         items, ranks = union(results, budget)

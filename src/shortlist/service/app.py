@@ -18,7 +18,8 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from shortlist.pipeline import Pipeline
@@ -34,6 +35,8 @@ from shortlist.service.models import (
     CartOut,
     CartRequest,
     ErrorOut,
+    EventsOut,
+    EventsRequest,
     HealthOut,
     ReadyOut,
     RecommendationsOut,
@@ -51,6 +54,7 @@ USER_RECOMMENDATIONS = "/v1/users/{user_id}/recommendations"
 RECOMMENDATIONS = "/v1/recommendations"
 SIMILAR = "/v1/items/{item_id}/similar"
 CART = "/v1/cart/recommendations"
+EVENTS = "/v1/events"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "Unknown item"},
@@ -61,6 +65,21 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     413: {"model": ErrorOut, "description": "The body is too large"},
 }
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "The API key is required (read_key_required)"},
+}
+EVENT_ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"model": EventsOut, "description": "Logged, not applied yet (the store failed)"},
+    401: {"model": ErrorOut, "description": "No API key given, or a wrong one"},
+    413: {"model": ErrorOut, "description": "The body is too large"},
+    422: {"model": ErrorOut, "description": "A bad event (its position and field named): "
+          "nothing of the batch was recorded"},
+    503: {"model": ErrorOut, "description": "Not loaded yet, no API key set on the server, or "
+          "the event log cannot be written (not acknowledged)"},
+}  # fmt: skip
+
+# the write endpoints' key, `Authorization: Bearer KEY` (published as the security scheme)
+BEARER = HTTPBearer(auto_error=False, description="The service's API key ([service] api_key)")
 
 # -- query parameters shared by the GET endpoints ------------------------------------------------
 Bounded = Annotated[str, Query(min_length=1, max_length=MAX_TEXT)]
@@ -152,6 +171,21 @@ def create_app(
     errors.install(app)
     app.add_middleware(ObservedApp, metrics=metrics, max_body=max_body, routes=lambda: app.routes)
 
+    def write_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        """Write endpoints: `Authorization: Bearer KEY` (401 without it, or with a wrong key)."""
+        state.authorize(credentials.credentials if credentials else None, write=True)
+
+    def read_key(request: Request) -> None:
+        """Read endpoints: the key too when [service] read_key_required (not in the schema:
+        they are open by default)."""
+        if state.read_key_required:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            state.authorize(token.strip() if scheme.lower() == "bearer" else None, write=False)
+
+    ReadKey = Depends(read_key)  # noqa: N806 - a dependency, named as FastAPI's are
+
     def answer(
         endpoint: str, body: dict[str, Any], *, cold_start: bool, trace: bool
     ) -> dict[str, Any]:
@@ -165,7 +199,8 @@ def create_app(
         USER_RECOMMENDATIONS,
         response_model=RecommendationsOut,
         response_model_exclude_unset=True,
-        responses=ERRORS,
+        responses=ERRORS | UNAUTHORIZED,
+        dependencies=[ReadKey],
         tags=["recommendations"],
         summary="A user's recommendations",
     )
@@ -203,7 +238,8 @@ def create_app(
         RECOMMENDATIONS,
         response_model=RecommendationsOut,
         response_model_exclude_unset=True,
-        responses=BODY_ERRORS,
+        responses=BODY_ERRORS | UNAUTHORIZED,
+        dependencies=[ReadKey],
         tags=["recommendations"],
         summary="Recommendations for a user in a context (cart, exclusions, filters)",
     )
@@ -226,7 +262,8 @@ def create_app(
         SIMILAR,
         response_model=SimilarOut,
         response_model_exclude_unset=True,
-        responses=ERRORS,
+        responses=ERRORS | UNAUTHORIZED,
+        dependencies=[ReadKey],
         tags=["items"],
         summary="Items similar to an item",
     )
@@ -261,7 +298,10 @@ def create_app(
         CART,
         response_model=CartOut,
         response_model_exclude_unset=True,
-        responses=BODY_ERRORS | {409: {"model": ErrorOut, "description": "No co-purchase source"}},
+        responses=BODY_ERRORS
+        | UNAUTHORIZED
+        | {409: {"model": ErrorOut, "description": "No co-purchase source"}},
+        dependencies=[ReadKey],
         tags=["recommendations"],
         summary="Items bought with the cart's contents",
     )
@@ -277,6 +317,38 @@ def create_app(
         )
         body.update(user_id=request.user_id, cart=request.cart, cold_start=cold, degraded=False)
         return answer(CART, body, cold_start=cold, trace=request.trace)
+
+    # -- events --------------------------------------------------------------------------------
+    @app.post(
+        EVENTS,
+        response_model=EventsOut,
+        response_model_exclude_none=True,
+        responses=EVENT_ERRORS,
+        dependencies=[Depends(write_key)],
+        tags=["events"],
+        summary="Record purchases, stock changes, views, clicks and impressions",
+    )
+    def post_events(request: EventsRequest) -> Any:
+        """A batch of events, checked whole: one bad event (an unknown item, a malformed
+        field) rejects the batch with a 422 naming its position and field, and nothing is
+        recorded. Otherwise the batch is appended to the workspace's event log (fsync'd), then
+        applied to the online store: the next recommendation, from any process serving the
+        workspace, reflects it (200). When the store fails after the append, the answer is a
+        202: logged, and applied by the next batch or the next start. Needs
+        `Authorization: Bearer KEY`."""
+        events = [e.model_dump(exclude_none=True) for e in request.events]
+        try:
+            recorded, body = state.record_events(events)
+        except errors.ApiError as exc:
+            if exc.status == 422:
+                metrics.event_batches.labels("rejected").inc()
+            raise
+        for kind, n in recorded.counts.items():
+            metrics.events.labels(kind).inc(n)
+        metrics.event_batches.labels("applied" if recorded.applied else "logged").inc()
+        if not recorded.applied:
+            return errors.json_response(202, body)
+        return body
 
     # -- operations ----------------------------------------------------------------------------
     @app.get("/healthz", response_model=HealthOut, tags=["operations"], summary="Alive")

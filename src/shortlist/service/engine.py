@@ -7,7 +7,9 @@ Everything here is synchronous and CPU-bound; the app runs it in its threadpool.
 
 from __future__ import annotations
 
+import hmac
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from shortlist.config import API_KEY_ENV
 from shortlist.data.filters import AttrType
 from shortlist.errors import NotFoundError, ShortlistError
 from shortlist.pipeline import Pipeline
@@ -28,6 +31,7 @@ from shortlist.pipeline.cold_start import (
     take_filtered,
 )
 from shortlist.pipeline.cold_start import cold_start as cold_start_for
+from shortlist.pipeline.events import CatchUp, EventRecorder, EventsRejected, Recorded
 from shortlist.pipeline.funnel import Funnel
 from shortlist.retrieval.similar import ItemSearch
 from shortlist.service.errors import ApiError, translated
@@ -52,9 +56,16 @@ class ServiceState:
         self.pipeline = pipeline
         self.search: ItemSearch | None = None
         self.similar_error: str | None = None
+        self.recorder: EventRecorder | None = None  # real-time events (POST /v1/events)
+        self.events_error: str | None = None  # why events cannot be recorded
+        self.replayed: CatchUp | None = None  # what the start applied from the event log
         self.status = "loading"
         self.detail: str | None = None
         self.load_seconds: float | None = None
+        settings = self.workspace.settings().service
+        # the write key: the environment wins over shortlist.toml; never a default
+        self.api_key = os.environ.get(API_KEY_ENV) or settings.api_key
+        self.read_key_required = settings.read_key_required
         self._lock = threading.Lock()
 
     @property
@@ -73,11 +84,79 @@ class ServiceState:
                 self.search = ItemSearch(self.workspace)
             except ShortlistError as exc:
                 self.similar_error = str(exc)
+            self._start_events()
         except Exception as exc:
             self.status, self.detail = "failed", str(exc)
             raise
         self.load_seconds = time.perf_counter() - started
         self.status = "ready"
+
+    def _start_events(self) -> None:
+        """The event recorder, and the events the log holds that the online store's current
+        version has not applied yet (a crash after a log append, a new version): applied now,
+        before the first request. A store that fails here does not stop the service: reads
+        go on, and the next batch of events applies what is left."""
+        assert self.pipeline is not None
+        try:
+            self.recorder = EventRecorder(self.pipeline)
+        except (ShortlistError, OSError) as exc:
+            self.events_error = str(exc)
+            return
+        try:
+            self.replayed = self.recorder.catch_up()
+        except ShortlistError as exc:  # read on; the next batch applies what is left
+            self.events_error = f"events logged but not applied yet: {exc}"
+
+    # -- auth --------------------------------------------------------------------------------------
+    def authorize(self, credentials: str | None, *, write: bool) -> None:
+        """Raises ApiError 401 unless `credentials` (the Authorization header's bearer token)
+        is the key, for a write or, with read_key_required, a read; 503 when a key is needed
+        but none is set."""
+        if not write and not self.read_key_required:
+            return
+        what = "write endpoints" if write else "read endpoints ([service] read_key_required)"
+        if not self.api_key:
+            raise ApiError(
+                503, None, None,
+                f"{what} need an API key and none is set: set the environment variable "
+                f"{API_KEY_ENV} (or [service] api_key in shortlist.toml) and restart the service",
+            )  # fmt: skip
+        challenge = {"WWW-Authenticate": 'Bearer realm="shortlist"'}
+        if not credentials:
+            raise ApiError(
+                401, "authorization", None,
+                "authorization: this endpoint needs the header `Authorization: Bearer KEY`",
+                headers=challenge,
+            )  # fmt: skip
+        if not hmac.compare_digest(credentials.encode(), self.api_key.encode()):
+            raise ApiError(
+                401, "authorization", None, "authorization: wrong API key", headers=challenge
+            )
+
+    # -- events ------------------------------------------------------------------------------------
+    def record_events(self, events: list[dict[str, Any]]) -> tuple[Recorded, dict[str, Any]]:
+        """Check, log and apply a batch: (what was done, the answer's body)."""
+        self.check_ready()
+        if self.recorder is None:
+            raise ApiError(503, None, None, f"events unavailable: {self.events_error}")
+        try:
+            recorded = self.recorder.record(events)
+        except EventsRejected as exc:
+            more = [(p.field, p.value, p.message) for p in exc.problems[1:]]
+            first = exc.problems[0]
+            raise ApiError(422, first.field, first.value, first.message, more=more) from None
+        body = {
+            "accepted": recorded.accepted,
+            "first_seq": recorded.first_seq,
+            "last_seq": recorded.last_seq,
+            "applied": recorded.applied,
+            "version": recorded.version,
+            "counts": recorded.counts,
+            "notes": recorded.notes,
+        }
+        if recorded.error is not None:
+            body["error"] = recorded.error
+        return recorded, body
 
     # -- the loaded parts ----------------------------------------------------------------------
     def check_ready(self) -> None:

@@ -27,11 +27,13 @@ from shortlist.errors import (
     RequestError,
     ShortlistError,
 )
+from shortlist.service.models import EVENT_TYPES
 
 log = logging.getLogger("shortlist.service")
 
 KINDS = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -44,11 +46,22 @@ SHOWN = 120  # characters of a value echoed back
 
 
 class ApiError(Exception):
-    """A failure with its HTTP status and the field and value at fault."""
+    """A failure with its HTTP status and the field and value at fault (`more`: further
+    problems, (field, value, message) each, listed in the body's `errors` after the first)."""
 
-    def __init__(self, status: int, field: str | None, value: Any, message: str):
+    def __init__(
+        self,
+        status: int,
+        field: str | None,
+        value: Any,
+        message: str,
+        *,
+        more: list[tuple[str | None, Any, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.field, self.value, self.message = status, field, value, message
+        self.more, self.headers = more or [], headers
 
 
 def shown(value: Any) -> Any:
@@ -147,8 +160,16 @@ def validation_problems(exc: RequestValidationError) -> list[tuple[str | None, A
     "body" prefix, scalar values repeated in the message."""
     out = []
     for e in exc.errors():
-        loc = [str(x) for x in e.get("loc", ())]
+        raw = list(e.get("loc", ()))
+        # an event's type (the tag of the union of event models) is not a field: events.3.price
+        loc = [
+            str(x)
+            for i, x in enumerate(raw)
+            if not (i > 0 and isinstance(raw[i - 1], int) and x in EVENT_TYPES)
+        ]
         kind = e.get("type")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("type")
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         if kind == "json_invalid":
             where = (e.get("ctx") or {}).get("error", "")
@@ -168,7 +189,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, [(exc.field, exc.value, exc.message)])
+        problems = [(exc.field, exc.value, exc.message), *exc.more]
+        return json_response(exc.status, error_body(exc.status, problems), exc.headers)
 
     @app.exception_handler(ShortlistError)
     async def _shortlist(request: Request, exc: ShortlistError) -> Response:

@@ -76,6 +76,19 @@ class ServiceMetrics:
             ["endpoint"],
             registry=r,
         )
+        self.events = Counter(
+            "shortlist_events",
+            "Events recorded (logged, and applied or to be applied), by type",
+            ["type"],
+            registry=r,
+        )
+        self.event_batches = Counter(
+            "shortlist_event_batches",
+            "Batches of events: 'applied', 'logged' (the store failed: applied later), "
+            "'rejected' (a bad event: nothing recorded)",
+            ["outcome"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "shortlist_fallbacks",
             "Answers that needed a fallback: 'top_up' (filled from the most sold recently), "

@@ -8,7 +8,8 @@ k from 1 to MAX_K, ids and strings of bounded length, lists of bounded size, age
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -126,6 +127,80 @@ class CartRequest(BaseModel):
     age: Age | None = None
     explain: bool = False
     trace: bool = False
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+MAX_EVENTS = 1000  # events per batch
+EVENT_TYPES = ("purchase", "stock", "view", "click", "impression")
+Timestamp = Annotated[
+    datetime,
+    Field(
+        description="When it happened: ISO 8601 (a date, or a time with or without an offset; "
+        "without one it is UTC) or unix seconds",
+        examples=["2020-09-23T10:15:00Z"],
+    ),
+]
+
+
+class PurchaseEvent(BaseModel):
+    """A user bought an item: their features, history and the item's sales change at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["purchase"]
+    user_id: Id = Field(description="An unknown user is logged; only the item's sales count")
+    item_id: Id
+    timestamp: Timestamp
+    price: float | None = Field(None, ge=0, allow_inf_nan=False, description="Unit price paid")
+    quantity: int = Field(1, ge=1, le=10_000, strict=True, description="Units bought")
+
+
+class StockEvent(BaseModel):
+    """An item's units in stock now (0 or fewer: out of stock, removed from answers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stock"]
+    item_id: Id
+    units: int = Field(ge=-(10**9), le=10**9, strict=True)
+    timestamp: Timestamp | None = Field(None, description="When it was counted (default: now)")
+
+
+class InteractionEvent(BaseModel):
+    """A view, click or impression: logged for training, not applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["view", "click", "impression"]
+    user_id: Id
+    item_id: Id
+    timestamp: Timestamp
+
+
+Event = Annotated[PurchaseEvent | StockEvent | InteractionEvent, Field(discriminator="type")]
+
+
+class EventsRequest(BaseModel):
+    """POST /v1/events: a batch, applied whole or rejected whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsOut(BaseModel):
+    accepted: int = Field(description="Events logged (all of the batch)")
+    first_seq: int = Field(description="Sequence number of the batch's first event in the log")
+    last_seq: int
+    applied: bool = Field(
+        description="Applied to the online store (the next request reflects it); false: logged "
+        "only, applied when the store answers again (status 202)"
+    )
+    version: int | None = Field(description="The online store's version it was applied to")
+    counts: dict[str, int] = Field(description="Events by type")
+    notes: list[str] = Field(description="What did not apply in full (an unknown user, ...)")
+    error: str | None = Field(None, description="Why it was not applied (with a 202)")
 
 
 # -- responses -----------------------------------------------------------------------------------

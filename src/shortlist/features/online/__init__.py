@@ -13,6 +13,7 @@ from shortlist.features.online.base import (
     Ragged,
     RecordsBatch,
     RowBatch,
+    VersionChanged,
     open_online_store,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "Ragged",
     "RecordsBatch",
     "RowBatch",
+    "VersionChanged",
     "open_online_store",
 ]

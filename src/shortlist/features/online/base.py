@@ -15,6 +15,11 @@ Versions: `begin()` opens a writer for a new version beside the current one; `co
 current in one atomic step and removes the old one; `abort()` (or an exception inside
 `with store.begin(...)`) removes the partial one. Readers only ever read the version the
 current-version pointer names, and check the pointer on every batch.
+
+In place: `update` / `update_many` write values into the **current** version (what real-time
+events do: a purchase changes a user's counters), atomically across the groups of one call;
+`add_groups` adds empty groups to the current version (the event groups). A new version starts
+from what its writer wrote, never from the updates made to the previous one.
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shortlist.config import OnlineSettings
-from shortlist.errors import ConfigError, RequestError, ShortlistError, WorkspaceError
+from shortlist.errors import (
+    ConfigError,
+    RequestError,
+    ShortlistError,
+    StoreUnavailable,
+    WorkspaceError,
+)
 from shortlist.workspace import Workspace
 
 ONLINE_DIR = "online"  # <workspace>/online: the LMDB backend's files
@@ -252,6 +263,34 @@ def encode_records(layout: GroupLayout, values: Ragged | Sequence[Any], n: int) 
     return [buf[ends[i] : ends[i + 1]] for i in range(n)]
 
 
+class VersionChanged(StoreUnavailable):
+    """An in-place update named a version that is no longer current (a new one was committed
+    meanwhile): nothing was written; read the new version and try again."""
+
+
+def same_shape(a: GroupLayout, b: GroupLayout) -> bool:
+    """Two layouts pack values the same way (their `source` notes may differ)."""
+    fields = ("kind", "key", "key_type", "columns", "fields", "codes")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def pack(layout: GroupLayout, keys: Any, values: Any) -> tuple[np.ndarray | list[str], list[bytes]]:
+    """`values` of `keys` packed as the group's layout says: (distinct keys ascending, their
+    bytes), a repeated key's last value winning. Rows: an (n, width) array; records: a
+    `Ragged` or one array (or list of tuples) per key."""
+    norm = normalize_keys(layout, keys)
+    n = len(norm)
+    if n == 0:
+        return norm, []
+    packed = (
+        encode_rows(layout, values, n) if layout.kind == ROW else encode_records(layout, values, n)
+    )
+    ordered, index = _unique_last(norm)
+    if len(index) != n or np.any(index != np.arange(n)):
+        packed = [packed[i] for i in index.tolist()]
+    return ordered, packed
+
+
 def _unique_last(keys: np.ndarray | list[str]) -> tuple[np.ndarray | list[str], np.ndarray]:
     """Sorted distinct keys and, for each, the position of its last occurrence."""
     if isinstance(keys, list):
@@ -327,6 +366,96 @@ class OnlineStore(ABC):
         self, layouts: Sequence[GroupLayout], info: Mapping[str, Any] | None = None
     ) -> OnlineWriter:
         """A writer for a new version beside the current one (which keeps serving)."""
+
+    # -- in place ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def reload(self) -> OnlineVersion | None:
+        """The current version's metadata read again from the store (not from this reader's
+        cache): groups another process added in place since are in it."""
+
+    def update(self, group: str, keys: Any, values: Any, *, version: int | None = None) -> int:
+        """Write the values of `keys` into the **current** version, in place (a key repeated:
+        its last value wins). Same values as `OnlineWriter.put_many`. See `update_many`."""
+        return self.update_many({group: (keys, values)}, version=version)
+
+    def update_many(
+        self, changes: Mapping[str, tuple[Any, Any]], *, version: int | None = None
+    ) -> int:
+        """Write `{group: (keys, values)}` into the current version in place, all or nothing:
+        a reader sees every group's new values or none of them (LMDB: one write transaction;
+        Redis: one MULTI/EXEC). Returns the bytes written.
+
+        version: write only if this version is still the current one, else raise
+        `VersionChanged` and write nothing (read-modify-write: the version the values were
+        read from). A version committed while the write runs is not written to; a later
+        `materialize` starts from its own values (the updates of the previous version are not
+        carried over: replaying the event log is the caller's business, see
+        shortlist.pipeline.events).
+
+        Raises:
+            WorkspaceError: no version yet. RequestError: an unknown group, values of the
+            wrong shape. VersionChanged: `version` is no longer current. StoreUnavailable:
+            the store failed (nothing written).
+        """
+        meta = self.reload()
+        if meta is None:
+            self._require()
+            raise AssertionError  # unreachable
+        if version is not None and meta.version != version:
+            raise VersionChanged(
+                f"the online store {self.url} moved from version {version} to {meta.version}"
+            )
+        packed = {}
+        for group, (keys, values) in changes.items():
+            layout = meta.layout(group)
+            ordered, values_ = pack(layout, keys, values)
+            if values_:
+                packed[group] = (layout, ordered, values_)
+        if not packed:
+            return 0
+        self._update(meta, packed)
+        return sum(len(v) for _, _, written in packed.values() for v in written)
+
+    def add_groups(
+        self, layouts: Sequence[GroupLayout], info: Mapping[str, Any] | None = None
+    ) -> OnlineVersion:
+        """Make sure the current version has these groups: the ones it lacks are added to it
+        in place, empty (readers find them at their next read of them); with no version yet, a
+        first version holding only these groups is committed (`info` is its note).
+
+        Raises:
+            WorkspaceError: the version has a group of that name packed another way.
+        """
+        meta = self.reload()
+        if meta is None:
+            with self.begin(layouts, info) as writer:
+                pass
+            meta = self.reload()
+            assert meta is not None and writer.state == "committed"
+            return meta
+        for layout in layouts:
+            held = meta.groups.get(layout.name)
+            if held is not None and not same_shape(held, layout):
+                raise WorkspaceError(
+                    f"the online store {self.url} (version {meta.version}) has a group "
+                    f"{layout.name!r} packed another way: run `shortlist materialize`"
+                )
+        missing = [g for g in layouts if g.name not in meta.groups]
+        return self._add_groups(meta, missing) if missing else meta
+
+    @abstractmethod
+    def _update(
+        self,
+        meta: OnlineVersion,
+        packed: Mapping[str, tuple[GroupLayout, np.ndarray | list[str], list[bytes]]],
+    ) -> None:
+        """Write packed values (distinct keys, ascending, per group) into version `meta` in one
+        atomic step; raise VersionChanged when it is not current."""
+
+    @abstractmethod
+    def _add_groups(self, meta: OnlineVersion, layouts: Sequence[GroupLayout]) -> OnlineVersion:
+        """Add empty groups to version `meta` (if still missing) and return its new metadata."""
 
     def close(self) -> None:  # noqa: B027 - optional for a backend
         """Release connections and maps (a later read reopens them)."""
@@ -408,18 +537,9 @@ class OnlineWriter(ABC):
         (or list of tuples) per key. Returns the bytes written.
         """
         layout = self._layout(group)
-        norm = normalize_keys(layout, keys)
-        n = len(norm)
-        if n == 0:
+        ordered, packed = pack(layout, keys, values)
+        if not packed:
             return 0
-        packed = (
-            encode_rows(layout, values, n)
-            if layout.kind == ROW
-            else encode_records(layout, values, n)
-        )
-        ordered, index = _unique_last(norm)
-        if len(index) != n or np.any(index != np.arange(n)):
-            packed = [packed[i] for i in index.tolist()]
         self._put(layout, ordered, packed)
         size = sum(len(v) for v in packed)
         stats = self.stats[group]

@@ -376,6 +376,7 @@ def materialize_online(
     settings: OnlineSettings | None = None,
     store: OnlineStore | None = None,
     versions: Mapping[str, int] | None = None,
+    extra: Sequence[GroupLayout] = (),
 ) -> OnlineSummary:
     """Write the latest version of each feature group into a new online version, then switch.
 
@@ -384,7 +385,8 @@ def materialize_online(
     (or every group, when the feature store is empty) are computed first, on DuckDB, and listed
     in the summary's `computed`. groups: only these (default: all in the feature store).
     versions: group -> the version to write instead of the latest (what a saved pipeline
-    trained with: `Pipeline.save` passes them).
+    trained with: `Pipeline.save` passes them). extra: more groups the version holds, empty
+    (`Pipeline.save` passes the event groups, which real-time events update in place).
 
     Raises:
         WorkspaceError: nothing ingested; another writer holds the LMDB store.
@@ -424,7 +426,7 @@ def materialize_online(
         con.execute("SET enable_progress_bar = false").fetchall()
         plans = [_plan(con, features, latest[g]) for g in names]
         info = {"features": {p.layout.name: p.layout.source for p in plans}}
-        with target.begin([p.layout for p in plans], info) as writer:
+        with target.begin([*(p.layout for p in plans), *extra], info) as writer:
             for plan in plans:
                 t0 = time.perf_counter()
                 name = plan.layout.name

@@ -20,6 +20,13 @@ MSET per bucket. See docs/online.md.
 Readers pipeline `MGET keys-of-version-v` with `GET sl:current` (one round trip) and retry with
 the new version if the pointer no longer names v. Since old keys are deleted only after the
 pointer moved, a pointer still naming v after the MGET proves the MGET saw all of v.
+
+In place (`update_many`, `add_groups`: real-time events): one MULTI/EXEC of MSETs under WATCH of
+the pointer, so a reader's MGET sees all of an update or none of it, and an update never lands in
+a version a new commit replaced meanwhile (the EXEC fails: `VersionChanged`). A group added in
+place is written into the version's metadata; readers holding older metadata read it again when
+they are asked for a group it lacks. (Under Cluster a MULTI must stay within one slot: in-place
+updates are wired for the single server only, as reads are.)
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from shortlist.config import OnlineSettings
 from shortlist.errors import ConfigError, StoreUnavailable, WorkspaceError
 from shortlist.features.online.base import (
     GroupLayout,
+    GroupStats,
     OnlineStore,
     OnlineVersion,
     OnlineWriter,
+    VersionChanged,
     normalize_keys,
 )
 
@@ -170,11 +179,20 @@ class RedisStore(OnlineStore):
             pointer = self.client.get(self.k_current)
         return self._switch(pointer)
 
+    def reload(self) -> OnlineVersion | None:
+        with self.guard("reading the current version"):
+            pointer = self.client.get(self.k_current)
+        if pointer is None:
+            self._meta = None
+            return None
+        self._meta = self._load(int(pointer))
+        return self._meta
+
     def _fetch(self, group: str, keys: Any) -> tuple[OnlineVersion, GroupLayout, list[Any]]:
         meta = self._meta or self._require()
         for _ in range(_READ_RETRIES):
-            if group not in meta.groups:  # perhaps a newer version has it
-                meta = self._require()
+            if group not in meta.groups:  # a newer version, or one added in place, has it?
+                meta = self.reload() or self._require()
             layout = meta.layout(group)
             norm = normalize_keys(layout, keys)
             if len(norm) == 0:
@@ -198,6 +216,8 @@ class RedisStore(OnlineStore):
 
     def dictionary(self, group: str, column: str) -> list[str]:
         meta = self._require()
+        if group not in meta.groups:
+            meta = self.reload() or meta
         if column not in meta.layout(group).codes:
             raise WorkspaceError(f"group {group!r} has no coded column {column!r}")
         with self.guard("reading a dictionary"):
@@ -206,6 +226,79 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         self.client.close()
+
+    # -- in place ------------------------------------------------------------------------------
+
+    def _in_place(self, meta: OnlineVersion, doing: str, watch: Sequence[str], write: Any) -> Any:
+        """`write(pipe)` (queueing commands) in one MULTI/EXEC, if version `meta` is current
+        from the WATCH to the EXEC; returns what the EXEC answered."""
+        with self.guard(doing), self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.k_current, *watch)
+                pointer = pipe.get(self.k_current)
+                if pointer is None or int(pointer) != meta.version:
+                    raise VersionChanged(
+                        f"the online store {self.url} moved from version {meta.version} to "
+                        f"{None if pointer is None else int(pointer)}"
+                    )
+                prepared = write(pipe)  # reads run now, between WATCH and MULTI
+                pipe.multi()
+                prepared(pipe)
+                return pipe.execute()
+            except redis.exceptions.WatchError:
+                raise VersionChanged(
+                    f"the online store {self.url} changed during an update of version "
+                    f"{meta.version}"
+                ) from None
+
+    def _update(
+        self,
+        meta: OnlineVersion,
+        packed: Mapping[str, tuple[GroupLayout, np.ndarray | list[str], list[bytes]]],
+    ) -> None:
+        chunks: list[dict[str, bytes]] = []
+        for group, (_, keys, values) in packed.items():
+            names = self.data_keys(meta.version, group, keys, meta.buckets)
+            by_bucket: dict[int, dict[str, bytes]] = {}
+            for b, name, value in zip(_bucket_of(keys, meta.buckets), names, values, strict=True):
+                by_bucket.setdefault(b, {})[name] = value
+            chunks.extend(by_bucket.values())  # one slot per MSET, as the writer does
+
+        def write(_: Any) -> Any:
+            def queue(pipe: Any) -> None:
+                for chunk in chunks:
+                    pipe.mset(chunk)
+
+            return queue
+
+        self._in_place(meta, f"updating {', '.join(packed)} in place", (), write)
+
+    def _add_groups(self, meta: OnlineVersion, layouts: Sequence[GroupLayout]) -> OnlineVersion:
+        key = self.k_meta(meta.version)
+        grown: list[OnlineVersion] = []
+
+        def write(pipe: Any) -> Any:
+            raw = pipe.get(key)
+            if raw is None:
+                raise StoreUnavailable(f"{self.url}: the metadata {key} is missing")
+            held = OnlineVersion.model_validate_json(raw)
+            added = {g.name: g for g in layouts if g.name not in held.groups}
+            new = held.model_copy(
+                update={
+                    "groups": {**held.groups, **added},
+                    "stats": {**held.stats, **{name: GroupStats() for name in added}},
+                }
+            )
+            grown.append(new)
+
+            def queue(p: Any) -> None:
+                p.set(key, new.model_dump_json())
+
+            return queue
+
+        self._in_place(meta, "adding groups in place", (key,), write)
+        self._meta = grown[-1]
+        return grown[-1]
 
     # -- writing -------------------------------------------------------------------------------
 
