@@ -65,13 +65,7 @@ class HistoryIndex:
             weights (b, length) float32: 0.5 ** (age / half-life), normalised to sum 1 per row
             (all zero for users without history).
         """
-        end = self.start_of(users, days)
-        pos = end[:, None] - 1 - np.arange(length)[None, :]  # (b, length)
-        valid = pos >= 0
-        pos = np.where(valid, pos, 0)
-        valid &= self.user[pos] == users[:, None]
-        items = np.where(valid, self.item[pos].astype(np.int64) + 1, 0)
-        age = (days[:, None] - self.day[pos]).astype(np.float64)
+        items, age, valid = self.window(users, days, length)
         weights = np.where(valid, np.power(0.5, age / half_life_days), 0.0)
         total = weights.sum(axis=1, keepdims=True)
         weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
@@ -89,20 +83,6 @@ class WithRecent:
         self, base: HistoryIndex, recent: dict[int, tuple[np.ndarray, np.ndarray]]
     ) -> None:
         self.base, self.recent = base, recent
-
-    def window(
-        self, users: np.ndarray, days: np.ndarray, length: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Last `length` purchases strictly before `days`, most recent first: item idx + 1
-        (0 where shorter), age in days (float64) and which entries are real, each (b, length)."""
-        end = self.start_of(users, days)
-        pos = end[:, None] - 1 - np.arange(length)[None, :]
-        valid = pos >= 0
-        pos = np.where(valid, pos, 0)
-        valid &= self.user[pos] == users[:, None]
-        items = np.where(valid, self.item[pos].astype(np.int64) + 1, 0)
-        age = (days[:, None] - self.day[pos]).astype(np.float64)
-        return items, age, valid
 
     def lookup(
         self, users: np.ndarray, days: np.ndarray, length: int, half_life_days: float
