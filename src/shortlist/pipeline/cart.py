@@ -20,6 +20,7 @@ import numpy as np
 from shortlist.errors import NotFoundError, RequestError, WorkspaceError
 from shortlist.pipeline.cold_start import (
     CONTEXT_KEYS,
+    _ms,
     anonymous_chain,
     anonymous_context,
     bound_funnel,
@@ -132,16 +133,7 @@ def cart_recommendations(
         ctx = anonymous_context(funnel, request_segment(funnel, context), context.get("filters"))
         chain = anonymous_chain(funnel)
     taken = take_filtered(funnel, ctx, chain, items, k, exclude)
-    trace.append(
-        {
-            "stage": "filter",
-            "in": taken.examined,
-            "out": int(len(taken.items)),
-            "removed": taken.removed,
-            "skipped": funnel.skipped,
-            "ms": _ms(started),
-        }
-    )
+    trace.append(taken.trace(funnel, started))
 
     started = time.perf_counter()
     rank = {int(item): r for r, item in enumerate(items.tolist())}
@@ -171,7 +163,3 @@ def cart_recommendations(
         {"stage": "take", "k": k, "out": len(out), "topped_up": taken.topped_up, "ms": _ms(started)}
     )
     return Recommendation("" if user_id is None else str(user_id), out, trace)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -120,6 +120,17 @@ class Taken:
     examined: int
     removed: dict[str, int]
 
+    def trace(self, funnel: Funnel, started: float) -> dict[str, Any]:
+        """The filter stage's trace entry (as the funnel's own), timed from `started`."""
+        return {
+            "stage": "filter",
+            "in": self.examined,
+            "out": int(len(self.items)),
+            "removed": self.removed,
+            "skipped": funnel.skipped,
+            "ms": _ms(started),
+        }
+
 
 def take_filtered(
     funnel: Funnel,
@@ -251,16 +262,7 @@ def cold_start(
     started = time.perf_counter()
     ctx = anonymous_context(funnel, segment, context.get("filters"))
     taken = take_filtered(funnel, ctx, anonymous_chain(funnel), ordered, k, exclude)
-    trace.append(
-        {
-            "stage": "filter",
-            "in": taken.examined,
-            "out": int(len(taken.items)),
-            "removed": taken.removed,
-            "skipped": funnel.skipped,
-            "ms": _ms(started),
-        }
-    )
+    trace.append(taken.trace(funnel, started))
 
     started = time.perf_counter()
     position = {int(item): p for p, item in enumerate(ordered.tolist())}

@@ -209,7 +209,7 @@ class Pipeline:
         # since the cutoff are read per request from the online store
         self.online_ = open_online_store(None, self.workspace, settings.online)
         online = self.online_ if self.spec.ranker == "lightgbm" else None
-        trained = load_trained(self.workspace, self.spec, settings, data, online)
+        trained = load_trained(self.workspace, self.spec, settings, data, online, manifest)
         state = trained.state
         assert state is not None
         catalog = Catalog.from_dataset(data, price=state["catalog.price"])

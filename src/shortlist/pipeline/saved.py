@@ -123,6 +123,7 @@ def load_trained(
     settings: Settings,
     data: Dataset,
     online: OnlineStore | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> Trained:
     """The saved parts `spec` needs, each checked against the manifest.
 
@@ -135,7 +136,7 @@ def load_trained(
     from shortlist.retrieval.index import load_index
     from shortlist.retrieval.two_tower import TwoTowerModel
 
-    m = read_manifest(workspace)
+    m = manifest if manifest is not None else read_manifest(workspace)
     if "state" not in m:
         raise WorkspaceError(f"the pipeline was saved by an older shortlist: {RETRAIN}")
     if m["data"] != data.fingerprint:
