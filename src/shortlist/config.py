@@ -107,6 +107,17 @@ class ServiceSettings(_Section):
     api_key: str = Field("", max_length=512)
     # read endpoints (recommendations, similar items, cart) require the key too
     read_key_required: bool = False
+    # milliseconds a request may spend on the full pipeline (online store reads included);
+    # past it, or when the store fails, the answer comes from memory with "degraded": true
+    budget_ms: float = Field(250.0, gt=0, le=60_000)
+    # seconds after a store failure during which requests go straight to the fallback before
+    # one tries the store again (the service recovers by itself when the store is back)
+    retry_after: float = Field(1.0, gt=0, le=3600)
+    # seconds: the serving processes' timeout for one online store command (no retries)
+    store_timeout: float = Field(1.0, gt=0, le=600)
+    # seconds between looks at models/pipeline.json (a new build) and models/reload (POST
+    # /v1/admin/reload in another worker); a change reloads the workspace. 0: no watch
+    watch: float = Field(2.0, ge=0, le=3600)
 
 
 class RankingSettings(_Section):
@@ -188,6 +199,28 @@ class PipelineSettings(_Section):
     diversify: DiversifySettings = Field(default_factory=DiversifySettings)
 
 
+class SearchSettings(_Section):
+    """Personalized search (docs/search.md): the text index `build` makes, and how a query's
+    matches are found, fused, personalized and refined."""
+
+    enabled: bool = True
+    fields: list[str] = Field(default_factory=list)  # []: chosen from the item attributes
+    semantic: bool = True
+    model: str = ""  # a sentence-transformers model folder; "": the bundled all-MiniLM-L6-v2
+    max_seq_length: int = Field(128, ge=8, le=512)
+    batch_size: int = Field(64, ge=1, le=4096)
+    min_match: float = Field(0.75, gt=0, le=1)
+    lexical_k: int = Field(200, ge=1, le=10000)
+    semantic_k: int = Field(100, ge=1, le=10000)
+    semantic_min_score: float = Field(0.4, ge=-1, le=1)
+    rrf_k: int = Field(60, ge=1, le=10000)
+    personal_k: int = Field(100, ge=0, le=10000)
+    personal_weight: float = Field(1.0, ge=0, le=100)
+    facets: list[str] = Field(default_factory=list)  # []: chosen from the categorical ones
+    max_facets: int = Field(4, ge=0, le=50)
+    facet_values: int = Field(10, ge=1, le=1000)
+
+
 class ResourcesSettings(_Section):
     """Thread pools of every engine (resources.py)."""
 
@@ -203,6 +236,7 @@ class Settings(_Section):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     online: OnlineSettings = Field(default_factory=OnlineSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -234,6 +268,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         "ranking": RankingSettings,
         "online": OnlineSettings,
         "service": ServiceSettings,
+        "search": SearchSettings,
     }
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():

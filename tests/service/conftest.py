@@ -58,11 +58,19 @@ sources = [
 """
 
 
+# answers must be the full pipeline's on a loaded CI machine: a budget no request reaches
+# (tests/service/test_resilience.py sets a short one)
+PATIENT = """
+[service]
+budget_ms = 10000
+"""
+
+
 @pytest.fixture(scope="package")
 def ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("service")
     generate(root / "src", scale="tiny", seed=4)
-    write(root / "ws", "shortlist.toml", FAST)
+    write(root / "ws", "shortlist.toml", FAST + PATIENT)
     result = shortlist("-q", "--workspace", str(root / "ws"), "build", "--source",
                        str(root / "src"), "--format", "hm")  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ their exact bodies, OpenAPI and metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,10 @@ USER = "/v1/users/{user_id}/recommendations"
 SIMILAR = "/v1/items/{item_id}/similar"
 POST = "/v1/recommendations"
 CART = "/v1/cart/recommendations"
-ROUTES = {USER, POST, SIMILAR, CART, "/v1/events", "/healthz", "/readyz", "/metrics"}
+ROUTES = {USER, POST, SIMILAR, CART, "/v1/events", "/v1/admin/reload", "/healthz", "/readyz",
+          "/metrics"}  # fmt: skip
+# the web page's (service/web.py)
+ROUTES |= {"/v1/showcase", "/v1/users/{user_id}/history", "/v1/items", "/v1/reports/evaluation"}
 
 
 def ok(response) -> dict:
@@ -47,10 +51,13 @@ def in_stock(pipeline, item_ids) -> bool:
 
 def test_healthz_and_readyz(client, ws):
     assert ok(client.get("/healthz")) == {"status": "ok"}
+    version = hashlib.sha256((ws.root / "models" / "pipeline.json").read_bytes()).hexdigest()
     assert ok(client.get("/readyz")) == {
         "status": "ready",
         "workspace": str(ws.root),
         "similar": True,
+        "version": version[:12],
+        "store": "ok",
     }
 
 
@@ -71,7 +78,7 @@ def test_not_ready_before_the_workspace_is_loaded(ws):
 def test_user_recommendations_are_the_pipelines(client, pipeline, ids):
     user = ids.buyers[0]
     body = ok(client.get(f"/v1/users/{user}/recommendations"))
-    assert set(body) == {"user_id", "items", "cold_start", "degraded"}  # no trace unasked
+    assert set(body) == {"user_id", "items", "cold_start", "degraded", "version"}  # no trace
     assert body["user_id"] == user and body["cold_start"] is False and body["degraded"] is False
     got = [i["item_id"] for i in body["items"]]
     assert got == pipeline.recommend(user).item_ids

@@ -51,6 +51,7 @@ filters = [
 
 [service]
 api_key = "{KEY}"
+budget_ms = 10000
 """
 
 

@@ -241,17 +241,41 @@ def cold_start(
     context = dict(context or {})
     check_context(context, CONTEXT_KEYS | {"cart"})
     k = funnel.k if k is None else int(k)
-    trace: list[dict[str, Any]] = []
 
     started = time.perf_counter()
     segment = request_segment(funnel, context)
+    ctx = anonymous_context(funnel, segment, context.get("filters"))
+    return segment_answer(
+        funnel, segment, ctx, anonymous_chain(funnel), context, user_id=str(user_id), k=k,
+        explain=explain, stage="cold_start", who="new customer", started=started,
+    )  # fmt: skip
+
+
+def segment_answer(
+    funnel: Funnel,
+    segment: Segment,
+    ctx: FilterContext,
+    chain: FilterChain,
+    context: Mapping[str, Any],
+    *,
+    user_id: str,
+    k: int,
+    explain: bool,
+    stage: str,
+    who: str,
+    started: float,
+) -> Recommendation:
+    """The segment's best sellers (`segment_lists`, interleaved) through `chain` with `ctx`,
+    less the context's exclusions and cart: a cold start's answer, and a degraded one's
+    (pipeline/degraded.py). `stage` names the trace's first stage, `who` the reasons' subject."""
+    trace: list[dict[str, Any]] = []
     lists = segment_lists(funnel, segment)
     ordered = interleave([items for _, _, items in lists])
     excluded = list(context.get("exclude") or []) + list(context.get("cart") or [])
     exclude = funnel.catalog.item_idx(excluded) if excluded else None
     trace.append(
         {
-            "stage": "cold_start",
+            "stage": stage,
             "segment": segment.describe(),
             "lists": {f"{name} ({what})": len(items) for name, what, items in lists},
             "out": int(len(ordered)),
@@ -260,8 +284,7 @@ def cold_start(
     )
 
     started = time.perf_counter()
-    ctx = anonymous_context(funnel, segment, context.get("filters"))
-    taken = take_filtered(funnel, ctx, anonymous_chain(funnel), ordered, k, exclude)
+    taken = take_filtered(funnel, ctx, chain, ordered, k, exclude)
     trace.append(taken.trace(funnel, started))
 
     started = time.perf_counter()
@@ -274,7 +297,7 @@ def cold_start(
             if len(hit := np.flatnonzero(ranked == item))
         }
         p = position.get(item)
-        reasons = _cold_reasons(lists, sources, segment) if explain else None
+        reasons = _cold_reasons(lists, sources, segment, who) if explain else None
         items.append(
             RecommendedItem(
                 str(funnel.catalog.item_ids[item]),
@@ -293,20 +316,23 @@ def cold_start(
             "ms": _ms(started),
         }
     )
-    return Recommendation(str(user_id), items, trace)
+    return Recommendation(user_id, items, trace)
 
 
 def _cold_reasons(
-    lists: list[tuple[str, str, np.ndarray]], sources: dict[str, int], segment: Segment
+    lists: list[tuple[str, str, np.ndarray]],
+    sources: dict[str, int],
+    segment: Segment,
+    who: str = "new customer",
 ) -> list[str]:
     what = {name: kind for name, kind, _ in lists}
     if not sources:
-        return ["new customer: among the most sold items recently (top-up)"]
+        return [f"{who}: among the most sold items recently (top-up)"]
     out = []
     for name, rank in sorted(sources.items(), key=lambda kv: kv[1]):
         kind = what.get(name, "everyone")
         among = "" if kind == "everyone" else f" among customers of {kind}"
-        out.append(f"new customer: a best seller this week{among} (#{rank} from {name})")
+        out.append(f"{who}: a best seller this week{among} (#{rank} from {name})")
     return out
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from shortlist import resources
 from shortlist.config import (
     FilterSettings,
+    OnlineSettings,
     PipelineSettings,
     Settings,
     SourceSettings,
@@ -166,7 +167,7 @@ class Pipeline:
     def _settings(self) -> Settings:
         return self.workspace.settings() if self.workspace is not None else Settings()
 
-    def load(self) -> Pipeline:
+    def load(self, online: OnlineSettings | None = None) -> Pipeline:
         """Bind to what `save` (run by `shortlist build`) left in the workspace: the two-tower
         model, its index, the ranker, the ranking features (the feature groups as of the
         cutoff, read from the feature store) and the funnel's fitted arrays (the sources'
@@ -178,6 +179,9 @@ class Pipeline:
         collector's reach (`gc.freeze`): at full scale the collector walking it paused about
         one request in a hundred, some by hundreds of milliseconds (p99 15 ms -> 9 ms).
 
+        online: the online store's settings for this process (the service's shorter
+        timeouts), instead of the workspace's `[online]`; used by the first load only.
+
         Raises:
             WorkspaceError: nothing trained yet, or saved parts that do not belong together
             (another two-tower, index, ranker, state or offline store than the pipeline was
@@ -185,12 +189,12 @@ class Pipeline:
         """
         with self._lock:
             if self.funnel_ is None:
-                self.funnel_ = self._load()
+                self.funnel_ = self._load(online)
                 gc.collect()
                 gc.freeze()
         return self
 
-    def _load(self) -> Funnel:
+    def _load(self, online_settings: OnlineSettings | None = None) -> Funnel:
         from shortlist.pipeline.saved import load_trained, read_manifest
 
         if self.workspace is None:
@@ -207,7 +211,7 @@ class Pipeline:
 
         # the users' ranking features (with a ranker) and what real-time events recorded
         # since the cutoff are read per request from the online store
-        self.online_ = open_online_store(None, self.workspace, settings.online)
+        self.online_ = open_online_store(None, self.workspace, online_settings or settings.online)
         online = self.online_ if self.spec.ranker == "lightgbm" else None
         trained = load_trained(self.workspace, self.spec, settings, data, online, manifest)
         state = trained.state

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,21 @@ from shortlist.features.online.live import GLOBAL_KEY, RECENT, SALES, STOCK, liv
 from shortlist.retrieval.sources import LiveSignals
 
 RETRY_SECONDS = 2.0  # how long a missing group is taken as missing before looking again
+
+# set while answering without the online store (the service's degraded answers): the reader
+# then reads nothing and reports nothing happened since the cutoff
+_BYPASSED: ContextVar[bool] = ContextVar("shortlist_store_bypassed", default=False)
+
+
+@contextmanager
+def store_bypassed() -> Iterator[None]:
+    """Within: every `LiveReader` of this thread (context) reads nothing from the online store
+    (stock and purchases as of the cutoff), for answers that must not wait on a failing store."""
+    token = _BYPASSED.set(True)
+    try:
+        yield
+    finally:
+        _BYPASSED.reset(token)
 
 
 class LiveReader:
@@ -44,7 +62,10 @@ class LiveReader:
         self._lock = threading.Lock()
 
     def _read(self, group: str, keys: Any) -> Any:
-        """The group's batch, or None: missing (for a while), or another build's."""
+        """The group's batch, or None: missing (for a while), another build's, or the store
+        bypassed (`store_bypassed`)."""
+        if _BYPASSED.get():
+            return None
         until = self._missing.get(group)
         if until is not None and time.monotonic() < until:
             return None

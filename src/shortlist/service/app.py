@@ -41,6 +41,7 @@ from shortlist.service.models import (
     ReadyOut,
     RecommendationsOut,
     RecommendRequest,
+    ReloadOut,
     SimilarOut,
 )
 from shortlist.workspace import Workspace
@@ -55,6 +56,7 @@ RECOMMENDATIONS = "/v1/recommendations"
 SIMILAR = "/v1/items/{item_id}/similar"
 CART = "/v1/cart/recommendations"
 EVENTS = "/v1/events"
+RELOAD = "/v1/admin/reload"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "Unknown item"},
@@ -157,6 +159,7 @@ def create_app(
             f" (similar items unavailable: {state.similar_error})" if state.similar_error else "",
         )
         yield
+        state.close()
 
     app = FastAPI(
         title="shortlist",
@@ -190,6 +193,8 @@ def create_app(
         endpoint: str, body: dict[str, Any], *, cold_start: bool, trace: bool
     ) -> dict[str, Any]:
         metrics.observe_answer(endpoint, body.get("trace") or [], cold_start=cold_start)
+        if body.get("degraded"):
+            metrics.fallbacks.labels(endpoint, "degraded").inc()
         if not trace:
             body.pop("trace", None)
         return body
@@ -231,7 +236,7 @@ def create_app(
         )
         context = _context(exclude=exclude, filters=spec, region=region, age=age)
         body, cold = state.recommend(user_id, context, k=k, explain=explain, origin=origin)
-        body.update(cold_start=cold, degraded=False)
+        body.update(cold_start=cold)
         return answer(USER_RECOMMENDATIONS, body, cold_start=cold, trace=trace)
 
     @app.post(
@@ -255,7 +260,7 @@ def create_app(
             age=request.age,
         )
         body, cold = state.recommend(request.user_id, context, k=request.k, explain=request.explain)
-        body.update(cold_start=cold, degraded=False)
+        body.update(cold_start=cold)
         return answer(RECOMMENDATIONS, body, cold_start=cold, trace=request.trace)
 
     @app.get(
@@ -291,7 +296,6 @@ def create_app(
             values=values,
         )
         body = state.similar(item_id, k=k, filters=spec, origin=origin, region=region, age=age)
-        body["degraded"] = False
         return answer(SIMILAR, body, cold_start=False, trace=trace)
 
     @app.post(
@@ -315,7 +319,7 @@ def create_app(
         body, cold = state.cart(
             request.cart, context, user_id=request.user_id, k=request.k, explain=request.explain
         )
-        body.update(user_id=request.user_id, cart=request.cart, cold_start=cold, degraded=False)
+        body.update(user_id=request.user_id, cart=request.cart, cold_start=cold)
         return answer(CART, body, cold_start=cold, trace=request.trace)
 
     # -- events --------------------------------------------------------------------------------
@@ -351,6 +355,35 @@ def create_app(
         return body
 
     # -- operations ----------------------------------------------------------------------------
+    @app.post(
+        RELOAD,
+        response_model=ReloadOut,
+        responses={
+            401: {"model": ErrorOut, "description": "No API key given, or a wrong one"},
+            409: {"model": ErrorOut, "description": "A reload is already running"},
+            503: {"model": ErrorOut, "description": "Not loaded yet, no API key set, or the "
+                  "new version failed to load (the old one keeps serving; the message says why)"},
+        },
+        dependencies=[Depends(write_key)],
+        tags=["operations"],
+        summary="Serve the workspace's latest build, without downtime",
+    )  # fmt: skip
+    def reload() -> dict[str, Any]:
+        """Loads the workspace's current build (models, index, state, online store) beside the
+        serving one, then switches to it atomically: requests in flight finish on the old
+        version, every later one is answered by the new (their `version` says which). The
+        other processes serving the workspace (uvicorn workers) follow within `[service]
+        watch` seconds. Needs `Authorization: Bearer KEY`."""
+        body = state.reload(tell_others=True)
+        watch = state.watch_seconds
+        body["workers"] = (
+            f"the other workers serving this workspace reload within {watch:g} s"
+            if watch > 0
+            else "no watch ([service] watch = 0): call this on each worker or restart them"
+        )
+        metrics.reloads.inc()
+        return body
+
     @app.get("/healthz", response_model=HealthOut, tags=["operations"], summary="Alive")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
@@ -372,6 +405,11 @@ def create_app(
                 f"similar items unavailable: {state.similar_error}" if state.similar_error else None
             ),
             "similar": (state.search is not None) if state.ready else None,
+            "version": state.current.version if state.current is not None else None,
+            "store": (f"degraded: {state.breaker.reason}" if state.breaker.reason else "ok")
+            if state.ready
+            else None,
+            "reload_error": state.reload_error,
         }
         if not state.ready:
             return errors.json_response(503, {k: v for k, v in body.items() if v is not None})

@@ -7,21 +7,28 @@ Everything here is synchronous and CPU-bound; the app runs it in its threadpool.
 
 from __future__ import annotations
 
+import contextvars
+import gc
+import hashlib
 import hmac
+import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
 from shortlist.config import API_KEY_ENV
 from shortlist.data.filters import AttrType
-from shortlist.errors import NotFoundError, ShortlistError
+from shortlist.errors import NotFoundError, ShortlistError, StoreUnavailable
 from shortlist.pipeline import Pipeline
 from shortlist.pipeline.cart import cart_recommendations
 from shortlist.pipeline.cold_start import (
@@ -31,81 +38,323 @@ from shortlist.pipeline.cold_start import (
     take_filtered,
 )
 from shortlist.pipeline.cold_start import cold_start as cold_start_for
+from shortlist.pipeline.degraded import degraded
 from shortlist.pipeline.events import CatchUp, EventRecorder, EventsRejected, Recorded
 from shortlist.pipeline.funnel import Funnel
+from shortlist.pipeline.live import store_bypassed
+from shortlist.pipeline.saved import MANIFEST
 from shortlist.retrieval.similar import ItemSearch
 from shortlist.service.errors import ApiError, translated
 from shortlist.service.models import MAX_FILTER, check_filter_spec
 from shortlist.workspace import Workspace, open_workspace
 
 PRICE = "price"  # the filterable last price (the catalogue's and the item search's)
+RELOAD_FILE = "models/reload"  # touched by a reload; the other workers' watch sees it
+FULL_THREADS = 32  # threads running full answers (those past their budget run on, abandoned)
+
+log = logging.getLogger("shortlist.service")
+T = TypeVar("T")
+
+
+@dataclass
+class Loaded:
+    """One loaded version of the workspace: all a request uses, swapped whole by a reload (a
+    request takes it once, at its start, and uses nothing else: no request sees half of two
+    versions)."""
+
+    pipeline: Pipeline
+    search: ItemSearch | None  # similar items; None: `similar_error` says why
+    similar_error: str | None
+    recorder: EventRecorder | None  # real-time events (POST /v1/events)
+    events_error: str | None  # why events cannot be recorded
+    replayed: CatchUp | None  # what the load applied from the event log
+    version: str  # the build: a digest of models/pipeline.json
+    seconds: float  # the load's duration
+    loaded_at: float  # time.time() of the switch
+
+    @property
+    def funnel(self) -> Funnel:
+        funnel = self.pipeline.funnel_
+        assert funnel is not None  # a Loaded is made of a loaded pipeline
+        return funnel
+
+
+class StoreBreaker:
+    """After a store failure (or a request past its budget), requests skip the store for
+    `retry_after` seconds; then one tries it again, and a success closes the breaker."""
+
+    def __init__(self, retry_after: float):
+        self.retry_after = retry_after
+        self.reason: str | None = None  # the last failure, while open or half-open
+        self.since: float | None = None  # time.time() of the first failure of this outage
+        self._until = 0.0  # monotonic time before which requests skip the store
+        self._lock = threading.Lock()
+
+    def skip(self) -> str | None:
+        """Why to skip the store now, or None: try it."""
+        if self.reason is not None and time.monotonic() < self._until:
+            return self.reason
+        return None
+
+    def trip(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.since = time.time()
+                log.warning("shortlist: degraded answers for %g s: %s", self.retry_after, reason)
+            self.reason = reason
+            self._until = time.monotonic() + self.retry_after
+
+    def success(self) -> None:
+        if self.reason is None:
+            return
+        with self._lock:
+            if self.reason is not None:
+                log.warning(
+                    "shortlist: the online store answers again after %.1f s: full answers",
+                    time.time() - (self.since or time.time()),
+                )
+                self.reason = self.since = None
 
 
 class ServiceState:
-    """One workspace, loaded once: the pipeline (bound funnel) and the item search.
+    """The service's workspace: its loaded version (`current`), reloads, and the guarded calls
+    that answer from memory when the online store fails.
 
-    `load` is called by the app's lifespan, in a worker thread; `ready` turns true when both
-    are loaded (the item search may fail alone: `similar_error` then says why, and only the
-    similar-items endpoint answers 503).
+    `load` is called by the app's lifespan, in a worker thread; `ready` turns true when the
+    first version is loaded (the item search may fail alone: `similar_error` then says why,
+    and only the similar-items endpoint answers 503). `reload` loads a new version beside the
+    serving one and switches atomically; a watch thread does it when a build replaces
+    models/pipeline.json, or another worker was asked to reload (models/reload).
     """
 
     def __init__(self, workspace: Workspace | str | Path, pipeline: Pipeline | None = None):
         self.workspace = (
             workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
         )
-        self.pipeline = pipeline
-        self.search: ItemSearch | None = None
-        self.similar_error: str | None = None
-        self.recorder: EventRecorder | None = None  # real-time events (POST /v1/events)
-        self.events_error: str | None = None  # why events cannot be recorded
-        self.replayed: CatchUp | None = None  # what the start applied from the event log
+        self._given = pipeline  # the first version's pipeline, when the caller gives one
+        self.current: Loaded | None = None
         self.status = "loading"
         self.detail: str | None = None
-        self.load_seconds: float | None = None
-        settings = self.workspace.settings().service
+        self.reload_error: str | None = None  # the last reload's failure (the old one serves)
+        self.reloads = 0
+        settings = self.workspace.settings()
+        service = settings.service
         # the write key: the environment wins over shortlist.toml; never a default
-        self.api_key = os.environ.get(API_KEY_ENV) or settings.api_key
-        self.read_key_required = settings.read_key_required
-        self._lock = threading.Lock()
+        self.api_key = os.environ.get(API_KEY_ENV) or service.api_key
+        self.read_key_required = service.read_key_required
+        self.budget = service.budget_ms / 1000
+        self.watch_seconds = service.watch
+        # requests read the online store with short timeouts and no retries: the breaker and
+        # the budget decide, not the client library's patience
+        self.online = settings.online.model_copy(
+            update={"redis_timeout": service.store_timeout, "redis_retries": 0}
+        )
+        self.breaker = StoreBreaker(service.retry_after)
+        self._executor: ThreadPoolExecutor | None = None  # made on first use, after a close too
+        self._reload_lock = threading.Lock()
+        self._events_lock = threading.Lock()
+        self._seen: tuple[Any, ...] | None = None  # the watched files' state when loaded
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
 
+    # -- the current version -----------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self.status == "ready"
 
+    def loaded(self) -> Loaded:
+        """The serving version (take it once per request); ApiError 503 until there is one."""
+        cur = self.current
+        if not self.ready or cur is None:
+            detail = self.detail or "the workspace is still loading"
+            raise ApiError(503, None, None, f"not ready: {detail}")
+        return cur
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self.current.pipeline if self.current is not None else self._given
+
+    @property
+    def search(self) -> ItemSearch | None:
+        return self.current.search if self.current is not None else None
+
+    @property
+    def similar_error(self) -> str | None:
+        return self.current.similar_error if self.current is not None else None
+
+    @property
+    def recorder(self) -> EventRecorder | None:
+        return self.current.recorder if self.current is not None else None
+
+    @property
+    def replayed(self) -> CatchUp | None:
+        return self.current.replayed if self.current is not None else None
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.current.seconds if self.current is not None else None
+
     def load(self) -> None:
-        """Loads the workspace (once: a second call, e.g. a second lifespan, does nothing)."""
+        """Loads the workspace (once: a second call, e.g. a second lifespan, does nothing),
+        then starts the watch ([service] watch seconds; 0: none)."""
         if self.ready:
             return
-        started = time.perf_counter()
         try:
-            pipeline = self.pipeline or Pipeline.from_config(self.workspace)
-            self.pipeline = pipeline.load()
-            try:
-                self.search = ItemSearch(self.workspace)
-            except ShortlistError as exc:
-                self.similar_error = str(exc)
-            self._start_events()
+            self._seen = self._signature()
+            self.current = self._load_version(self._given)
         except Exception as exc:
             self.status, self.detail = "failed", str(exc)
             raise
-        self.load_seconds = time.perf_counter() - started
         self.status = "ready"
+        if self.watch_seconds > 0 and self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, name="shortlist-watch", daemon=True
+            )
+            self._watcher.start()
 
-    def _start_events(self) -> None:
+    def close(self) -> None:
+        """Stops the watch and the full-pipeline threads (the app's shutdown)."""
+        self._stop.set()
+        with self._events_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            with self._events_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        FULL_THREADS, thread_name_prefix="shortlist-full"
+                    )
+                executor = self._executor
+        return executor
+
+    def _load_version(self, pipeline: Pipeline | None = None) -> Loaded:
+        started = time.perf_counter()
+        version = _digest(self.workspace.root / MANIFEST)
+        pipeline = (pipeline or Pipeline.from_config(self.workspace)).load(self.online)
+        search, similar_error = None, None
+        try:
+            search = ItemSearch(self.workspace)
+        except ShortlistError as exc:
+            similar_error = str(exc)
+        recorder, events_error, replayed = self._start_events(pipeline)
+        return Loaded(
+            pipeline, search, similar_error, recorder, events_error, replayed, version,
+            time.perf_counter() - started, time.time(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _start_events(
+        pipeline: Pipeline,
+    ) -> tuple[EventRecorder | None, str | None, CatchUp | None]:
         """The event recorder, and the events the log holds that the online store's current
         version has not applied yet (a crash after a log append, a new version): applied now,
         before the first request. A store that fails here does not stop the service: reads
         go on, and the next batch of events applies what is left."""
-        assert self.pipeline is not None
         try:
-            self.recorder = EventRecorder(self.pipeline)
+            recorder = EventRecorder(pipeline)
         except (ShortlistError, OSError) as exc:
-            self.events_error = str(exc)
-            return
+            return None, str(exc), None
         try:
-            self.replayed = self.recorder.catch_up()
+            return recorder, None, recorder.catch_up()
         except ShortlistError as exc:  # read on; the next batch applies what is left
-            self.events_error = f"events logged but not applied yet: {exc}"
+            return recorder, f"events logged but not applied yet: {exc}", None
+
+    # -- reloads -----------------------------------------------------------------------------------
+    def reload(self, *, tell_others: bool = False) -> dict[str, Any]:
+        """Loads the workspace's version now beside the serving one, then switches to it
+        atomically (requests in flight finish on the old one). With `tell_others`, the other
+        processes serving the workspace (uvicorn workers) reload too, by their watch.
+
+        Raises:
+            ApiError 409: a reload is already running. ApiError 503: the new version cannot be
+            loaded (the old one keeps serving; the message says why).
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            raise ApiError(409, None, None, "a reload is already running: try again when it ends")
+        try:
+            previous = self.loaded()
+            seen = self._signature()
+            try:
+                new = self._load_version()
+            except Exception as exc:
+                self.reload_error = f"{type(exc).__name__}: {exc}"
+                log.error("shortlist: reload failed, %s keeps serving: %s", previous.version, exc)
+                raise ApiError(
+                    503, None, None,
+                    f"reload failed, version {previous.version} keeps serving: {exc}",
+                ) from None  # fmt: skip
+            with self._events_lock:  # no batch is applied by the old recorder after this
+                self.current = new
+                if new.recorder is not None:
+                    try:  # what the old recorder applied to the old version meanwhile
+                        new.recorder.catch_up()
+                    except ShortlistError:
+                        pass  # the next batch applies what is left
+            self._seen = seen
+            self.reload_error = None
+            self.reloads += 1
+            if tell_others:
+                _touch(self.workspace.root / RELOAD_FILE)
+                self._seen = self._signature()
+            log.info(
+                "shortlist: reloaded %s in %.1f s (was %s)", new.version, new.seconds,
+                previous.version,
+            )  # fmt: skip
+            was = previous.version
+            del previous
+            threading.Thread(target=_release, args=(self.budget,), daemon=True).start()
+            return {"version": new.version, "previous": was, "seconds": round(new.seconds, 3)}
+        finally:
+            self._reload_lock.release()
+
+    def _signature(self) -> tuple[Any, ...]:
+        """What the watch compares: models/pipeline.json and models/reload as stat() sees them."""
+        out: list[Any] = []
+        for path in (MANIFEST, RELOAD_FILE):
+            try:
+                st = (self.workspace.root / path).stat()
+                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_seconds):
+            seen = self._signature()
+            if seen == self._seen or seen[0] is None:
+                continue
+            try:
+                self.reload()
+            except ApiError as exc:  # logged; the next change of the files tries again
+                if exc.status == 409:
+                    continue
+                self._seen = seen
+
+    # -- guarded calls -----------------------------------------------------------------------------
+    def guarded(self, full: Callable[[], T], fallback: Callable[[str], T]) -> tuple[T, str | None]:
+        """`full()` within the request's budget, or `fallback(reason)` from memory (the online
+        store bypassed) when the store fails, the budget runs out, or the breaker is open; and
+        the reason, None for a full answer. Request errors of `full` propagate."""
+        reason = self.breaker.skip()
+        if reason is None:
+            future = self._threads().submit(contextvars.copy_context().run, full)
+            try:
+                result = future.result(timeout=self.budget)
+            except FutureTimeout:
+                reason = f"slow: no answer within the budget of {self.budget * 1000:g} ms"
+                self.breaker.trip(reason)
+            except StoreUnavailable as exc:
+                reason = f"the online store failed: {exc}"
+                self.breaker.trip(reason)
+            else:
+                self.breaker.success()
+                return result, None
+        with store_bypassed():
+            return fallback(reason), reason
 
     # -- auth --------------------------------------------------------------------------------------
     def authorize(self, credentials: str | None, *, write: bool) -> None:
@@ -136,15 +385,16 @@ class ServiceState:
     # -- events ------------------------------------------------------------------------------------
     def record_events(self, events: list[dict[str, Any]]) -> tuple[Recorded, dict[str, Any]]:
         """Check, log and apply a batch: (what was done, the answer's body)."""
-        self.check_ready()
-        if self.recorder is None:
-            raise ApiError(503, None, None, f"events unavailable: {self.events_error}")
-        try:
-            recorded = self.recorder.record(events)
-        except EventsRejected as exc:
-            more = [(p.field, p.value, p.message) for p in exc.problems[1:]]
-            first = exc.problems[0]
-            raise ApiError(422, first.field, first.value, first.message, more=more) from None
+        with self._events_lock:  # a reload switches recorders between two batches
+            cur = self.loaded()
+            if cur.recorder is None:
+                raise ApiError(503, None, None, f"events unavailable: {cur.events_error}")
+            try:
+                recorded = cur.recorder.record(events)
+            except EventsRejected as exc:
+                more = [(p.field, p.value, p.message) for p in exc.problems[1:]]
+                first = exc.problems[0]
+                raise ApiError(422, first.field, first.value, first.message, more=more) from None
         body = {
             "accepted": recorded.accepted,
             "first_seq": recorded.first_seq,
@@ -161,27 +411,27 @@ class ServiceState:
     # -- the loaded parts ----------------------------------------------------------------------
     def check_ready(self) -> None:
         """Raises ApiError 503 until the workspace is loaded."""
-        _ = self.funnel
+        self.loaded()
 
     @property
     def funnel(self) -> Funnel:
-        if not self.ready or self.pipeline is None or self.pipeline.funnel_ is None:
-            detail = self.detail or "the workspace is still loading"
-            raise ApiError(503, None, None, f"not ready: {detail}")
-        return self.pipeline.funnel_
+        """The serving version's funnel (ApiError 503 until loaded)."""
+        return self.loaded().funnel
 
-    def is_known_user(self, user_id: str) -> bool:
+    @staticmethod
+    def is_known_user(cur: Loaded, user_id: str) -> bool:
         try:
-            self.funnel.catalog.user_idx(user_id)
+            cur.funnel.catalog.user_idx(user_id)
         except NotFoundError:
             return False
         return True
 
-    def check_items(self, ids: Sequence[str], field: str) -> None:
+    @staticmethod
+    def check_items(cur: Loaded, ids: Sequence[str], field: str) -> None:
         """Raises ApiError 404 naming the field and the first id the catalogue lacks."""
         if not ids:
             return
-        catalog = self.funnel.catalog
+        catalog = cur.funnel.catalog
         try:
             catalog.item_idx(list(ids))
         except NotFoundError:
@@ -202,17 +452,26 @@ class ServiceState:
         explain: bool,
         origin: Mapping[str, tuple[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """The answer's dict (user_id, items, trace) and whether it was a cold start."""
-        self.check_items(context.get("cart") or [], "cart")
-        self.check_items(context.get("exclude") or [], "exclude")
+        """The answer's dict (user_id, items, trace, degraded, version) and whether it was a
+        cold start."""
+        cur = self.loaded()
+        self.check_items(cur, context.get("cart") or [], "cart")
+        self.check_items(cur, context.get("exclude") or [], "exclude")
+        pipeline = cur.pipeline
+        known = self.is_known_user(cur, user_id)
+
+        def full() -> Any:
+            if known:
+                return pipeline.recommend(user_id, context, explain=explain, k=k)
+            return cold_start_for(pipeline, context, user_id=user_id, k=k, explain=explain)
+
+        def fallback(reason: str) -> Any:
+            return degraded(pipeline, user_id, context, k=k, explain=explain, reason=reason)[0]
+
         values = {**context, "k": k}
         with translated(values, origin or _origin(context.get("filters"), "filters")):
-            if self.is_known_user(user_id):
-                result = self.pipeline.recommend(user_id, context, explain=explain, k=k)
-                return result.to_dict(), False
-            assert self.pipeline is not None
-            result = cold_start_for(self.pipeline, context, user_id=user_id, k=k, explain=explain)
-            return result.to_dict(), True
+            result, reason = self.guarded(full, fallback)
+        return _answered(result.to_dict(), cur, reason), not known
 
     def cart(
         self,
@@ -224,16 +483,21 @@ class ServiceState:
         explain: bool,
     ) -> tuple[dict[str, Any], bool]:
         """The answer's dict and whether a given user was unknown (a cold start)."""
-        self.check_items(cart, "cart")
-        self.check_items(context.get("exclude") or [], "exclude")
-        cold = user_id is not None and not self.is_known_user(user_id)
+        cur = self.loaded()
+        self.check_items(cur, cart, "cart")
+        self.check_items(cur, context.get("exclude") or [], "exclude")
+        cold = user_id is not None and not self.is_known_user(cur, user_id)
+        pipeline = cur.pipeline
+
+        def full() -> Any:
+            return cart_recommendations(
+                pipeline, cart, context, user_id=user_id, k=k, explain=explain
+            )
+
         values = {**context, "cart": cart, "k": k, "user_id": user_id}
         with translated(values, _origin(context.get("filters"), "filters")):
-            assert self.pipeline is not None
-            result = cart_recommendations(
-                self.pipeline, cart, context, user_id=user_id, k=k, explain=explain
-            )
-        return result.to_dict(), cold
+            result, reason = self.guarded(full, lambda reason: full())
+        return _answered(result.to_dict(), cur, reason), cold
 
     def similar(
         self,
@@ -247,62 +511,116 @@ class ServiceState:
     ) -> dict[str, Any]:
         """The k items nearest to `item_id` in the two-tower space that pass the attribute
         filters and the pipeline's business filters (stock; region and age when given)."""
-        funnel = self.funnel
-        if self.search is None:
-            raise ApiError(503, None, None, f"similar items unavailable: {self.similar_error}")
-        self.check_items([item_id], "item_id")
+        cur = self.loaded()
+        if cur.search is None:
+            raise ApiError(503, None, None, f"similar items unavailable: {cur.similar_error}")
+        self.check_items(cur, [item_id], "item_id")
         values = {"region": region, "age": age, "filters": filters, "k": k}
+
+        def full() -> dict[str, Any]:
+            return _similar(cur, item_id, k, filters, region, age)
+
         with translated(values, origin):
-            segment = request_segment(funnel, {"region": region, "age": age})
-            ctx = anonymous_context(funnel, segment)  # attribute filters ran in the search
-            chain = anonymous_chain(funnel)
-            catalog = funnel.catalog
-            n_items = len(catalog.item_ids)
-            want = min(n_items, max(2 * k, k + 16))
-            search_s = filter_s = 0.0
-            while True:  # over-fetch until k pass the business filters, or none are left
-                started = time.perf_counter()
-                matches = self.search.similar(item_id, want, filters)
-                search_s += time.perf_counter() - started
-                started = time.perf_counter()
-                ranked = np.asarray(
-                    catalog.item_idx([m.item_id for m in matches]) if matches else [], np.int64
-                )
-                taken = take_filtered(funnel, ctx, chain, ranked, k, top_up=False)
-                filter_s += time.perf_counter() - started
-                if len(taken.items) >= k or len(matches) < want or want >= n_items:
-                    break
-                want = min(n_items, want * 4)
-        trace = [
-            {"stage": "search", "asked": want, "out": len(matches), "ms": _ms(search_s)},
-            {
-                "stage": "filter",
-                "in": taken.examined,
-                "out": int(len(taken.items)),
-                "removed": taken.removed,
-                "skipped": funnel.skipped,
-                "ms": _ms(filter_s),
-            },
-        ]
-        score = {m.item_id: m.score for m in matches}
-        items = []
-        for rank, item in enumerate(taken.items.tolist(), 1):
-            item_id_ = str(catalog.item_ids[item])
-            items.append(
-                {
-                    **catalog.describe(item),
-                    "item_id": item_id_,
-                    "score": score.get(item_id_),
-                    "sources": {"similar": rank},
-                }
-            )
-        return {"item_id": item_id, "items": items, "trace": trace}
+            body, reason = self.guarded(full, lambda reason: full())
+        return _answered(body, cur, reason)
 
     # -- query parameters ------------------------------------------------------------------------
     def schema(self, for_similar: bool = False) -> dict[str, AttrType]:
-        if for_similar and self.search is not None:
-            return self.search.attributes.schema
-        return self.funnel.catalog.attributes.schema
+        cur = self.loaded()
+        if for_similar and cur.search is not None:
+            return cur.search.attributes.schema
+        return cur.funnel.catalog.attributes.schema
+
+
+def _answered(body: dict[str, Any], cur: Loaded, reason: str | None) -> dict[str, Any]:
+    """The body with the version that answered and whether it was degraded (the reason is the
+    trace's first stage)."""
+    if reason is not None and not (body.get("trace") or [{}])[0].get("stage") == "degraded":
+        body.setdefault("trace", []).insert(0, {"stage": "degraded", "reason": reason, "ms": 0.0})
+    body["degraded"] = reason is not None
+    body["version"] = cur.version
+    return body
+
+
+def _similar(
+    cur: Loaded,
+    item_id: str,
+    k: int,
+    filters: dict[str, Any] | None,
+    region: str | None,
+    age: float | None,
+) -> dict[str, Any]:
+    funnel, search = cur.funnel, cur.search
+    assert search is not None
+    segment = request_segment(funnel, {"region": region, "age": age})
+    ctx = anonymous_context(funnel, segment)  # attribute filters ran in the search
+    chain = anonymous_chain(funnel)
+    catalog = funnel.catalog
+    n_items = len(catalog.item_ids)
+    want = min(n_items, max(2 * k, k + 16))
+    search_s = filter_s = 0.0
+    while True:  # over-fetch until k pass the business filters, or none are left
+        started = time.perf_counter()
+        matches = search.similar(item_id, want, filters)
+        search_s += time.perf_counter() - started
+        started = time.perf_counter()
+        ranked = np.asarray(
+            catalog.item_idx([m.item_id for m in matches]) if matches else [], np.int64
+        )
+        taken = take_filtered(funnel, ctx, chain, ranked, k, top_up=False)
+        filter_s += time.perf_counter() - started
+        if len(taken.items) >= k or len(matches) < want or want >= n_items:
+            break
+        want = min(n_items, want * 4)
+    trace = [
+        {"stage": "search", "asked": want, "out": len(matches), "ms": _ms(search_s)},
+        {
+            "stage": "filter",
+            "in": taken.examined,
+            "out": int(len(taken.items)),
+            "removed": taken.removed,
+            "skipped": funnel.skipped,
+            "ms": _ms(filter_s),
+        },
+    ]
+    score = {m.item_id: m.score for m in matches}
+    items = []
+    for rank, item in enumerate(taken.items.tolist(), 1):
+        item_id_ = str(catalog.item_ids[item])
+        items.append(
+            {
+                **catalog.describe(item),
+                "item_id": item_id_,
+                "score": score.get(item_id_),
+                "sources": {"similar": rank},
+            }
+        )
+    return {"item_id": item_id, "items": items, "trace": trace}
+
+
+def _digest(path: Path) -> str:
+    """A short digest of a file (the build a version is): 12 hex digits."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "none"
+
+
+def _touch(path: Path) -> None:
+    """Writes the time into `path` (its mtime is what the other workers' watch sees)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{time.time()}\n")
+    os.replace(tmp, path)
+
+
+def _release(delay: float) -> None:
+    """After a switch, once the requests in flight on the old version are done: the old
+    version's objects back to the garbage collector (a load freezes what it loaded), then the
+    serving one frozen again."""
+    time.sleep(delay)
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _origin(filters: Mapping[str, Any] | None, field: str) -> dict[str, tuple[str, Any]]:

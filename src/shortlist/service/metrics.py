@@ -97,6 +97,11 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.reloads = Counter(
+            "shortlist_reloads", "Workspace versions switched to by POST /v1/admin/reload",
+            registry=r,
+        )  # fmt: skip
+
     def observe_answer(
         self, endpoint: str, trace: Iterable[Mapping[str, Any]], *, cold_start: bool = False
     ) -> None:

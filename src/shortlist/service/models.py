@@ -229,7 +229,14 @@ class RecommendationsOut(BaseModel):
     cold_start: bool = Field(
         description="The user is unknown: the best sellers of their segment (region, age)"
     )
-    degraded: bool = Field(description="Answered from a fallback instead of the full pipeline")
+    degraded: bool = Field(
+        description="Answered from memory (the segment's best sellers) instead of the full "
+        "pipeline: the online store failed or was slower than the budget (the trace says why)"
+    )
+    version: str | None = Field(
+        None,
+        description="The workspace version (build) that answered: a digest of models/pipeline.json",
+    )
     trace: list[dict[str, Any]] | None = Field(
         None, description="With trace=true: per stage, items in and out and milliseconds"
     )
@@ -241,6 +248,10 @@ class CartOut(BaseModel):
     items: list[ItemOut]
     cold_start: bool = Field(description="A user_id was given that the workspace does not know")
     degraded: bool
+    version: str | None = Field(
+        None,
+        description="The workspace version (build) that answered: a digest of models/pipeline.json",
+    )
     trace: list[dict[str, Any]] | None = None
 
 
@@ -248,6 +259,10 @@ class SimilarOut(BaseModel):
     item_id: str
     items: list[ItemOut]
     degraded: bool
+    version: str | None = Field(
+        None,
+        description="The workspace version (build) that answered: a digest of models/pipeline.json",
+    )
     trace: list[dict[str, Any]] | None = None
 
 
@@ -260,6 +275,22 @@ class ReadyOut(BaseModel):
     workspace: str
     detail: str | None = None
     similar: bool | None = Field(None, description="The similar-items endpoint can answer")
+    version: str | None = Field(None, description="The workspace version (build) serving")
+    store: str | None = Field(
+        None,
+        description='"ok", or "degraded: <why>" while answers come from memory (the '
+        "service stays ready: degraded answers are answers)",
+    )
+    reload_error: str | None = Field(
+        None, description="Why the last reload failed (the version above keeps serving)"
+    )
+
+
+class ReloadOut(BaseModel):
+    version: str = Field(description="The version now serving (a digest of models/pipeline.json)")
+    previous: str = Field(description="The version it replaced")
+    seconds: float = Field(description="How long the new version took to load")
+    workers: str = Field(description="When the other processes serving the workspace follow")
 
 
 class ErrorDetail(BaseModel):
