@@ -6,7 +6,7 @@ SHORTLIST = $(BIN)/shortlist --workspace $(WORKSPACE)
 DEMO_DATA ?= data/demo
 WORKSPACE ?= workspace
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-serve lint clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,14 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# The service under load (wrk, Debian package) on the workspace `make bench` built at BENCH_SCALE.
+BENCH_SCALE ?= full
+bench-serve: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python benchmarks/bench_serve.py --workspace benchmarks/.data/ws_$(BENCH_SCALE) \
+		--name $(BENCH_SCALE)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -115,6 +115,9 @@ class ServiceSettings(_Section):
     retry_after: float = Field(1.0, gt=0, le=3600)
     # seconds: the serving processes' timeout for one online store command (no retries)
     store_timeout: float = Field(1.0, gt=0, le=600)
+    # threads each request's numeric work may use (torch, BLAS, FAISS): requests run side by
+    # side in threads, and workers in processes, so more per request only oversubscribes
+    threads: int = Field(1, ge=1, le=256)
     # seconds between looks at models/pipeline.json (a new build) and models/reload (POST
     # /v1/admin/reload in another worker); a change reloads the workspace. 0: no watch
     watch: float = Field(2.0, ge=0, le=3600)

@@ -38,8 +38,13 @@ def configure(settings: Any = None) -> int:
     """Size the thread pools of every engine to `settings.resources.threads` (0: the available
     cores). Engines already loaded are resized now; the others read the environment when they
     load. Returns the thread count."""
-    global _configured
     wanted = getattr(getattr(settings, "resources", None), "threads", 0) or available_cores()
+    return set_threads(wanted)
+
+
+def set_threads(wanted: int) -> int:
+    """Size the thread pools of every engine to `wanted` threads (see `configure`)."""
+    global _configured
     if wanted == _configured:
         return wanted
     _configured = wanted

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from shortlist.cli.common import out, workspace, workspace_option
+
+ONLINE_URL_ENV = "SHORTLIST_ONLINE_URL"  # the settings' environment override of [online] url
 
 
 @click.command()
@@ -28,14 +32,31 @@ from shortlist.cli.common import out, workspace, workspace_option
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request.")  # fmt: skip
+@click.option(
+    "--online",
+    default=None,
+    metavar="lmdb|redis://HOST:PORT/DB",
+    help="The online store to read (default: [online] url of shortlist.toml); replicas on "
+    "several machines share one Redis.",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, workers: int, log_level: str, access_log: bool
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool,
+    online: str | None,
 ) -> None:
     """Serve recommendations, similar items and cart recommendations over HTTP (FastAPI on
     uvicorn; OpenAPI at /docs). Loads the workspace built by `shortlist build` at startup."""
     from shortlist.service.server import serve as run
 
     ws = workspace(ctx)
+    if online is not None:
+        # checked here (a clear error, not a worker dying), then seen by every worker
+        ws.settings({"online": {"url": online}})
+        os.environ[ONLINE_URL_ENV] = online
     out.print(f"Serving [bold]{ws.root}[/] on http://{host}:{port} (docs at /docs)")
     run(ws.root, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from shortlist import resources
 from shortlist.config import API_KEY_ENV
 from shortlist.data.filters import AttrType
 from shortlist.errors import NotFoundError, ShortlistError, StoreUnavailable
@@ -144,6 +145,7 @@ class ServiceState:
         self.read_key_required = service.read_key_required
         self.budget = service.budget_ms / 1000
         self.watch_seconds = service.watch
+        self.threads = service.threads
         # requests read the online store with short timeouts and no retries: the breaker and
         # the budget decide, not the client library's patience
         self.online = settings.online.model_copy(
@@ -235,6 +237,7 @@ class ServiceState:
         started = time.perf_counter()
         version = _digest(self.workspace.root / MANIFEST)
         pipeline = (pipeline or Pipeline.from_config(self.workspace)).load(self.online)
+        resources.set_threads(self.threads)  # the load sized them for fitting, not serving
         search, similar_error = None, None
         try:
             search = ItemSearch(self.workspace)
