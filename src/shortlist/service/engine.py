@@ -51,6 +51,7 @@ from shortlist.workspace import Workspace, open_workspace
 
 PRICE = "price"  # the filterable last price (the catalogue's and the item search's)
 RELOAD_FILE = "models/reload"  # touched by a reload; the other workers' watch sees it
+SLOW_IN_A_ROW = 3  # requests past their budget in a row that open the breaker
 FULL_THREADS = 32  # threads running full answers (those past their budget run on, abandoned)
 
 log = logging.getLogger("shortlist.service")
@@ -81,11 +82,13 @@ class Loaded:
 
 
 class StoreBreaker:
-    """After a store failure (or a request past its budget), requests skip the store for
-    `retry_after` seconds; then one tries it again, and a success closes the breaker."""
+    """After a store failure, or `SLOW_IN_A_ROW` requests in a row past their budget (a store
+    that hangs; one slow request alone is more likely a busy machine), requests skip the store
+    for `retry_after` seconds; then one tries it again, and a success closes the breaker."""
 
     def __init__(self, retry_after: float):
         self.retry_after = retry_after
+        self.slow_in_a_row = 0
         self.reason: str | None = None  # the last failure, while open or half-open
         self.since: float | None = None  # time.time() of the first failure of this outage
         self._until = 0.0  # monotonic time before which requests skip the store
@@ -105,7 +108,16 @@ class StoreBreaker:
             self.reason = reason
             self._until = time.monotonic() + self.retry_after
 
+    def slow(self, reason: str) -> None:
+        """A request ran past its budget: the breaker opens at the `SLOW_IN_A_ROW`th in a row."""
+        with self._lock:
+            self.slow_in_a_row += 1
+            trip = self.slow_in_a_row >= SLOW_IN_A_ROW
+        if trip:
+            self.trip(reason)
+
     def success(self) -> None:
+        self.slow_in_a_row = 0
         if self.reason is None:
             return
         with self._lock:
@@ -244,6 +256,7 @@ class ServiceState:
         except ShortlistError as exc:
             similar_error = str(exc)
         recorder, events_error, replayed = self._start_events(pipeline)
+        _warm(pipeline)
         return Loaded(
             pipeline, search, similar_error, recorder, events_error, replayed, version,
             time.perf_counter() - started, time.time(),
@@ -349,7 +362,7 @@ class ServiceState:
                 result = future.result(timeout=self.budget)
             except FutureTimeout:
                 reason = f"slow: no answer within the budget of {self.budget * 1000:g} ms"
-                self.breaker.trip(reason)
+                self.breaker.slow(reason)
             except StoreUnavailable as exc:
                 reason = f"the online store failed: {exc}"
                 self.breaker.trip(reason)
@@ -599,6 +612,19 @@ def _similar(
             }
         )
     return {"item_id": item_id, "items": items, "trace": trace}
+
+
+def _warm(pipeline: Pipeline) -> None:
+    """One recommendation before the version serves: the first request's one-time costs (lazy
+    imports, compiled code, first pages of the mapped arrays) are paid by the load, not by a
+    client. A failure here (a store down) is left for the requests to meet."""
+    funnel = pipeline.funnel_
+    if funnel is None or not len(funnel.catalog.user_ids):
+        return
+    try:
+        pipeline.recommend(str(funnel.catalog.user_ids[0]))
+    except ShortlistError as exc:
+        log.warning("shortlist: the warm-up request failed: %s", exc)
 
 
 def _digest(path: Path) -> str:
