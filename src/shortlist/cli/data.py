@@ -135,6 +135,10 @@ def print_manifest(m) -> None:  # type: ignore[no-untyped-def]
             else ""
         )
     )
+    from shortlist.data.logged import describe as describe_log
+
+    if describe_log(m):
+        out.print(f"Event log: {describe_log(m)}")
     roles = {k: v for k, v in m.roles.model_dump().items() if v}
     if roles:
         out.print("Roles: " + ", ".join(f"{k} = {v}" for k, v in roles.items()))

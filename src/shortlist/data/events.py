@@ -13,7 +13,8 @@ the machine. A batch a crash cut short (fewer lines than its `size`, or a last l
 its newline) was never acknowledged: readers skip it and the next `append` cuts it off.
 
 The log is the record the online store's in-place updates replay (shortlist.pipeline.events),
-and what later training can learn from (`read()`: views, clicks and impressions too).
+and what the next ingest learns from (its purchases: shortlist.data.logged; `read()` gives
+every event with its file and line, views, clicks and impressions too).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class LoggedEvent:
 
     seq: int
     event: dict[str, Any]  # type, ids, timestamp, ..., received_at (ISO strings)
+    # where `read` found it (file, 1-based line); None for what `append` returns
+    file: Path | None = field(default=None, compare=False)
+    line: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -112,7 +116,8 @@ class EventLog:
         self._depth = 0
         self._fd = -1
         self._tail: _Tail | None = None  # where this process last appended
-        self._cursor: tuple[Path, int, int] | None = None  # (file, offset, seq) last read
+        # (file, offset, seq, line) of the last event read
+        self._cursor: tuple[Path, int, int, int] | None = None
 
     @classmethod
     def of(cls, workspace: Workspace) -> EventLog:
@@ -242,13 +247,13 @@ class EventLog:
         this process last stopped (the usual case) starts at that byte; otherwise files whose
         last event is not after `after` are skipped without parsing them."""
         files = self.files()
-        start: dict[Path, int] = {}
+        start: dict[Path, tuple[int, int]] = {}  # file -> (offset, lines before it)
         if self._cursor is not None and self._cursor[2] == after and self._cursor[0] in files:
             path = self._cursor[0]
             files = files[files.index(path) :]
-            start[path] = self._cursor[1]
+            start[path] = (self._cursor[1], self._cursor[3])
         for path in files:
-            offset = start.get(path, 0)
+            offset, number = start.get(path, (0, 0))
             if offset == 0:
                 tail = self._find_tail(path)
                 if tail.seq <= after:
@@ -256,23 +261,24 @@ class EventLog:
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read()
-            batch: list[tuple[int, dict[str, Any]]] = []
+            batch: list[tuple[int, int, dict[str, Any]]] = []
             pos = offset
             for raw in data.splitlines(keepends=True):
                 pos += len(raw)
+                number += 1
                 if not raw.endswith(b"\n"):
                     break  # being written, or cut by a crash
                 line = _parse(raw, path)
-                if batch and batch[-1][1]["batch"] != line["batch"]:
+                if batch and batch[-1][2]["batch"] != line["batch"]:
                     batch = []  # the rest of a batch a crash cut short (never acknowledged)
-                batch.append((pos, line))
+                batch.append((pos, number, line))
                 if _ends_batch(line):
                     if len(batch) == line["size"]:  # whole: every line of the batch is here
-                        for end, event in batch:
+                        for end, at, event in batch:
                             seq = int(event.pop("seq"))
                             event.pop("batch", None)
                             event.pop("size", None)
-                            self._cursor = (path, end, seq)
+                            self._cursor = (path, end, seq, at)
                             if seq > after:
-                                yield LoggedEvent(seq, event)
+                                yield LoggedEvent(seq, event, path, at)
                     batch = []

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from shortlist import columns as C
 from shortlist.config import AttributeKind, Settings
-from shortlist.data import generic, hm
+from shortlist.data import generic, hm, logged
 from shortlist.data.attributes import infer_kinds
 from shortlist.data.layout import RULE_TABLES, SourceLayout, TableSource
 from shortlist.data.reader import Rejection, Staged, sql_literal, stage
@@ -43,8 +43,11 @@ class BadRowsError(DataError):
         shown = "\n".join(f"  {r}" for r in rejections[:SHOWN_BAD_ROWS])
         more = len(rejections) - SHOWN_BAD_ROWS
         tail = f"\n  ... and {more} more" if more > 0 else ""
+        where = "the source"
+        if any(r.table == logged.TABLE for r in rejections):
+            where = "the source and the event log"
         super().__init__(
-            f"{len(rejections)} bad row(s) in the source:\n{shown}{tail}\n"
+            f"{len(rejections)} bad row(s) in {where}:\n{shown}{tail}\n"
             "Fix them, or rerun with --on-bad-rows skip to load the rest and keep the rejected "
             f"rows with their reasons in the offline store's {REJECTED_FILE}."
         )
@@ -201,17 +204,23 @@ def _check_interactions(
     )
 
 
-def _write_interactions(con: duckdb.DuckDBPyConnection, staged: Staged, out: Path) -> int:
-    """Write interactions with dense ids, identical rows merged, partitioned by month."""
+def _write_interactions(
+    con: duckdb.DuckDBPyConnection, staged: Staged, out: Path, extra: str | None = None
+) -> int:
+    """Write interactions with dense ids, identical rows merged, partitioned by month.
+    `extra`: SQL for more rows with the staged columns (the event log's purchases)."""
     bad = _bad_rows_table(con, staged)
+    cols = f"{C.USER_ID}, {C.ITEM_ID}, {C.TIMESTAMP}, {C.PRICE}, {C.CHANNEL}, {C.QUANTITY}"
+    rows = f"SELECT {cols} FROM {_scan(staged)} WHERE file_row_number NOT IN (SELECT r FROM {bad})"
+    if extra is not None:
+        rows = f"{rows} UNION ALL {extra}"
     con.execute(
         f"COPY (SELECT u.{C.USER_IDX}, i.{C.ITEM_IDX}, s.{C.TIMESTAMP}, s.{C.PRICE}, "
         f"s.{C.CHANNEL}, sum(s.{C.QUANTITY})::INTEGER AS {C.QUANTITY}, "
         f"strftime(s.{C.TIMESTAMP}, '%Y-%m') AS {C.MONTH} "
-        f"FROM {_scan(staged)} s "
+        f"FROM ({rows}) s "
         f"JOIN items_map i ON s.{C.ITEM_ID} = i.{C.ITEM_ID} "
         f"JOIN users_map u ON s.{C.USER_ID} = u.{C.USER_ID} "
-        f"WHERE s.file_row_number NOT IN (SELECT r FROM {bad}) "
         f"GROUP BY ALL ORDER BY s.{C.TIMESTAMP}, u.{C.USER_IDX}, i.{C.ITEM_IDX}) "
         f"TO {sql_literal(str(out))} (FORMAT parquet, PARTITION_BY ({C.MONTH}))"
     ).fetchall()
@@ -366,6 +375,10 @@ def ingest(
         on_bad_rows: "fail" (default) raises on the first bad rows; "skip" loads the rest and
             writes the rejected rows, with reasons, to the `rejected` table.
 
+    The purchases of the workspace's event log are loaded with the source's interactions
+    (shortlist.data.logged; the manifest's `events_through` says up to which event), their
+    bad rows (an item the source no longer has) under the same `on_bad_rows` policy.
+
     Raises:
         DataError: a file or column is missing; BadRowsError (a DataError) for bad rows in
             "fail" mode, naming file:line and column of the first few.
@@ -379,9 +392,10 @@ def ingest(
     for folder in (new, tmp):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+    log = logged.read_log(workspace)
     con = _connect(settings, tmp)
     try:
-        manifest, rejections = _build(con, layout, new, settings)
+        manifest, rejections = _build(con, layout, new, settings, log)
         con.close()
         shutil.rmtree(new / "_staging")
         if workspace.offline.exists():
@@ -395,7 +409,11 @@ def ingest(
 
 
 def _build(
-    con: duckdb.DuckDBPyConnection, layout: SourceLayout, new: Path, settings: Settings
+    con: duckdb.DuckDBPyConnection,
+    layout: SourceLayout,
+    new: Path,
+    settings: Settings,
+    log: logged.LogPurchases | None = None,
 ) -> tuple[Manifest, list[Rejection]]:
     staging = new / "_staging"
     staging.mkdir()
@@ -450,6 +468,13 @@ def _build(
         _check_interactions(con, inter, users is not None, files)
     if users is None:  # before the rule files, which may name users
         n_users = _derive_users(con, inter, new / "users.parquet")
+    added_users, event_rows = 0, None
+    if log is not None and log.rows.num_rows:
+        with track("Reading the event log's purchases"):
+            logged.check_items(con, log, items.file)
+            added_users = logged.add_users(con, log, new / "users.parquet")
+            n_users += added_users
+            event_rows = logged.interaction_rows(con, log)
     rules: dict[str, Staged] = {}
     for name, source in layout.rules.items():
         with track(f"Reading {source.path.name}"):
@@ -457,12 +482,13 @@ def _build(
             _check_rule(con, rules[name], source, files)
     staged_all = (items, users, inter, *rules.values())
     rejections = [r for s in staged_all if s for r in s.rejections]
+    rejections += log.rejections if log is not None else []
     if rejections and settings.ingest.on_bad_rows == "fail":
         raise BadRowsError(_in_file_order(rejections))
     if inter.rows - len(inter.bad_rows) == 0:
         raise DataError("no valid interactions to load", file=inter.file)
     with track("Writing interactions by month"):
-        n_rows = _write_interactions(con, inter, new / "interactions")
+        n_rows = _write_interactions(con, inter, new / "interactions", event_rows)
     rule_infos, regions = _write_rules(con, rules, layout.rules, new) if rules else ({}, [])
     if rejections:
         _write_rejected(_in_file_order(rejections), new / REJECTED_FILE)
@@ -472,6 +498,7 @@ def _build(
     ).fetchall()[0]
     assert bounds is not None and bounds[0] is not None  # at least one valid row was written
     loaded = inter.rows - len(inter.bad_rows)
+    from_log = log.loaded if log is not None else 0
     reasons: dict[str, int] = {}
     for r in rejections:
         key = r.reason.split(":")[0].split(" '")[0]
@@ -488,12 +515,17 @@ def _build(
         start=bounds[0],
         end=bounds[1],
         source_rows=loaded + len(inter.rejections),
-        merged_duplicates=loaded - n_rows,
+        merged_duplicates=loaded + from_log - n_rows,
         rejected=reasons,
         roles=layout.roles,
         source_files=source_fingerprint(layout),
         rules=rule_infos,
         regions=regions,
+        events_through=log.through if log is not None else None,
+        event_purchases=from_log,
+        event_units=logged.units(con, log) if log is not None else 0,
+        event_users=added_users,
+        event_others=dict(sorted(log.others.items())) if log is not None else {},
     )
     manifest.write(new)
     return manifest, _in_file_order(rejections)
@@ -510,7 +542,8 @@ def source_fingerprint(layout: SourceLayout) -> dict[str, list[int]]:
 
 
 def is_current(workspace: Workspace, source: str | Path, format: str | None = None) -> bool:
-    """True when the workspace's offline store was ingested from these unchanged files."""
+    """True when the workspace's offline store was ingested from these unchanged files, and
+    the event log holds no purchase after the last event it learnt from."""
     from shortlist.data.schema import Manifest
 
     try:
@@ -522,9 +555,9 @@ def is_current(workspace: Workspace, source: str | Path, format: str | None = No
         layout = _layout(Path(source), settings)
     except DataError:
         return False
-    return manifest.adapter == layout.adapter and manifest.source_files == source_fingerprint(
-        layout
-    )
+    if manifest.adapter != layout.adapter or manifest.source_files != source_fingerprint(layout):
+        return False
+    return not logged.new_purchases(workspace, after=manifest.events_through or 0)
 
 
 def _kinds(
@@ -540,8 +573,9 @@ def _kinds(
 def _in_file_order(rejections: list[Rejection]) -> list[Rejection]:
     order = {"items": 0, "users": 1, "interactions": 2}
     order.update({name: 3 + i for i, name in enumerate(RULE_TABLES)})
+    order[logged.TABLE] = len(order)  # the log last, its files (named by day) in order
 
-    def key(r: Rejection) -> tuple[int, int]:
-        return order.get(r.table, 3), int(r.location.split()[-1])
+    def key(r: Rejection) -> tuple[int, str, int]:
+        return order.get(r.table, 3), r.file, int(r.location.split()[-1])
 
     return sorted(rejections, key=key)

@@ -51,11 +51,26 @@ class Manifest(BaseModel):
     # had. Stores written before they existed have none; readers treat absent as "no data".
     rules: dict[str, TableInfo] = Field(default_factory=dict)
     regions: list[str] = Field(default_factory=list)  # region code -> name, sorted by name
+    # What was learnt from the workspace's event log (shortlist.data.logged): the sequence
+    # number of the last event read (None: a store ingested before ingest read the log), and
+    # its purchases loaded into the interactions (events, units, users the source lacked).
+    events_through: int | None = None
+    event_purchases: int = 0
+    event_units: int = 0
+    event_users: int = 0
+    # the log's other events up to events_through, by type (views, clicks, impressions,
+    # stock): not interactions, left in the log
+    event_others: dict[str, int] = Field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """A hash of what the store holds (sources, counts, time range, rules), not of when it
-        was written: re-ingesting unchanged files keeps it, new data changes it."""
-        content = self.model_dump_json(exclude={"created_at"})
+        """A hash of what the store holds (sources, counts, time range, rules, the events learnt
+        from the log), not of when it was written: re-ingesting unchanged files and an
+        unchanged log keeps it, new data changes it. (A store from before the log was read
+        keeps the hash it had.)"""
+        exclude = {"created_at"}
+        if self.events_through is None:
+            exclude |= {f for f in type(self).model_fields if f.startswith("event")}
+        content = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def write(self, folder: Path) -> None:

@@ -85,13 +85,16 @@ def build(
     `report` is called with a line as each step ends (the CLI prints them).
     """
     from shortlist.data.ingest import ingest
+    from shortlist.data.logged import describe as describe_log
 
     say = report or (lambda line: None)
     started = time.perf_counter()
     steps: dict[str, float] = {}
     s = ingest(workspace, source, format=format, on_bad_rows=on_bad_rows)
     steps["ingest"] = s.seconds
-    say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions ({s.seconds:.1f} s)")
+    learnt = describe_log(s.manifest)  # the event log's purchases among them
+    learnt = f", with {learnt}" if learnt else ""
+    say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions{learnt} ({s.seconds:.1f} s)")
     trained = train_pipeline(workspace)
     steps.update(trained.steps)
     say(

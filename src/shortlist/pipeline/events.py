@@ -17,7 +17,9 @@ event it applied (`applied`), so applying is exactly-once: `catch_up` (run when 
 starts, and before every batch) applies whatever the log holds after that number; a crash
 between the log's fsync and the store's write loses nothing. A version without that number (a
 new build, a new materialization) starts from its batch values, and the events of the log
-dated at or after its cutoff are replayed into it. The log's lock is held from the append to
+dated at or after its cutoff are replayed into it, with every purchase logged after the
+last event its data learnt from (the offline manifest's `events_through`: the purchases up to
+it are in its interactions, shortlist.data.logged). The log's lock is held from the append to
 the store's write: processes sharing the workspace (workers, replicas on one machine) apply
 batches one at a time, in the log's order.
 
@@ -334,8 +336,8 @@ class EventRecorder:
         for _ in range(3):
             meta = self._version()
             marker = self._marker(meta)
-            if marker is None:  # a fresh version: the events since the cutoff
-                events = [e for e in self.log.read(0) if self._since_cutoff(e)]
+            if marker is None:  # a fresh version: the events its data lacks
+                events = [e for e in self.log.read(0) if self._not_learnt(e)]
                 last = self.log.last_seq()
             elif batch and marker == batch[0].seq - 1:  # the usual case: just this batch
                 events, last = batch, batch[-1].seq
@@ -393,6 +395,15 @@ class EventRecorder:
             raise VersionChanged(f"{self.store.url} moved on from version {meta.version}")
         records = batch.records[0]
         return int(records["seq"][-1]) if len(records) else None
+
+    def _not_learnt(self, event: LoggedEvent) -> bool:
+        """An event a fresh version replays: dated at or after the cutoff, or a purchase after
+        the last event the pipeline's data learnt from the log (not in its interactions)."""
+        data = self.funnel.catalog.data.manifest
+        through = data.events_through if data is not None else None
+        if through is not None and event.seq > through and event.event.get("type") == PURCHASE:
+            return True
+        return self._since_cutoff(event)
 
     def _since_cutoff(self, event: LoggedEvent) -> bool:
         stamp = event.event.get("timestamp") or event.event.get("received_at")
