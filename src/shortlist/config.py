@@ -118,6 +118,9 @@ class ServiceSettings(_Section):
     # threads each request's numeric work may use (torch, BLAS, FAISS): requests run side by
     # side in threads, and workers in processes, so more per request only oversubscribes
     threads: int = Field(1, ge=1, le=256)
+    # full answers computed at once per process; more requests wait their turn (within their
+    # budget): CPU-bound work in more threads than cores only fights over the GIL
+    concurrency: int = Field(2, ge=1, le=256)
     # seconds between looks at models/pipeline.json (a new build) and models/reload (POST
     # /v1/admin/reload in another worker); a change reloads the workspace. 0: no watch
     watch: float = Field(2.0, ge=0, le=3600)
@@ -212,13 +215,14 @@ class SearchSettings(_Section):
     model: str = ""  # a sentence-transformers model folder; "": the bundled all-MiniLM-L6-v2
     max_seq_length: int = Field(128, ge=8, le=512)
     batch_size: int = Field(64, ge=1, le=4096)
+    query_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     min_match: float = Field(0.75, gt=0, le=1)
     lexical_k: int = Field(200, ge=1, le=10000)
     semantic_k: int = Field(100, ge=1, le=10000)
-    semantic_min_score: float = Field(0.4, ge=-1, le=1)
+    semantic_min_score: float = Field(0.5, ge=-1, le=1)
     rrf_k: int = Field(60, ge=1, le=10000)
     personal_k: int = Field(100, ge=0, le=10000)
-    personal_weight: float = Field(1.0, ge=0, le=100)
+    personal_weight: float = Field(2.0, ge=0, le=100)
     facets: list[str] = Field(default_factory=list)  # []: chosen from the categorical ones
     max_facets: int = Field(4, ge=0, le=50)
     facet_values: int = Field(10, ge=1, le=1000)

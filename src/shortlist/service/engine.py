@@ -52,7 +52,6 @@ from shortlist.workspace import Workspace, open_workspace
 PRICE = "price"  # the filterable last price (the catalogue's and the item search's)
 RELOAD_FILE = "models/reload"  # touched by a reload; the other workers' watch sees it
 SLOW_IN_A_ROW = 3  # requests past their budget in a row that open the breaker
-FULL_THREADS = 32  # threads running full answers (those past their budget run on, abandoned)
 
 log = logging.getLogger("shortlist.service")
 T = TypeVar("T")
@@ -158,6 +157,7 @@ class ServiceState:
         self.budget = service.budget_ms / 1000
         self.watch_seconds = service.watch
         self.threads = service.threads
+        self.concurrency = service.concurrency
         # requests read the online store with short timeouts and no retries: the breaker and
         # the budget decide, not the client library's patience
         self.online = settings.online.model_copy(
@@ -240,7 +240,7 @@ class ServiceState:
             with self._events_lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(
-                        FULL_THREADS, thread_name_prefix="shortlist-full"
+                        self.concurrency, thread_name_prefix="shortlist-full"
                     )
                 executor = self._executor
         return executor
@@ -361,6 +361,7 @@ class ServiceState:
             try:
                 result = future.result(timeout=self.budget)
             except FutureTimeout:
+                future.cancel()  # still queued: never run (running: finishes, unheard)
                 reason = f"slow: no answer within the budget of {self.budget * 1000:g} ms"
                 self.breaker.slow(reason)
             except StoreUnavailable as exc:
