@@ -38,9 +38,17 @@ demo: install
 	@echo "Look closer:     $(SHORTLIST) recommend --user ID --explain --trace [--filter JSON] [--cart A,B]"
 	@echo "                 $(SHORTLIST) evaluate --windows 4 --candidates --methods popular,two_tower,pipeline_ablations"
 	@echo "                 $(SHORTLIST) similar --item ID --filter '{\"price\": {\"lte\": 0.02}}'"
+	@echo "Web page:        $(SHORTLIST) serve, then open http://127.0.0.1:8000/ (the report: /report)"
 
 test: install
 	$(BIN)/lint-imports
+	@# the web page's browser tests drive Debian's chromium: installed when missing (as root)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		    chromium >/dev/null; } || \
+		echo "chromium not found: the web page's browser tests will skip (apt-get install chromium)"
 	$(BIN)/pytest -q
 
 bench: install

@@ -24,6 +24,7 @@ ROUTES = {USER, POST, SIMILAR, CART, "/v1/events", "/v1/admin/reload", "/healthz
           "/metrics"}  # fmt: skip
 # the web page's (service/web.py)
 ROUTES |= {"/v1/showcase", "/v1/users/{user_id}/history", "/v1/items", "/v1/reports/evaluation"}
+ROUTES |= {"/v1/search"}  # service/search.py
 
 
 def ok(response) -> dict:

@@ -28,6 +28,11 @@ OPERATIONS = [
     ("POST", "/v1/recommendations"),
     ("GET", "/v1/items/{item_id}/similar"),
     ("POST", "/v1/cart/recommendations"),
+    # the web page's (service/web.py)
+    ("GET", "/v1/users/{user_id}/history"),
+    ("GET", "/v1/items"),
+    # search (service/search.py)
+    ("GET", "/v1/search"),
 ]
 EXAMPLES = 20
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from shortlist import progress
-from shortlist.cli import data, evaluate, features, models, online, pipeline, serve
+from shortlist.cli import data, evaluate, features, models, online, pipeline, search, serve
 from shortlist.cli.common import err
 from shortlist.errors import ShortlistError
 
@@ -47,6 +47,7 @@ for command in (
     pipeline.build,
     pipeline.recommend,
     pipeline.predict,
+    search.search,
     serve.serve,
 ):
     cli.add_command(command)

@@ -70,6 +70,28 @@ from shortlist.cli.common import err, out, workspace, workspace_option
     help="Only the users in part I of N (a stable hash of the user id) and their "
     "interactions: check a result on customers disjoint from another part's.",
 )
+@click.option(
+    "--search",
+    "search",
+    is_flag=True,
+    help="Evaluate search instead of recommendations: relevance of generated attribute and "
+    "phrase queries (lexical, semantic, fused) and personalization on the windows' purchases "
+    "(docs/search.md).",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="With --search: judged queries of each kind.",
+)
+@click.option(
+    "--purchases",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="With --search: at most this many purchases per window searched by their buyer.",
+)
 @click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
 @click.pass_context
 def evaluate(
@@ -83,9 +105,16 @@ def evaluate(
     candidates: bool,
     compare_to: str | None,
     user_part: tuple[int, int] | None,
+    search: bool,
+    queries: int,
+    purchases: int,
     json_out: str | None,
 ) -> None:
-    """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage)."""
+    """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage); with
+    --search, score search (NDCG@24, recall@100, MRR with and without personalization)."""
+    if search:
+        _evaluate_search(ctx, source, fmt, windows, holdout_days, queries, purchases, json_out)
+        return
     from shortlist.eval.evaluate import evaluate_workspace
     from shortlist.eval.report import (
         candidates_table,
@@ -113,6 +142,38 @@ def evaluate(
         console.print(line, highlight=False)
     if "candidates" in report:
         console.print(candidates_table(report))
+    if json_out == "-":
+        click.echo(text)
+    elif json_out:
+        Path(json_out).write_text(text + "\n")
+        out.print(f"Report written to [bold]{json_out}[/]")
+
+
+def _evaluate_search(
+    ctx: click.Context,
+    source: Path | None,
+    fmt: str | None,
+    windows: int,
+    holdout_days: int,
+    queries: int,
+    purchases: int,
+    json_out: str | None,
+) -> None:
+    from shortlist.eval.search import evaluate_search, search_tables
+
+    report = evaluate_search(
+        workspace(ctx),
+        source=str(source) if source is not None else None,
+        format=fmt,
+        n_windows=windows,
+        holdout_days=holdout_days,
+        queries=queries,
+        purchases=purchases,
+    )
+    console = err if json_out == "-" else out
+    for table in search_tables(report):
+        console.print(table)
+    text = json.dumps(report, indent=2)
     if json_out == "-":
         click.echo(text)
     elif json_out:

@@ -78,9 +78,9 @@ def build(
     on_bad_rows: str | None = None,
     report: Report | None = None,
 ) -> BuildSummary:
-    """Ingest `source`, then train and save the pipeline (which writes the feature groups as
-    of its cutoff into the feature store, and the same versions into the online store: the
-    values it serves).
+    """Ingest `source`, index the items for search ([search]; retrieval/text.py), then train
+    and save the pipeline (which writes the feature groups as of its cutoff into the feature
+    store, and the same versions into the online store: the values it serves).
 
     `report` is called with a line as each step ends (the CLI prints them).
     """
@@ -95,6 +95,13 @@ def build(
     learnt = describe_log(s.manifest)  # the event log's purchases among them
     learnt = f", with {learnt}" if learnt else ""
     say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions{learnt} ({s.seconds:.1f} s)")
+    search = workspace.settings().search
+    if search.enabled:  # before the pipeline: a service reloads when the pipeline is saved
+        from shortlist.retrieval.text import build_text_index, describe_text_index
+
+        text = build_text_index(workspace, search)
+        steps["search index"] = text.seconds["total"]
+        say(f"    search index built ({text.seconds['total']:.1f} s): {describe_text_index(text)}")
     trained = train_pipeline(workspace)
     steps.update(trained.steps)
     say(

@@ -52,6 +52,8 @@ from shortlist.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
     from shortlist.features.online.base import OnlineStore
+    from shortlist.pipeline.search import SearchResult
+    from shortlist.retrieval.text import TextIndex
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class Pipeline:
         self.groups_: RankingGroups | None = None
         self.timings_: dict[str, float] = {}  # seconds per step of `fit` and `save`
         self.online_: OnlineStore | None = None  # after `load`: where requests read users
+        # after `load`: the text index of search (pipeline/search.py), or why there is none
+        self.text_: TextIndex | None = None
+        self.text_error_: str | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -246,7 +251,24 @@ class Pipeline:
             ),
             stock=True,
         )
+        self._load_text(settings, data)
         return funnel
+
+    def _load_text(self, settings: Settings, data: Dataset) -> None:
+        """The workspace's text index (`search`), built from these items: missing or stale,
+        search alone is refused (saying what to run), recommendations serve on."""
+        import pandas as pd
+
+        from shortlist.retrieval.text import items_digest, load_text_index
+
+        self.text_, self.text_error_ = None, None
+        if not settings.search.enabled or self.workspace is None:
+            return
+        items = data.items if data.items is not None else pd.DataFrame(index=range(data.n_items))
+        try:
+            self.text_ = load_text_index(self.workspace, settings.search, items=items_digest(items))
+        except (WorkspaceError, ConfigError) as exc:
+            self.text_error_ = str(exc)
 
     def live_tag(self, catalog: Catalog | None = None) -> dict[str, str]:
         """Whose events the online store's event groups hold: this pipeline's data and cutoff
@@ -393,6 +415,26 @@ class Pipeline:
         exclude = funnel.catalog.item_idx(excluded) if excluded else None
         out = funnel.run(np.array([user]), context, exclude=exclude, keep_features=explain, k=k)
         return self._result(str(user_id), out, explain)
+
+    def search(
+        self,
+        query: str,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        k: int = 24,
+        personalize: bool = True,
+    ) -> SearchResult:
+        """The top k items for a text query, ordered for the user when one the workspace
+        knows is given (see pipeline/search.py); `context` as for `recommend`, less the cart.
+
+        Raises:
+            RequestError: an empty or over-long query, a bad k, region or age. FilterError: a
+            malformed filter. WorkspaceError: no (current) text index: `shortlist build`.
+        """
+        from shortlist.pipeline.search import search
+
+        return search(self, query, user_id, context, k=k, personalize=personalize)
 
     def _result(self, user_id: str, out: Output, explain: bool) -> Recommendation:
         funnel = self.funnel_

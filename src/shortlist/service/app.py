@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from shortlist.pipeline import Pipeline
-from shortlist.service import errors
+from shortlist.service import errors, search, web
 from shortlist.service.engine import ServiceState, query_filters
 from shortlist.service.metrics import CONTENT_TYPE, ObservedApp, ServiceMetrics
 from shortlist.service.models import (
@@ -426,6 +426,8 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    web.register(app, state)  # the web page (/, /report) and its JSON endpoints
+    search.register(app, state, metrics)  # GET /v1/search (service/search.py)
     return app
 
 
