@@ -215,7 +215,7 @@ class SearchSettings(_Section):
     model: str = ""  # a sentence-transformers model folder; "": the bundled all-MiniLM-L6-v2
     max_seq_length: int = Field(128, ge=8, le=512)
     batch_size: int = Field(64, ge=1, le=4096)
-    query_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     min_match: float = Field(0.75, gt=0, le=1)
     lexical_k: int = Field(200, ge=1, le=10000)
     semantic_k: int = Field(100, ge=1, le=10000)

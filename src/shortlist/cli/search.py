@@ -24,8 +24,8 @@ from shortlist.cli.common import out, parse_json, workspace, workspace_option
 @click.option(
     "--build-index",
     is_flag=True,
-    help="(Re)build the workspace's search index from its offline store first (what `build` "
-    "does), e.g. after changing [search] settings.",
+    help="Rebuild the workspace's search index from its offline store first (`build` does it, "
+    "keeping an index whose items have not changed), e.g. after changing [search] settings.",
 )
 @click.pass_context
 def search(
@@ -50,7 +50,7 @@ def search(
         from shortlist.retrieval.text import build_text_index, describe_text_index
 
         with progress.track("Indexing the items for search") as advance:
-            s = build_text_index(ws)
+            s = build_text_index(ws, force=True)
             advance()
         out.print(
             f"Search index built in {s.seconds['total']:.1f} s: {describe_text_index(s)}; "

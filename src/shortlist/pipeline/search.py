@@ -232,12 +232,15 @@ def run_search(
     )
 
     started = time.perf_counter()
-    matches = np.unique(np.concatenate([lexical.items, sem_items]))
+    n_items = len(catalog.item_ids)
+    is_lexical = _mask(n_items, lexical.items)  # masks over the catalogue: no sorting
+    matched = is_lexical | _mask(n_items, sem_items)
     removed: dict[str, int] = {}
     if len(exclude):
-        found = len(matches)
-        matches = matches[~np.isin(matches, exclude)]
-        removed["exclude"] = found - len(matches)
+        found = int(matched.sum())
+        matched[exclude] = False
+        removed["exclude"] = found - int(matched.sum())
+    matches = np.flatnonzero(matched)
     kept = matches
     if len(matches):  # the build's stock here: every match, cheaply
         passed = chain.apply(ctx, matches[None, :])
@@ -257,25 +260,33 @@ def run_search(
     # -- the candidates: each side's best, and the user's nearest among the matches
     personal = user >= 0 and personalize and settings.personal_weight > 0 and degraded is None
     pool_parts = [lexical.items[: settings.lexical_k], sem_items]
+    own: CandidateSet | None = None
     queries = None
     started = time.perf_counter()
     tt = funnel.retrieval.two_tower
     nearest = np.zeros(0, np.int64)
-    if personal and tt is not None and settings.personal_k > 0 and len(kept):
+    if personal:
         try:
-            queries = tt.queries(users, signals)
+            own, queries = user_candidates(funnel, users, signals)
         except StoreUnavailable as exc:
             degraded, personal = str(exc), False
-        else:
-            among = _relevant(kept, lexical.items)
-            mask = np.zeros(len(catalog.item_ids), bool)
-            mask[among] = True
-            assert tt.index_ is not None
-            _, found = tt.index_.search(queries, min(settings.personal_k, len(among)), mask)
-            nearest = found[0][found[0] >= 0].astype(np.int64)
-            pool_parts.append(nearest)
-    pool = np.asarray(list(dict.fromkeys(np.concatenate(pool_parts).tolist())), np.int64)
-    pool = pool[np.isin(pool, kept)]
+    if (
+        personal
+        and queries is not None
+        and tt is not None
+        and settings.personal_k > 0
+        and len(kept)
+    ):
+        among = _relevant(kept, is_lexical)
+        assert tt.index_ is not None
+        _, found = tt.index_.search(
+            queries, min(settings.personal_k, len(among)), _mask(n_items, among)
+        )
+        nearest = found[0][found[0] >= 0].astype(np.int64)
+        pool_parts.append(nearest)
+    pool = np.concatenate(pool_parts)
+    pool = pool[np.sort(np.unique(pool, return_index=True)[1])]  # each once, first place kept
+    pool = pool[_mask(n_items, kept)[pool]]
     stock_removed = 0
     try:  # the live stock (stock events) of the candidates shown
         if len(pool):
@@ -293,19 +304,21 @@ def run_search(
     weights = {"lexical": 1.0, "semantic": 1.0}
     scorer = None
     if personal and len(pool):
+        # the user's order among the relevant candidates only: a semantic neighbour that holds
+        # none of the query's words is not lifted by the user's taste (nor scored)
+        relevant = _relevant(pool, is_lexical)
         try:
-            scored = personal_scores(funnel, users, pool, signals, queries)
+            scored = personal_scores(funnel, users, relevant, own, queries)
         except StoreUnavailable as exc:
             degraded, scored = str(exc), None
         if scored is not None:
             scores, scorer = scored
-            # the user's order among the relevant candidates only: a semantic neighbour that
-            # holds none of the query's words is not lifted by the user's taste
-            gate = np.isin(pool, _relevant(pool, lexical.items)) & np.isfinite(scores)
-            order = np.argsort(np.where(gate, -scores, np.inf), kind="stable")
-            r = np.empty(len(pool), np.int64)
-            r[order] = np.arange(1, len(pool) + 1)
-            ranks["personal"] = np.where(gate, r, 0)
+            order = np.argsort(-scores, kind="stable")
+            r = np.zeros(len(relevant), np.int64)
+            r[order] = np.arange(1, len(relevant) + 1)
+            r[~np.isfinite(scores)] = 0
+            position = _ranks_in(relevant, pool)  # 1-based place in `relevant`, 0 if not there
+            ranks["personal"] = np.where(position > 0, r[np.maximum(position - 1, 0)], 0)
             weights["personal"] = settings.personal_weight
         trace.append(
             {
@@ -349,25 +362,52 @@ def run_search(
     )
 
 
-def _relevant(items: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+def _relevant(items: np.ndarray, is_lexical: np.ndarray) -> np.ndarray:
     """The items whose relevance the user's order may weigh in: the BM25 matches among them
-    (they hold the query's words), or all of them when none holds the words (a query only
-    the sentence embeddings understand)."""
-    matched = items[np.isin(items, lexical)]
+    (they hold the query's words; `is_lexical` marks them over the catalogue), or all of them
+    when none holds the words (a query only the sentence embeddings understand)."""
+    matched = items[is_lexical[items]]
     return matched if len(matched) else items
+
+
+def _mask(n: int, items: np.ndarray) -> np.ndarray:
+    """(n,) bool: True at `items`."""
+    out = np.zeros(n, bool)
+    out[items] = True
+    return out
 
 
 def _ranks_in(listed: np.ndarray, items: np.ndarray) -> np.ndarray:
     """1-based position of each of `items` in `listed` (0: not listed)."""
-    position = {int(i): r for r, i in enumerate(listed.tolist(), 1)}
-    return np.asarray([position.get(int(i), 0) for i in items.tolist()], np.int64)
+    if not len(listed) or not len(items):
+        return np.zeros(len(items), np.int64)
+    size = int(max(listed.max(), items.max())) + 1
+    position = np.zeros(size, np.int64)
+    position[listed[::-1]] = np.arange(len(listed), 0, -1)  # the first place of a repeat
+    return position[items]
+
+
+def user_candidates(
+    funnel: Funnel, users: np.ndarray, signals: Any = None
+) -> tuple[CandidateSet | None, np.ndarray | None]:
+    """The user's own candidates (every source, with the events since the cutoff), when the
+    pipeline ranks with the ranker or a source order, and the user's two-tower vector (one
+    encoding for both), when it has a two-tower."""
+    tt = funnel.retrieval.two_tower
+    ranked = funnel.order is not None or (funnel.scorer is not None and funnel.features is not None)
+    if not ranked:
+        return None, tt.queries(users, signals) if tt is not None else None
+    states: dict[str, Any] = {}
+    own = funnel.retrieval.candidates(users, live=signals, states=states)
+    queries = states.get(tt.name) if tt is not None else None
+    return own, queries
 
 
 def personal_scores(
     funnel: Funnel,
     users: np.ndarray,
     items: np.ndarray,
-    signals: Any = None,
+    own: CandidateSet | None = None,
     queries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str] | None:
     """(m,) the user's score of each item (higher first; -inf where none) as the pipeline
@@ -375,28 +415,29 @@ def personal_scores(
     to score with (no ranker, no source order, no two-tower).
 
     The items become a candidate set for the user: each keeps the rank and score it has among
-    the user's own candidates (every source run for the user, with the events since the
-    cutoff), and the two-tower similarity to the user's vector; the ranker's features and
-    model then score it, or the guard's source order orders it."""
+    the user's own candidates (`own`, from `user_candidates`), and the two-tower similarity to
+    the user's vector (`queries`); the ranker's features and model then score it, or the
+    guard's source order orders it."""
     retrieval = funnel.retrieval
     tt = retrieval.two_tower
     row = items.astype(np.int32)[None, :]
-    if tt is not None and queries is None:
-        queries = tt.queries(users, signals)
+    ranked_by_order = funnel.order is not None and not funnel.order.needs_ranker
+    has_ranker = funnel.scorer is not None and funnel.features is not None
+    if (own is None and (ranked_by_order or has_ranker)) or (tt is not None and queries is None):
+        computed = user_candidates(funnel, users)
+        own = own if own is not None else computed[0]
+        queries = queries if queries is not None else computed[1]
     columns: dict[str, np.ndarray] = {}
     for source, _ in retrieval.sources:
         if hasattr(source, "columns"):
             columns.update(source.columns(users, row, queries if source is tt else None))
-    ranked_by_order = funnel.order is not None and not funnel.order.needs_ranker
-    has_ranker = funnel.scorer is not None and funnel.features is not None
     if not ranked_by_order and not has_ranker:
         if tt is None:
             return None
         similarity = columns[tt.column_names[0]][0].astype(np.float64)
         return np.where(np.isfinite(similarity), similarity, -np.inf), "two-tower similarity"
-    own = retrieval.candidates(users, live=signals)
-    position = {int(i): j for j, i in enumerate(own.items[0].tolist()) if i >= 0}
-    at = np.asarray([position.get(int(i), -1) for i in items.tolist()], np.int64)
+    assert own is not None
+    at = _ranks_in(own.items[0][own.items[0] >= 0].astype(np.int64), items) - 1
     found = at >= 0
     safe = np.maximum(at, 0)
     cs = CandidateSet(

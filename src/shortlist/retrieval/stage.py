@@ -85,9 +85,15 @@ class Retrieval:
         """The same fitted sources but one (an ablation)."""
         return Retrieval([(s, k) for s, k in self.sources if s.name != name], fitted_=True)
 
-    def candidates(self, users: np.ndarray, live: LiveSignals | None = None) -> CandidateSet:
+    def candidates(
+        self,
+        users: np.ndarray,
+        live: LiveSignals | None = None,
+        states: dict[str, object] | None = None,
+    ) -> CandidateSet:
         """live: what real-time events recorded since the cutoff for these users (the sources
-        that read it answer with it; see `LiveSignals`)."""
+        that read it answer with it; see `LiveSignals`). states: filled with what each source
+        computed on the way (`Candidates.state`: the two-tower's user vectors), by name."""
         assert self.fitted_, "fit first"
         users = np.asarray(users, dtype=np.int64)
         results: dict[str, Candidates] = {}
@@ -99,6 +105,8 @@ class Retrieval:
             else:
                 results[source.name] = source.candidates(users, k)
             seconds[source.name] = time.perf_counter() - started
+        if states is not None:
+            states.update({name: found.state for name, found in results.items()})
         budget = self.budget or sum(k for _, k in self.sources)
         items, ranks = union(results, budget)
         scores = {}

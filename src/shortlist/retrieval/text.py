@@ -333,18 +333,15 @@ class SentenceEncoder:
     """A sentence-transformers model read from a local folder only (HF_HUB_OFFLINE and
     local_files_only: never a download), loaded once per process and shared.
 
-    Items are embedded in float32; a query, one at a time, in `query_dtype` ("auto":
-    bfloat16 where the CPU computes it natively): the forward pass of a few word pieces is
-    bound by reading the weights, half as many bytes in bfloat16, and the vectors agree with
-    float32's to a cosine of 0.9999."""
+    It computes in `dtype` ("auto": bfloat16 where the CPU computes it natively, else
+    float32): embedding the catalogue is bound by arithmetic, twice as fast in bfloat16 with
+    AVX-512 BF16; one query's forward pass by reading the weights, half as many bytes. The
+    vectors agree with float32's to a cosine of 0.9999 (measured on 1,500 H&M article texts:
+    at least 0.99989); they are stored in float32."""
 
-    def __init__(self, folder: Path, query_dtype: str = "auto"):
+    def __init__(self, folder: Path, dtype: str = "auto"):
         self.folder = Path(folder)
-        self.query_dtype = (
-            ("bfloat16" if native_bfloat16() else "float32")
-            if query_dtype == "auto"
-            else query_dtype
-        )
+        self.dtype = ("bfloat16" if native_bfloat16() else "float32") if dtype == "auto" else dtype
 
     @property
     def fingerprint(self) -> str:
@@ -362,33 +359,20 @@ class SentenceEncoder:
 
     @property
     def model(self) -> Any:
-        key = str(self.folder)
+        """The model in `dtype` (loaded once per process and dtype)."""
+        key = f"{self.folder}#{self.dtype}"
         with _models_lock:
             if key not in _models:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import torch
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # "Loading weights" is not our progress
-                _models[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
+                model = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
+                _models[key] = model.to(getattr(torch, self.dtype))
             return _models[key]
-
-    @property
-    def query_model(self) -> Any:
-        """The model in `query_dtype` (a copy of `model` for bfloat16, loaded once too)."""
-        if self.query_dtype == "float32":
-            return self.model
-        key = f"{self.folder}#{self.query_dtype}"
-        if key not in _models:
-            import copy
-
-            import torch
-
-            converted = copy.deepcopy(self.model).to(getattr(torch, self.query_dtype))
-            with _models_lock:
-                _models.setdefault(key, converted)
-        return _models[key]
 
     @property
     def dim(self) -> int:
@@ -403,6 +387,8 @@ class SentenceEncoder:
         advance: Callable[..., None] | None = None,
     ) -> np.ndarray:
         """(n, dim) float32 unit vectors, in chunks (for the progress bar)."""
+        import torch
+
         model = self.model
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
@@ -410,25 +396,30 @@ class SentenceEncoder:
         step = max(batch_size * 16, 1)
         for lo in range(0, len(texts), step):
             chunk = list(texts[lo : lo + step])
-            out[lo : lo + len(chunk)] = model.encode(
-                chunk,
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with torch.inference_mode():
+                vectors = model.encode(
+                    chunk,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_tensor=True,
+                    show_progress_bar=False,
+                )
+            out[lo : lo + len(chunk)] = vectors.float().numpy()
             if advance is not None:
                 advance(len(chunk))
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def query(self, text: str) -> np.ndarray:
-        """(1, dim) float32: one query's unit vector."""
+        """(1, dim) float32: one query's unit vector. The model's own modules (tokenizer,
+        transformer, pooling, normalization) called directly: `encode`'s batching and sorting
+        cost a millisecond for a single text."""
         import torch
 
+        model = self.model
+        prepare = getattr(model, "preprocess", None) or model.tokenize
         with torch.inference_mode():
-            vector = self.query_model.encode(
-                [text], normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False
-            )
+            vector = model.forward(prepare([text]))["sentence_embedding"]
         vector = vector.float().reshape(1, -1).numpy()
         vector /= max(float(np.linalg.norm(vector)), 1e-12)
         return np.ascontiguousarray(vector, dtype=np.float32)
@@ -470,12 +461,12 @@ class Lexical:
 
     def rank_of(self, items: np.ndarray) -> np.ndarray:
         """1-based rank of each item among the matches (0: not a match)."""
-        if not len(self.items):
+        items = np.asarray(items, np.int64)
+        if not len(self.items) or not len(items):
             return np.zeros(len(items), np.int64)
-        order = np.argsort(self.items, kind="stable")
-        at = np.minimum(np.searchsorted(self.items[order], items), len(order) - 1)
-        hit = self.items[order][at] == items
-        return np.where(hit, order[at] + 1, 0).astype(np.int64)
+        position = np.zeros(int(max(self.items.max(), items.max())) + 1, np.int64)
+        position[self.items] = np.arange(1, len(self.items) + 1)
+        return position[items]
 
 
 @dataclass(frozen=True)
@@ -575,7 +566,7 @@ class TextIndex:
         steps["lexical"] = time.perf_counter() - started
         semantic = encoder = None
         if settings.semantic:
-            encoder = SentenceEncoder(model_folder(settings.model), settings.query_dtype)
+            encoder = SentenceEncoder(model_folder(settings.model), settings.dtype)
             sentences = semantic_texts(items, kinds, fields, facets)
             semantic, steps = _embed(sentences, items, facets, encoder, settings, steps)
         meta = {
@@ -589,6 +580,7 @@ class TextIndex:
             "model": settings.model or BUNDLED_MODEL,
             "model_fingerprint": encoder.fingerprint if encoder is not None else None,
             "max_seq_length": settings.max_seq_length,
+            "dtype": encoder.dtype if encoder is not None else None,
             "vocabulary": {"terms": len(bm25.vocab_dict), "words": len(vocab)},
             "semantic_index": None if semantic is None else semantic.kind,
             "tuned": getattr(semantic, "tuned_", None),
@@ -677,7 +669,7 @@ class TextIndex:
         vocab = json.loads((folder / WORDS_FILE).read_text())
         semantic = encoder = None
         if meta["semantic"]:
-            encoder = SentenceEncoder(model_folder(settings.model), settings.query_dtype)
+            encoder = SentenceEncoder(model_folder(settings.model), settings.dtype)
             if encoder.fingerprint != meta["model_fingerprint"]:
                 raise WorkspaceError(
                     f"the sentence model in {encoder.folder} is not the one the search index "
