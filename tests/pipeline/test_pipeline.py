@@ -341,6 +341,14 @@ def test_a_fitted_pipeline_saved_and_loaded_recommends_the_same(ws_copy):
             s for s, _ in fitted.funnel_.retrieval.sources if s.name == "copurchase"
         ).neighbours_.toarray(),
     )
+    # so are the two-tower's encoded item and user inputs (not encoded again), equal to those
+    # the fitted model encoded
+    model, fitted_model = (p.funnel_.retrieval.two_tower.model_ for p in (loaded, fitted))
+    for side in ("item_inputs_", "user_inputs_"):
+        got, want = getattr(model, side), getattr(fitted_model, side)
+        assert _mapped(got.categorical)  # (an empty part, e.g. no numeric column, is read)
+        for part in ("categorical", "text", "numeric"):
+            np.testing.assert_array_equal(getattr(got, part), getattr(want, part))
     rng = np.random.default_rng(0)
     recent = np.unique(data.interactions.user[-3000:])
     users = np.concatenate([rng.choice(recent, 20, False), rng.choice(data.n_users, 10, False)])

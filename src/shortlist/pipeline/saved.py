@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shortlist.config import PipelineSettings, Settings
-from shortlist.data.arrays import Dataset, State, from_us
+from shortlist.data.arrays import Dataset, State, from_us, under
 from shortlist.errors import WorkspaceError
 from shortlist.pipeline.guard import RankingChoice
 from shortlist.pipeline.state import read_state, remove_other_states, write_state
@@ -144,12 +144,15 @@ def load_trained(
             "the offline store changed since the pipeline was trained (it was fitted on data "
             f"up to {m['cutoff'][:10]}): {RETRAIN}"
         )
-    two_tower = None
+    two_tower = state = None
     if any(s.name == "two_tower" for s in spec.sources):
         if m["two_tower"] is None:
             raise WorkspaceError(f"the pipeline was trained without a two-tower source: {RETRAIN}")
         assert data.items is not None and data.users is not None
-        model = TwoTowerModel.load(model_folder(workspace), data.items, data.users)
+        state = read_state(workspace, m["state"]["version"])
+        # the encoded inputs saved with the state (same data: checked above), not re-encoded
+        inputs = under("retrieval.two_tower.inputs", state)
+        model = TwoTowerModel.load(model_folder(workspace), data.items, data.users, inputs)
         if model.fingerprint_ != m["two_tower"]:
             raise WorkspaceError(
                 f"{model_folder(workspace)} holds another model than the one the pipeline was "
@@ -185,7 +188,8 @@ def load_trained(
         features = _load_features(workspace, m, data, settings, cutoff, online)
     else:
         ranking = features = None
-    state = read_state(workspace, m["state"]["version"])
+    if state is None:
+        state = read_state(workspace, m["state"]["version"])
     return Trained(int(m["cutoff_us"]), two_tower, ranker, scorer, ranking, features, state)
 
 

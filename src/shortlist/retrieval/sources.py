@@ -476,9 +476,15 @@ class TwoTowerSource:
         return self
 
     def state(self) -> State:
-        """The purchase histories the user tower reads and the day it reads them as of (the
-        model and its index are saved on their own, by `save`)."""
-        return {**prefixed("history", self.history_.state()), "day": np.asarray([self.day_])}
+        """The purchase histories the user tower reads, the day it reads them as of, and the
+        model's encoded item and user inputs (`TwoTowerModel.load` takes them back; the model
+        and its index are saved on their own, by `save`)."""
+        assert self.model_ is not None, "fit first"
+        return {
+            **prefixed("history", self.history_.state()),
+            "day": np.asarray([self.day_]),
+            **prefixed("inputs", self.model_.inputs_state()),
+        }
 
     def restore(self, state: State) -> Self:
         from shortlist.retrieval.history import HistoryIndex

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shortlist.config import AttributeKind, RetrievalSettings
-from shortlist.data.arrays import US_PER_DAY, Interactions, from_us
+from shortlist.data.arrays import US_PER_DAY, Interactions, State, from_us
 from shortlist.errors import WorkspaceError
 from shortlist.progress import track
-from shortlist.retrieval.encoding import NumericStats, encode_table
+from shortlist.retrieval.encoding import EncodedTable, NumericStats, encode_table
 from shortlist.retrieval.history import HistoryIndex, season
 from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower
 from shortlist.workspace import file_digest
@@ -69,6 +69,26 @@ class TwoTowerModel:
             cat_buckets=cfg.cat_buckets,
             text_buckets=cfg.text_buckets,
         )
+
+    def inputs_state(self) -> State:
+        """The encoded item and user inputs as named arrays (a saved pipeline keeps them with
+        its state, so that a load maps them instead of encoding millions of rows again)."""
+        out: State = {}
+        for side, t in (("item", self.item_inputs_), ("user", self.user_inputs_)):
+            out.update({f"{side}.{f.name}": getattr(t, f.name) for f in fields(EncodedTable)})
+        return out
+
+    def _restore_inputs(self, inputs: State) -> bool:
+        """Take the encoded inputs from `inputs_state()`'s arrays when they are complete and
+        of this model's sizes; False (nothing taken) otherwise."""
+        sides = {}
+        for side, n in (("item", self.config_.n_items), ("user", self.config_.n_users)):
+            arrays = {f.name: inputs.get(f"{side}.{f.name}") for f in fields(EncodedTable)}
+            if any(a is None or len(a) != n for a in arrays.values()):
+                return False
+            sides[side] = EncodedTable(**arrays)
+        self.item_inputs_, self.user_inputs_ = sides["item"], sides["user"]
+        return True
 
     def _item_batch(self, items: np.ndarray) -> torch.Tensor:
         t = self.item_inputs_
@@ -386,8 +406,16 @@ class TwoTowerModel:
         self.fingerprint_ = config["fingerprint"]
 
     @classmethod
-    def load(cls, folder: Path, items: pd.DataFrame, users: pd.DataFrame) -> TwoTowerModel:
-        """A saved model, with its inputs re-encoded from the (same) item and user tables.
+    def load(
+        cls,
+        folder: Path,
+        items: pd.DataFrame,
+        users: pd.DataFrame,
+        inputs: State | None = None,
+    ) -> TwoTowerModel:
+        """A saved model, with its inputs re-encoded from the (same) item and user tables, or
+        taken from `inputs` (`inputs_state()` of the model as saved with a pipeline, whose
+        manifest ties them to these tables).
 
         Raises:
             WorkspaceError: no model in `folder`, or the tables no longer match its sizes.
@@ -417,11 +445,14 @@ class TwoTowerModel:
         model.item_kinds_ = {k: AttributeKind(v) for k, v in config["item_kinds"].items()}
         model.user_kinds_ = {k: AttributeKind(v) for k, v in config["user_kinds"].items()}
         model.history_ = config["training"]
-        model._encode(items, model.item_kinds_, users, model.user_kinds_)
-        model.item_tower_ = ItemTower(model.config_)
-        model.user_tower_ = UserTower(model.config_)
-        model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)))
-        model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)))
+        if inputs is None or not model._restore_inputs(inputs):
+            model._encode(items, model.item_kinds_, users, model.user_kinds_)
+        with torch.device("meta"):  # no random initialization the saved weights replace
+            model.item_tower_ = ItemTower(model.config_)
+            model.user_tower_ = UserTower(model.config_)
+        # strict: every parameter comes from the file (none is left on the meta device)
+        model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)), assign=True)
+        model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)), assign=True)
         model.item_vectors_ = np.load(folder / ITEM_VECTORS_FILE, allow_pickle=False)
         sample = folder / QUERY_SAMPLE_FILE
         model.query_sample_ = (
