@@ -839,13 +839,15 @@ def _embed(
     """The item texts embedded and indexed (HNSW above 20,000 items, its effort tuned on
     item-like queries: a product type, or a colour and a product type)."""
     started = time.perf_counter()
-    with track("Embedding item texts", total=len(texts)) as advance:
+    # items that read the same (variants of one product) are embedded once
+    codes, distinct = pd.factorize(pd.Series(texts, dtype=object))
+    with track("Embedding item texts", total=len(distinct)) as advance:
         vectors = encoder.encode(
-            texts,
+            [str(t) for t in distinct],
             batch_size=settings.batch_size,
             max_seq_length=settings.max_seq_length,
             advance=advance,
-        )
+        )[codes]
     steps["embedding"] = time.perf_counter() - started
     started = time.perf_counter()
     index = build_index(vectors, np.arange(len(vectors), dtype=np.int64))
