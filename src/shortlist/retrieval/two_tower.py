@@ -447,10 +447,10 @@ class TwoTowerModel:
         model.history_ = config["training"]
         if inputs is None or not model._restore_inputs(inputs):
             model._encode(items, model.item_kinds_, users, model.user_kinds_)
-        with torch.device("meta"):  # no random initialization the saved weights replace
-            model.item_tower_ = ItemTower(model.config_)
-            model.user_tower_ = UserTower(model.config_)
-        # strict: every parameter comes from the file (none is left on the meta device)
+        # no random initialization of the tables the saved weights replace (strict: every
+        # parameter is in the files)
+        model.item_tower_ = ItemTower(model.config_, init=False)
+        model.user_tower_ = UserTower(model.config_, init=False)
         model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)), assign=True)
         model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)), assign=True)
         model.item_vectors_ = np.load(folder / ITEM_VECTORS_FILE, allow_pickle=False)
