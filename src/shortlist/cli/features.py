@@ -28,12 +28,31 @@ GROUP_CHOICES = ("items", "users", "user_category", "user_items", "history")
     type=click.Choice(GROUP_CHOICES),
     help="Only this group (repeatable). [default: all]",
 )
+@click.option(
+    "--every-attribute",
+    is_flag=True,
+    help="user_category over every eligible item attribute, not only those the ranker reads "
+    "(much larger: at full H&M scale more than 12 GB; raise [features] memory_limit).",
+)
 @click.pass_context
-def features(ctx: click.Context, cutoff: str | None, engine: str, groups: tuple[str, ...]) -> None:
+def features(
+    ctx: click.Context,
+    cutoff: str | None,
+    engine: str,
+    groups: tuple[str, ...],
+    every_attribute: bool,
+) -> None:
     """Compute feature groups as of a cutoff and write a new version of each."""
+    from shortlist.features.base import FeatureOptions
     from shortlist.features.materialize import materialize
+    from shortlist.pipeline.training import feature_options
 
-    s = materialize(workspace(ctx), cutoff=cutoff, engine=engine, groups=groups or None)
+    ws = workspace(ctx)
+    if every_attribute or (groups and "user_category" not in groups):
+        options = FeatureOptions.from_settings(ws.settings().features)
+    else:
+        options = feature_options(ws)
+    s = materialize(ws, cutoff=cutoff, engine=engine, groups=groups or None, options=options)
     table = Table(title=f"Features as of {s.cutoff:%Y-%m-%d %H:%M} UTC ({s.engine})")
     for col in ("group", "version", "rows", "features", "seconds"):
         table.add_column(col, justify="left" if col == "group" else "right")

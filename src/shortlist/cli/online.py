@@ -34,8 +34,12 @@ def _size(n: int) -> str:
 def materialize_cmd(ctx: click.Context, url: str | None, cutoff: str | None) -> None:
     """Write the latest feature values into the online store as a new version, then switch."""
     from shortlist.features.online.materialize import materialize_online
+    from shortlist.pipeline.training import feature_options
 
-    s = materialize_online(workspace(ctx), url=url, cutoff=cutoff)
+    ws = workspace(ctx)
+    # groups computed first (none at the cutoff) cover the ranker's attributes, as `shortlist
+    # features` computes them
+    s = materialize_online(ws, url=url, cutoff=cutoff, options=feature_options(ws))
     if s.computed:
         done = ", ".join(f"{v.path.split('/')[0]} v{v.version}" for v in s.computed)
         when = s.computed[0].cutoff

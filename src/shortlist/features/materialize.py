@@ -29,7 +29,7 @@ from shortlist.features.engine import (
 )
 from shortlist.features.store import FeatureStore, FeatureVersion, _naive_utc
 from shortlist.progress import track
-from shortlist.resources import thread_count
+from shortlist.resources import memory_share, thread_count
 from shortlist.workspace import Workspace
 
 
@@ -68,7 +68,7 @@ def _backend(
         connect(
             engine,
             temp_directory=spill,
-            memory_limit=settings.memory_limit or None,
+            memory_limit=settings.memory_limit or memory_share(0.25),
             threads=thread_count(settings.threads),
         )
         if engine == "duckdb"
@@ -100,7 +100,9 @@ def _run(
             try:
                 written.append(store.write(frame, cutoff, con))
             except duckdb.OutOfMemoryException as err:
-                limit = workspace.settings().features.memory_limit or "DuckDB's default"
+                limit = workspace.settings().features.memory_limit or (
+                    f"{memory_share(0.25)}, a quarter of this machine's memory"
+                )
                 raise ConfigError(
                     f"out of memory computing the '{name}' features (memory limit {limit}): "
                     "raise it, or restrict the group's size (max_category_values, "

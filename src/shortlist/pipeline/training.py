@@ -145,6 +145,39 @@ def _subset(tg: Targets, rows: np.ndarray) -> Targets:
     return Targets(tg.users[rows], indptr, items.astype(np.int32))
 
 
+def feature_options(workspace: Workspace) -> FeatureOptions:
+    """The options `shortlist features` and `shortlist materialize` compute the groups with:
+    the `[features]` settings, with `user_category` restricted to the item attributes the
+    ranker reads (as the pipeline computes it) unless `[features] category_attributes` names
+    them: every eligible attribute at full H&M scale needs more than 12 GB (a 5 GB cap fails),
+    the ranker's six fit in 5.3 GB.
+
+    Raises:
+        WorkspaceError: nothing ingested yet.
+    """
+    from shortlist.data.arrays import load_dataset
+    from shortlist.data.offline import OfflineStore
+    from shortlist.ranking.features import ranker_category_attributes
+
+    settings = workspace.settings()
+    options = FeatureOptions.from_settings(settings.features)
+    if options.category_attributes is not None:
+        return options
+    data = load_dataset(OfflineStore(workspace, interactions=False), read_interactions=False)
+    con = connect("duckdb")  # one count of distinct values per item attribute
+    try:
+        read = ranker_category_attributes(
+            OfflineTables.from_dataset(con, data),
+            data,
+            max_values=settings.ranking.max_category_values,
+            affinity_attributes=settings.ranking.affinity_attributes,
+            options=options,
+        )
+    finally:
+        con.disconnect()
+    return replace(options, category_attributes=tuple(read))
+
+
 @dataclass
 class RankingGroups:
     """The ranking features of a dataset as of any cutoff: the feature groups (features/, one

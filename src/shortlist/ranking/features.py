@@ -389,6 +389,22 @@ def group_features(
     return features.from_groups(groups, cutoff, dataset, eligible)
 
 
+def ranker_category_attributes(
+    tables: OfflineTables,
+    dataset: Dataset,
+    *,
+    max_values: int = 256,
+    affinity_attributes: int = 5,
+    options: FeatureOptions | None = None,
+) -> list[str]:
+    """The item attributes whose user x value counts (`user_category` rows) the ranker reads,
+    as `group_features` chooses them for these tables: what `shortlist features` computes by
+    default (every eligible attribute at full H&M scale needs more than 8 GB)."""
+    eligible = eligible_attributes(tables, options or FeatureOptions())
+    features = RankingFeatures(max_values=max_values, affinity_attributes=affinity_attributes)
+    return features.affinity_columns(dataset, eligible)
+
+
 def _item_group_attribute(dataset: Dataset) -> str | None:
     """The item_group role's attribute, when the dataset has the role (from its manifest)."""
     if dataset.item_group is None or dataset.manifest is None:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from shortlist.config import OnlineSettings
 from shortlist.data.reader import sql_literal
 from shortlist.errors import DataError, WorkspaceError
-from shortlist.features.base import FEATURE_TIME, to_utc_naive
+from shortlist.features.base import FEATURE_TIME, FeatureOptions, to_utc_naive
 from shortlist.features.materialize import materialize
 from shortlist.features.online.base import (
     RECORDS,
@@ -50,7 +50,7 @@ from shortlist.features.online.base import (
 )
 from shortlist.features.store import FeatureStore, FeatureVersion, _parquet_files
 from shortlist.progress import track
-from shortlist.resources import thread_count
+from shortlist.resources import memory_share, thread_count
 from shortlist.workspace import Workspace
 
 _ROWS_PER_FETCH = 65_536  # rows DuckDB hands over at a time
@@ -377,6 +377,7 @@ def materialize_online(
     store: OnlineStore | None = None,
     versions: Mapping[str, int] | None = None,
     extra: Sequence[GroupLayout] = (),
+    options: FeatureOptions | None = None,
 ) -> OnlineSummary:
     """Write the latest version of each feature group into a new online version, then switch.
 
@@ -387,6 +388,7 @@ def materialize_online(
     versions: group -> the version to write instead of the latest (what a saved pipeline
     trained with: `Pipeline.save` passes them). extra: more groups the version holds, empty
     (`Pipeline.save` passes the event groups, which real-time events update in place).
+    options: how the groups computed here are computed (default: the `[features]` settings).
 
     Raises:
         WorkspaceError: nothing ingested; another writer holds the LMDB store.
@@ -408,7 +410,7 @@ def materialize_online(
         lacking = None  # type: ignore[assignment]  # every group
     computed: list[FeatureVersion] = []
     if lacking is None or lacking:
-        computed = materialize(workspace, cutoff=when, groups=lacking).written
+        computed = materialize(workspace, cutoff=when, groups=lacking, options=options).written
         latest, _ = _latest(features, when)
     names = wanted if wanted is not None else list(latest)
 
@@ -417,7 +419,7 @@ def materialize_online(
         config={
             "threads": thread_count(fs.threads),
             "temp_directory": str(features.root / ".tmp"),
-            **({"memory_limit": fs.memory_limit} if fs.memory_limit else {}),
+            "memory_limit": fs.memory_limit or memory_share(0.25),
         }
     )
     target = store or open_online_store(url, workspace, settings)
