@@ -40,6 +40,22 @@ def numeric_columns(kinds: dict[str, AttributeKind]) -> list[str]:
     return [c for c, k in kinds.items() if k == AttributeKind.NUMERIC]
 
 
+def coalesce_rows(grad: torch.Tensor) -> torch.Tensor:
+    """A sparse row gradient (an embedding table's: one row per lookup, repeated) with each
+    row once, summed and flagged coalesced: the value `SparseAdam` would compute itself with
+    `grad.coalesce()`, in less than half its time on CPU (a unique and an index_add_ instead
+    of the sparse sort; a third of a small-data training step went there)."""
+    if not grad.is_sparse or grad.is_coalesced():
+        return grad
+    rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)
+    values = grad._values()
+    summed = torch.zeros((len(rows), *values.shape[1:]), dtype=values.dtype)
+    summed.index_add_(0, inverse, values)
+    return torch.sparse_coo_tensor(
+        rows[None], summed, grad.shape, is_coalesced=True, check_invariants=False
+    )
+
+
 class TwoTowerModel:
     """User and item towers trained on purchases; see the module docstring for the loss."""
 
@@ -304,6 +320,7 @@ class TwoTowerModel:
         s = self.settings
         self.item_tower_.train()
         self.user_tower_.train()
+        params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
         order = rng.permutation(rows)
         n_batches = max(1, len(order) // batch_size)  # the ragged tail is dropped
         losses, started = [], time.perf_counter()
@@ -328,6 +345,9 @@ class TwoTowerModel:
                 for opt in optimizers:
                     opt.zero_grad()
                 loss.backward()
+                for param in params:  # the embedding tables' sparse gradients
+                    if param.grad is not None:
+                        param.grad = coalesce_rows(param.grad)
                 for opt in optimizers:
                     opt.step()
                 losses.append(loss.item())
