@@ -45,6 +45,13 @@ def scope(label: str) -> Iterator[None]:
         _scope.reset(token)
 
 
+def say(line: str) -> None:
+    """One log line among the bars (e.g. a step finished in another process), shown where
+    progress is on."""
+    if _enabled.get():
+        console.print(escape(line), highlight=False)
+
+
 Advance = Callable[..., None]  # advance(n=1, note=None): n steps done; note shown beside the bar
 
 

@@ -259,6 +259,33 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     assert got["pipeline_div_max_per_value"][key] > 1
 
 
+def test_windows_side_by_side_give_the_figures_of_one_process(ws, tmp_path):
+    """`evaluate --jobs 2` evaluates each window whole in one of two spawned processes: with
+    the same threads per process (one), every figure equals the one-process run's, windows in
+    order; the processes read the workspace themselves (here: a user part, which they must
+    apply too)."""
+    from shortlist.eval.evaluate import evaluate_workspace
+
+    shutil.copytree(ws.root, tmp_path / "ws")
+    (tmp_path / "ws" / "shortlist.toml").write_text(FAST + "\n[resources]\nthreads = 1\n")
+    copy = open_workspace(tmp_path / "ws")
+    methods = ["repurchase_trending", "pipeline"]
+
+    def run(jobs: int) -> dict:
+        report = evaluate_workspace(copy, methods, n_windows=2, user_part=(1, 2), jobs=jobs)
+        for figures in report["methods"].values():
+            figures.pop("seconds")
+        return report
+
+    one, two = run(1), run(2)
+    cutoffs = [w["cutoff"] for w in two["methods"]["pipeline"]["per_window"]]
+    assert cutoffs == one["protocol"]["cutoffs"] and len(cutoffs) == 2
+    whole = evaluate_workspace(copy, ["repurchase_trending"], n_windows=2, jobs=2)
+    part = one["methods"]["repurchase_trending"]["users_scored"]
+    assert 0 < part < whole["methods"]["repurchase_trending"]["users_scored"]
+    assert two == one
+
+
 def test_a_pipeline_fitted_at_a_cutoff_binds_nothing_after_it(ws):
     """Evaluation fits at a cutoff: the bought-before filter must not know the scored window."""
     from shortlist.data.arrays import load_dataset

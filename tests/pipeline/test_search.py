@@ -103,6 +103,35 @@ def test_build_indexes_the_items_for_search(built, pipeline):
     assert json.loads((ws.root / "index" / "text" / "text.json").read_text()) == meta
 
 
+def test_build_indexes_alongside_the_training_where_the_machine_allows(built, tmp_path):
+    """On small data and more than one core, `build` indexes the items in a second process
+    while the pipeline trains and waits for it before saving the pipeline; a training that
+    fails ends that process instead of waiting for it."""
+    import multiprocessing
+
+    from shortlist import resources
+    from shortlist.pipeline.build import _SearchIndexing
+
+    ws, said = built
+    if resources.side_by_side(10**6):
+        assert "indexing the items for search in a second process" in said
+    shutil.copytree(ws.root, tmp_path / "ws")
+    copy = open_workspace(tmp_path / "ws")
+    shutil.rmtree(copy.root / "index" / "text")
+    lines: list[str] = []
+    stopped = _SearchIndexing(copy, True, lines.append)
+    assert multiprocessing.active_children()  # the second process runs
+    stopped.stop()
+    assert not multiprocessing.active_children()
+    assert not (copy.root / "index" / "text").exists()
+    waited = _SearchIndexing(copy, True, lines.append)
+    waited()  # what train_pipeline calls before saving
+    assert (copy.root / "index" / "text" / "text.json").exists()
+    assert "second process" in lines[0] and lines[-1].startswith("    search index built")
+    assert waited.seconds > 0 and not multiprocessing.active_children()
+    waited.stop()  # once done: nothing left to end
+
+
 # -- personal, and not ----------------------------------------------------------------------------
 
 

@@ -92,6 +92,15 @@ from shortlist.cli.common import err, out, workspace, workspace_option
     show_default=True,
     help="With --search: at most this many purchases per window searched by their buyer.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes evaluating windows side by side, each window whole in one, the threads "
+    "shared among them (same figures). 0: one per core up to one per window, on data up to "
+    "5 M interactions; else 1.",
+)
 @click.option("--json", "json_out", help="Write the report as JSON to PATH, or - for stdout.")
 @click.pass_context
 def evaluate(
@@ -108,6 +117,7 @@ def evaluate(
     search: bool,
     queries: int,
     purchases: int,
+    jobs: int,
     json_out: str | None,
 ) -> None:
     """Score methods with the H&M last-week protocol (MAP@k, recall, NDCG, coverage); with
@@ -134,6 +144,7 @@ def evaluate(
         candidates=candidates,
         compare_to=compare_to,
         user_part=user_part,
+        jobs=jobs,
     )
     text = json.dumps(report, indent=2)
     console = err if json_out == "-" else out

@@ -45,13 +45,18 @@ class BuildSummary:
     seconds: float
 
 
-def train_pipeline(workspace: Workspace) -> PipelineSummary:
-    """Fit the workspace's `[pipeline]` on all its data and save it (see Pipeline.save)."""
+def train_pipeline(
+    workspace: Workspace, *, before_save: Callable[[], None] | None = None
+) -> PipelineSummary:
+    """Fit the workspace's `[pipeline]` on all its data and save it (see Pipeline.save);
+    `before_save` is called between the two (build waits there for the search index)."""
     started = time.perf_counter()
     resources.configure(workspace.settings())
     data = load_dataset(OfflineStore(workspace))
     loaded = time.perf_counter() - started
     pipeline = Pipeline.from_config(workspace).fit(data, end_of_data(data))
+    if before_save is not None:
+        before_save()
     path = pipeline.save()
     funnel = pipeline.funnel_
     assert funnel is not None
@@ -96,14 +101,20 @@ def build(
     learnt = f", with {learnt}" if learnt else ""
     say(f"1/2 ingested {s.manifest.interactions.rows:,} interactions{learnt} ({s.seconds:.1f} s)")
     search = workspace.settings().search
-    if search.enabled:  # before the pipeline: a service reloads when the pipeline is saved
-        from shortlist.retrieval.text import build_text_index, describe_text_index
-
-        text = build_text_index(workspace, search)
-        steps["search index"] = text.seconds["total"]
-        say(f"    search index built ({text.seconds['total']:.1f} s): {describe_text_index(text)}")
-    trained = train_pipeline(workspace)
+    # The search index is ready before the pipeline is saved (a service reloads when the
+    # pipeline is): built first, or, where resources.side_by_side allows, in a second process
+    # while the pipeline trains (the training keeps about 1.2 of 2 cores busy).
+    indexing = (
+        _search_index(workspace, s.manifest.interactions.rows, say) if search.enabled else None
+    )
+    try:
+        trained = train_pipeline(workspace, before_save=indexing)
+    finally:
+        if indexing is not None:
+            indexing.stop()  # the training failed (or was interrupted): nothing to wait for
     steps.update(trained.steps)
+    if indexing is not None:
+        steps["search index"] = indexing.seconds
     say(
         f"2/2 pipeline trained and saved, its feature groups written to the feature store and "
         f"the online store ({trained.seconds:.1f} s): "
@@ -112,6 +123,69 @@ def build(
     return BuildSummary(
         workspace.root, s.manifest.interactions.rows, steps, trained, time.perf_counter() - started
     )
+
+
+class _SearchIndexing:
+    """The workspace's search index being built: at once in this process, or in a spawned
+    one alongside the pipeline's training; calling the object waits for it and reports."""
+
+    def __init__(self, workspace: Workspace, alongside: bool, say: Report):
+        from shortlist.retrieval.text import build_text_index
+
+        self.say, self.seconds, self.pool, self.future = say, 0.0, None, None
+        settings = workspace.settings().search
+        if alongside:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.started = time.perf_counter()
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.future = self.pool.submit(build_text_index, workspace, settings)
+            say("    indexing the items for search in a second process, while the pipeline trains")
+        else:
+            self._report(build_text_index(workspace, settings))
+
+    def _report(self, text: Any) -> None:
+        from shortlist.retrieval.text import describe_text_index
+
+        self.seconds = float(text.seconds["total"])
+        self.say(f"    search index built ({self.seconds:.1f} s): {describe_text_index(text)}")
+
+    def __call__(self) -> None:
+        if self.future is None or self.pool is None:
+            return
+        from concurrent.futures.process import BrokenProcessPool
+
+        from shortlist.errors import WorkspaceError
+
+        try:
+            text = self.future.result()
+        except BrokenProcessPool:
+            raise WorkspaceError(
+                "the process indexing the items for search died, out of memory perhaps: "
+                "build the index alone (`shortlist search --build-index`) or set [search] "
+                "enabled = false"
+            ) from None
+        finally:
+            self.pool.shutdown()
+            self.pool = self.future = None
+        waited = time.perf_counter() - self.started
+        self._report(text)
+        self.seconds = waited  # the wall time until it was ready (the process's own above)
+
+    def stop(self) -> None:
+        """End the second process if it still runs (a no-op once `__call__` returned)."""
+        if self.pool is None:
+            return
+        # the executor has no public way to end a running task: its processes, ended
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+            process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self.future = None
+
+
+def _search_index(workspace: Workspace, interactions: int, say: Report) -> _SearchIndexing:
+    return _SearchIndexing(workspace, resources.side_by_side(interactions), say)
 
 
 def describe(t: PipelineSummary) -> str:
