@@ -259,6 +259,20 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     assert got["pipeline_div_max_per_value"][key] > 1
 
 
+def test_build_compiles_the_served_rankers_trees_so_loading_does_not(ws, pipeline):
+    """The first process loading a built pipeline finds the ranker's trees compiled in the
+    workspace's cache (build did it) and compiles nothing itself."""
+    from shortlist.ranking.scoring import CompiledScorer
+
+    funnel = pipeline.funnel_
+    if funnel.order is not None and not funnel.order.needs_ranker:  # the guard bypassed it
+        assert funnel.scorer is None  # a bypassed ranker is neither compiled nor loaded
+        return
+    libraries = list((ws.root / "models" / "ranker" / "compiled").glob("*.so"))
+    assert len(libraries) == 1
+    assert isinstance(funnel.scorer, CompiledScorer) and not funnel.scorer.compiled_now
+
+
 def test_windows_side_by_side_give_the_figures_of_one_process(ws, tmp_path):
     """`evaluate --jobs 2` evaluates each window whole in one of two spawned processes: with
     the same threads per process (one), every figure equals the one-process run's, windows in
