@@ -279,3 +279,31 @@ def test_cli_rejects_a_malformed_user_part(tmp_path):
     result = shortlist("-w", str(tmp_path / "ws"), "evaluate", "--user-part", "3/2")
     assert result.returncode != 0
     assert "'3/2': I must be from 1 to N" in result.stderr
+
+
+def test_a_script_without_a_main_guard_evaluates_in_its_own_process(tmp_path):
+    """The Python API runs windows in the calling process unless asked (`jobs=1`): spawned
+    processes import the calling script again, and a script with its calls at top level (as
+    the README's example has them) would run in each of them. Asked for two processes, the
+    same script fails with an error that says why, not a hang."""
+    from shortlist.data.generator import generate
+    from shortlist.data.ingest import ingest
+    from shortlist.workspace import open_workspace
+
+    generate(tmp_path / "src", scale="tiny", seed=5, weeks=6)
+    ingest(open_workspace(tmp_path / "ws"), tmp_path / "src", format="hm")
+    script = tmp_path / "script.py"
+    body = (
+        "import shortlist\n"
+        f"ws = shortlist.open_workspace({str(tmp_path / 'ws')!r})\n"
+        "report = shortlist.evaluate(ws, ['popular'], n_windows=2{jobs})\n"
+        "print('windows', len(report['methods']['popular']['per_window']))\n"
+    )
+    script.write_text(body.format(jobs=""))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "windows 2"
+    script.write_text(body.format(jobs=", jobs=2"))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert 'if __name__ == "__main__":' in run.stderr

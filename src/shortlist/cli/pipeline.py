@@ -29,7 +29,9 @@ def build(ctx: click.Context, source: Path, fmt: str | None, on_bad_rows: str | 
     from shortlist.pipeline.build import build as run
 
     ws = workspace(ctx)
-    s = run(ws, source, format=fmt, on_bad_rows=on_bad_rows, report=out.print)
+    s = run(
+        ws, source, format=fmt, on_bad_rows=on_bad_rows, report=out.print, search_alongside=None
+    )
     print_training(s.trained)
     out.print(
         f"Workspace [bold]{ws.root}[/] ready in {s.seconds:.1f} s: "

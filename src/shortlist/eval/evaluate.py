@@ -192,13 +192,16 @@ def evaluate_workspace(
     candidates: bool = False,
     compare_to: str | None = None,
     user_part: tuple[int, int] | None = None,
-    jobs: int = 0,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """`evaluate` on a workspace's offline store (ingesting `source` first unless the store
     already holds it unchanged), methods named (default: every baseline), with the
     workspace's settings. `user_part` (i, n) keeps part i of n of the users (by a hash of
     their id, see Dataset.user_part) and their interactions: a disjoint population. `jobs`:
-    processes evaluating windows side by side (0: `default_jobs`)."""
+    processes evaluating windows side by side (0: `default_jobs`, what the CLI uses). They are
+    spawned, so a script calling this with `jobs` other than 1 guards its top level with
+    `if __name__ == "__main__":` (multiprocessing's rule: a spawned process imports the
+    script again)."""
     from shortlist.data.arrays import load_dataset
     from shortlist.data.ingest import ingest, is_current
     from shortlist.data.offline import OfflineStore
@@ -329,8 +332,10 @@ def _windows_side_by_side(
                 results[i] = future.result()
             except BrokenProcessPool:
                 raise WorkspaceError(
-                    f"a process evaluating windows side by side ({jobs} of them) died, out of "
-                    "memory perhaps: run with --jobs 1 (one window at a time)"
+                    f"a process evaluating windows side by side ({jobs} of them) died: out of "
+                    "memory (run with --jobs 1, one window at a time), or started from a script "
+                    'whose top level has no `if __name__ == "__main__":` guard (a spawned '
+                    "process imports the script again)"
                 ) from None
             n_methods = len(results[i][0])
             took = sum(rows[0]["seconds"] for rows in results[i][0].values())

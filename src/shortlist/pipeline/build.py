@@ -82,12 +82,17 @@ def build(
     format: str | None = None,
     on_bad_rows: str | None = None,
     report: Report | None = None,
+    search_alongside: bool | None = False,
 ) -> BuildSummary:
     """Ingest `source`, index the items for search ([search]; retrieval/text.py), then train
     and save the pipeline (which writes the feature groups as of its cutoff into the feature
     store, and the same versions into the online store: the values it serves).
 
     `report` is called with a line as each step ends (the CLI prints them).
+    `search_alongside`: index the items in a second process while the pipeline trains (True),
+    first in this one (False), or as `resources.side_by_side` says for the data (None: what
+    the CLI uses). The process is spawned, so a script passing True or None guards its top
+    level with `if __name__ == "__main__":` (a spawned process imports the script again).
     """
     from shortlist.data.ingest import ingest
     from shortlist.data.logged import describe as describe_log
@@ -104,9 +109,10 @@ def build(
     # The search index is ready before the pipeline is saved (a service reloads when the
     # pipeline is): built first, or, where resources.side_by_side allows, in a second process
     # while the pipeline trains (the training keeps about 1.2 of 2 cores busy).
-    indexing = (
-        _search_index(workspace, s.manifest.interactions.rows, say) if search.enabled else None
-    )
+    alongside = search_alongside
+    if alongside is None:
+        alongside = resources.side_by_side(s.manifest.interactions.rows)
+    indexing = _SearchIndexing(workspace, alongside, say) if search.enabled else None
     try:
         trained = train_pipeline(workspace, before_save=indexing)
     finally:
@@ -162,9 +168,11 @@ class _SearchIndexing:
             text = self.future.result()
         except BrokenProcessPool:
             raise WorkspaceError(
-                "the process indexing the items for search died, out of memory perhaps: "
-                "build the index alone (`shortlist search --build-index`) or set [search] "
-                "enabled = false"
+                "the process indexing the items for search died: out of memory (build the "
+                "index alone, `shortlist search --build-index`, or set [search] enabled = "
+                "false), or started from a script whose top level has no "
+                '`if __name__ == "__main__":` guard (a spawned process imports the script '
+                "again)"
             ) from None
         finally:
             self.pool.shutdown()
@@ -182,10 +190,6 @@ class _SearchIndexing:
             process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = self.future = None
-
-
-def _search_index(workspace: Workspace, interactions: int, say: Report) -> _SearchIndexing:
-    return _SearchIndexing(workspace, resources.side_by_side(interactions), say)
 
 
 def describe(t: PipelineSummary) -> str:
