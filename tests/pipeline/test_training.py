@@ -179,3 +179,33 @@ def test_thinning_keeps_every_positive_and_the_same_negatives_per_request(rankin
     for g, h in zip(groups(rs), groups(thin), strict=True):
         negatives = int((rs.y[g] == 0).sum())
         assert int((thin.y[h] == 0).sum()) == min(negatives, max(25, MIN_NEGATIVES))
+
+
+def test_feature_groups_computed_ahead_in_a_thread_give_the_same_set(data, cutoff, monkeypatch):
+    """On small data the periods' feature groups are computed in a thread ahead of the loop
+    (while the two-tower trains); the ranking set is the same as computed one at a time, and
+    each period's groups are asked for once, in order."""
+    import shortlist.pipeline.training as training
+
+    asked: list[int] = []
+    groups_of = features(data)
+
+    def counted(start: int):
+        asked.append(start)
+        return groups_of(start)
+
+    def build():
+        return build_ranking_set(
+            data, cutoff, retrieval(), counted, Plan(4, 7), negatives_per_user=NEGATIVES
+        )
+
+    assert training.side_by_side(len(data.interactions))  # tiny data: ahead
+    ahead = build()
+    assert asked == [cutoff - (p + 1) * WEEK for p in range(4)]
+    asked.clear()
+    monkeypatch.setattr(training, "side_by_side", lambda rows: False)
+    one_at_a_time = build()
+    assert asked == [cutoff - (p + 1) * WEEK for p in range(4)]
+    for name in ("X", "y", "group", "period"):
+        assert np.array_equal(getattr(ahead, name), getattr(one_at_a_time, name), equal_nan=True)
+    assert ahead.names == one_at_a_time.names

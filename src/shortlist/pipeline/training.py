@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from shortlist.progress import track
 from shortlist.ranking.dataset import RankingSet, labels, sample_negatives
 from shortlist.ranking.features import RANKING_GROUPS, RankingFeatures, group_features
 from shortlist.ranking.ranker import LightGBMRanker
-from shortlist.resources import memory_share, thread_count
+from shortlist.resources import memory_share, side_by_side, thread_count
 from shortlist.retrieval.stage import Retrieval
 from shortlist.workspace import Workspace
 
@@ -98,36 +99,28 @@ def build_ranking_set(
     names: list[str] = []
     categorical: list[str] = []
     tt = retrieval.two_tower
-    if tt is not None and plan.periods:
-        tt.fit(TrainData.before(data, cutoff - plan.periods * plan.length))
-    with track("Ranking set", total=plan.periods) as advance:
-        for p in range(plan.periods):
-            start = cutoff - (p + 1) * plan.length
-            train = TrainData.before(data, start)
-            tg = targets(data.interactions.between(start, start + plan.length))
-            if users_per_period and len(tg.users) > users_per_period:
-                tg = _subset(tg, np.sort(rng.choice(len(tg.users), users_per_period, False)))
-            if len(tg.users) == 0:
+    starts = [cutoff - (p + 1) * plan.length for p in range(plan.periods)]
+    with _Prefetch(features_at, starts, side_by_side(len(data.interactions))) as groups_at:
+        if tt is not None and plan.periods:
+            tt.fit(TrainData.before(data, cutoff - plan.periods * plan.length))
+        with track("Ranking set", total=plan.periods) as advance:
+            for p, start in enumerate(starts):
+                train = TrainData.before(data, start)
+                tg = targets(data.interactions.between(start, start + plan.length))
+                if users_per_period and len(tg.users) > users_per_period:
+                    tg = _subset(tg, np.sort(rng.choice(len(tg.users), users_per_period, False)))
+                if len(tg.users) == 0:
+                    groups_at.skip(p)
+                    advance(1)
+                    continue
+                retrieval.fit(train)
+                features = None  # the previous period's, released before the next is computed
+                features = groups_at(p)  # the feature groups as of the period's start
+                _add_period(
+                    parts, retrieval, features, tg, p, plan, validation, negatives_per_user, rng
+                )
+                names, categorical = parts[-1].names, parts[-1].categorical
                 advance(1)
-                continue
-            retrieval.fit(train)
-            features = None  # the previous period's, released before the next is computed
-            features = features_at(start)  # the feature groups as of the period's start
-            validates = validation is not None and validation.takes(p, plan.periods)
-            for lo in range(0, len(tg.users), CHUNK):
-                part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
-                cs = retrieval.candidates(part.users.astype(np.int64))
-                names = features.feature_names(cs.sources, list(cs.columns))
-                categorical = features.categorical_
-                X, rows, cols = features.transform(cs)
-                y = labels(part, rows, cs.items[rows, cols])
-                if validates:
-                    assert validation is not None
-                    validation.add(cs, X, rows, cols, y, part, rng)
-                X, y, group = sample_negatives(X, y, rows, negatives_per_user, rng)
-                period = np.full(len(group), p)
-                parts.append(RankingSet(X, y, group, period, names, categorical))
-            advance(1)
     if not parts:
         empty = np.zeros(0, np.int64)
         return RankingSet(
@@ -135,6 +128,74 @@ def build_ranking_set(
             names, categorical,
         )  # fmt: skip
     return RankingSet.concat(parts)
+
+
+def _add_period(
+    parts: list[RankingSet],
+    retrieval: Retrieval,
+    features: RankingFeatures,
+    tg: Targets,
+    p: int,
+    plan: Plan,
+    validation: ValidationRequests | None,
+    negatives_per_user: int,
+    rng: np.random.Generator,
+) -> None:
+    """Period `p`'s requests (its buyers' candidates, features, labels; negatives sampled),
+    appended to `parts` by chunks of users; the latest periods' also to `validation`."""
+    validates = validation is not None and validation.takes(p, plan.periods)
+    for lo in range(0, len(tg.users), CHUNK):
+        part = _subset(tg, np.arange(lo, min(lo + CHUNK, len(tg.users))))
+        cs = retrieval.candidates(part.users.astype(np.int64))
+        names = features.feature_names(cs.sources, list(cs.columns))
+        X, rows, cols = features.transform(cs)
+        y = labels(part, rows, cs.items[rows, cols])
+        if validates:
+            assert validation is not None
+            validation.add(cs, X, rows, cols, y, part, rng)
+        X, y, group = sample_negatives(X, y, rows, negatives_per_user, rng)
+        period = np.full(len(group), p)
+        parts.append(RankingSet(X, y, group, period, names, features.categorical_))
+
+
+class _Prefetch:
+    """The periods' feature groups, `features_at(start)` for each start in order.
+
+    With `ahead` (small data: `resources.side_by_side`), one thread computes them all from the
+    start, in order, while this one trains the two-tower and makes the periods' candidates:
+    the groups are DuckDB queries (which release the GIL) and nothing else here uses DuckDB,
+    so the two overlap; every period's groups are then held at once, which only small data
+    affords. Otherwise each is computed when asked, after the previous one is released."""
+
+    def __init__(
+        self, features_at: Callable[[int], RankingFeatures], starts: list[int], ahead: bool
+    ):
+        self.features_at, self.starts = features_at, starts
+        self.pool: ThreadPoolExecutor | None = None
+        self.futures: list[Future[RankingFeatures] | None] = []
+        if ahead and starts:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="feature-groups")
+            self.futures = [self.pool.submit(features_at, s) for s in starts]
+
+    def __enter__(self) -> _Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, p: int) -> RankingFeatures:
+        if self.pool is None:
+            return self.features_at(self.starts[p])
+        future, self.futures[p] = self.futures[p], None  # released once handed over
+        assert future is not None
+        return future.result()
+
+    def skip(self, p: int) -> None:
+        """Period `p` needs no groups (no buyers): not computed, or dropped."""
+        if self.pool is not None and (future := self.futures[p]) is not None:
+            future.cancel()
+            self.futures[p] = None
 
 
 def _subset(tg: Targets, rows: np.ndarray) -> Targets:
