@@ -112,7 +112,7 @@ def evaluate(
     each window whole in one of them, each process with its share of the threads: the figures
     are those of one process evaluating them in turn with that many threads. A window's
     training is mostly single-threaded (about 1.2 of 2 cores busy), so two processes finish
-    12 windows in about 60 % of the time.
+    12 windows in about half the time (hm-sample: 4 min 48 s against 10 min 24 s).
 
     Raises:
         ConfigError: bad protocol arguments, or a window with no history before it.
