@@ -183,8 +183,9 @@ def test_thinning_keeps_every_positive_and_the_same_negatives_per_request(rankin
 
 def test_feature_groups_computed_ahead_in_a_thread_give_the_same_set(data, cutoff, monkeypatch):
     """On small data the periods' feature groups are computed in a thread ahead of the loop
-    (while the two-tower trains); the ranking set is the same as computed one at a time, and
-    each period's groups are asked for once, in order."""
+    (while the two-tower trains): all of them, or one period ahead on larger data; the ranking
+    set is the same as computed one at a time, and each period's groups are asked for once,
+    in order."""
     import shortlist.pipeline.training as training
 
     asked: list[int] = []
@@ -195,17 +196,22 @@ def test_feature_groups_computed_ahead_in_a_thread_give_the_same_set(data, cutof
         return groups_of(start)
 
     def build():
-        return build_ranking_set(
+        asked.clear()
+        rs = build_ranking_set(
             data, cutoff, retrieval(), counted, Plan(4, 7), negatives_per_user=NEGATIVES
         )
+        assert asked == [cutoff - (p + 1) * WEEK for p in range(4)]
+        return rs
 
-    assert training.side_by_side(len(data.interactions))  # tiny data: ahead
-    ahead = build()
-    assert asked == [cutoff - (p + 1) * WEEK for p in range(4)]
-    asked.clear()
-    monkeypatch.setattr(training, "side_by_side", lambda rows: False)
-    one_at_a_time = build()
-    assert asked == [cutoff - (p + 1) * WEEK for p in range(4)]
-    for name in ("X", "y", "group", "period"):
-        assert np.array_equal(getattr(ahead, name), getattr(one_at_a_time, name), equal_nan=True)
-    assert ahead.names == one_at_a_time.names
+    assert training.prefetch_depth(len(data.interactions), 4) == 4  # tiny data: all ahead
+    assert training.prefetch_depth(3_000_000, 4) == 1
+    assert training.prefetch_depth(30_000_000, 4) == 0
+    sets = {}
+    for depth in (4, 1, 0):
+        monkeypatch.setattr(training, "prefetch_depth", lambda rows, periods, d=depth: d)
+        sets[depth] = build()
+    for depth in (4, 1):
+        for name in ("X", "y", "group", "period"):
+            got, want = getattr(sets[depth], name), getattr(sets[0], name)
+            assert np.array_equal(got, want, equal_nan=True), (depth, name)
+        assert sets[depth].names == sets[0].names

@@ -100,7 +100,8 @@ def build_ranking_set(
     categorical: list[str] = []
     tt = retrieval.two_tower
     starts = [cutoff - (p + 1) * plan.length for p in range(plan.periods)]
-    with _Prefetch(features_at, starts, side_by_side(len(data.interactions))) as groups_at:
+    ahead = prefetch_depth(len(data.interactions), len(starts))
+    with _Prefetch(features_at, starts, ahead) as groups_at:
         if tt is not None and plan.periods:
             tt.fit(TrainData.before(data, cutoff - plan.periods * plan.length))
         with track("Ranking set", total=plan.periods) as advance:
@@ -158,24 +159,35 @@ def _add_period(
         parts.append(RankingSet(X, y, group, period, names, features.categorical_))
 
 
+AHEAD_ALL_ROWS = 1_000_000  # interactions up to which every period's groups are computed ahead
+
+
 class _Prefetch:
     """The periods' feature groups, `features_at(start)` for each start in order.
 
-    With `ahead` (small data: `resources.side_by_side`), one thread computes them all from the
-    start, in order, while this one trains the two-tower and makes the periods' candidates:
-    the groups are DuckDB queries (which release the GIL) and nothing else here uses DuckDB,
-    so the two overlap; every period's groups are then held at once, which only small data
-    affords. Otherwise each is computed when asked, after the previous one is released."""
+    With `ahead` periods (small data, see `prefetch_depth`), one thread computes the next
+    `ahead` periods' groups while this one trains the two-tower and makes the periods'
+    candidates: the groups are DuckDB queries (which release the GIL) and nothing else here
+    uses DuckDB, so the two overlap; up to `ahead` + 1 periods' groups are held at once.
+    With 0, each is computed when asked, after the previous one is released."""
 
     def __init__(
-        self, features_at: Callable[[int], RankingFeatures], starts: list[int], ahead: bool
+        self, features_at: Callable[[int], RankingFeatures], starts: list[int], ahead: int
     ):
-        self.features_at, self.starts = features_at, starts
+        self.features_at, self.starts, self.ahead = features_at, starts, ahead
         self.pool: ThreadPoolExecutor | None = None
-        self.futures: list[Future[RankingFeatures] | None] = []
-        if ahead and starts:
+        self.futures: dict[int, Future[RankingFeatures]] = {}
+        self.next = 0  # the next period to submit
+        if ahead > 0 and starts:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="feature-groups")
-            self.futures = [self.pool.submit(features_at, s) for s in starts]
+            self._top_up(0)
+
+    def _top_up(self, done: int) -> None:
+        """Keep periods done+1 .. done+ahead submitted (in order, one thread)."""
+        assert self.pool is not None
+        while self.next < len(self.starts) and self.next <= done + self.ahead:
+            self.futures[self.next] = self.pool.submit(self.features_at, self.starts[self.next])
+            self.next += 1
 
     def __enter__(self) -> _Prefetch:
         return self
@@ -187,15 +199,23 @@ class _Prefetch:
     def __call__(self, p: int) -> RankingFeatures:
         if self.pool is None:
             return self.features_at(self.starts[p])
-        future, self.futures[p] = self.futures[p], None  # released once handed over
-        assert future is not None
-        return future.result()
+        self._top_up(p)
+        return self.futures.pop(p).result()  # released once handed over
 
     def skip(self, p: int) -> None:
         """Period `p` needs no groups (no buyers): not computed, or dropped."""
-        if self.pool is not None and (future := self.futures[p]) is not None:
-            future.cancel()
-            self.futures[p] = None
+        if self.pool is not None:
+            self._top_up(p)
+            self.futures.pop(p).cancel()
+
+
+def prefetch_depth(interactions: int, periods: int) -> int:
+    """Periods' feature groups computed ahead: all of them up to AHEAD_ALL_ROWS interactions
+    (the demo, hm-sample: a few MB a period), one where `resources.side_by_side` still
+    allows (up to 5 M), none above (full scale: a period's groups are gigabytes)."""
+    if interactions <= AHEAD_ALL_ROWS:
+        return periods
+    return 1 if side_by_side(interactions) else 0
 
 
 def _subset(tg: Targets, rows: np.ndarray) -> Targets:
