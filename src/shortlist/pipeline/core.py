@@ -369,7 +369,8 @@ class Pipeline:
         looks, so that the first process to load the pipeline (the first `recommend`, a
         service starting or reloading) does not: a few seconds on the demo's data, 30-45 s
         for 500 trees. Nothing when the guard bypasses the ranker or [ranking] compiled is
-        off; a machine that cannot compile says so at load, as before."""
+        off; on a machine that cannot compile, the warning that loading gives (LightGBM's own
+        predict serves) comes here first."""
         assert self.workspace is not None and self.funnel_ is not None
         bypassed = self.ranking_ is not None and self.ranking_.bypassed
         if self.funnel_.ranker is None or bypassed:
