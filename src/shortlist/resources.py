@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Any
 
+from shortlist.errors import ShortlistError, WorkspaceError
+
 _configured: int | None = None
 
 
@@ -71,6 +73,24 @@ def side_by_side(interactions: int) -> bool:
     12 windows, 4 GB at medium scale), on a machine with more than one core. A window's or a
     build's training keeps about 1.2 of 2 cores busy, so a second process fills the rest."""
     return interactions <= SIDE_BY_SIDE_ROWS and available_cores() > 1
+
+
+def spawned_pool(workers: int, **kwargs: Any) -> Any:
+    """A `ProcessPoolExecutor` of `workers` fresh processes (spawned: none of this process's
+    thread pools, connections or locks are inherited), for the work `side_by_side` allows."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), **kwargs)
+
+
+def process_died(what: str, instead: str) -> ShortlistError:
+    """The error for a spawned process that died (`BrokenProcessPool`), naming both causes:
+    memory, or a calling script without a main guard (a spawned process imports it again)."""
+    return WorkspaceError(
+        f"{what} died: out of memory ({instead}), or started from a script whose top level "
+        'has no `if __name__ == "__main__":` guard (a spawned process imports the script again)'
+    )
 
 
 def memory_share(fraction: float) -> str:

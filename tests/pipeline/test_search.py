@@ -119,12 +119,12 @@ def test_build_indexes_alongside_the_training_where_the_machine_allows(built, tm
     copy = open_workspace(tmp_path / "ws")
     shutil.rmtree(copy.root / "index" / "text")
     lines: list[str] = []
-    stopped = _SearchIndexing(copy, True, lines.append)
+    stopped = _SearchIndexing(copy, copy.settings().search, True, lines.append)
     assert multiprocessing.active_children()  # the second process runs
     stopped.stop()
     assert not multiprocessing.active_children()
     assert not (copy.root / "index" / "text").exists()
-    waited = _SearchIndexing(copy, True, lines.append)
+    waited = _SearchIndexing(copy, copy.settings().search, True, lines.append)
     waited()  # what train_pipeline calls before saving
     assert (copy.root / "index" / "text" / "text.json").exists()
     assert "second process" in lines[0] and lines[-1].startswith("    search index built")

@@ -14,7 +14,7 @@ import numpy as np
 from shortlist import resources
 from shortlist.config import Settings
 from shortlist.data.arrays import Dataset, Targets, TrainData, from_us, targets
-from shortlist.errors import ConfigError, WorkspaceError
+from shortlist.errors import ConfigError
 from shortlist.eval.baselines import BASELINES, Recommender, TwoTowerNearest
 from shortlist.eval.candidates import BUDGETS, average, candidate_report, fit_sources
 from shortlist.eval.pipeline_methods import PipelineFamily, pipeline_methods
@@ -308,8 +308,7 @@ def _windows_side_by_side(
 ) -> list[WindowResult]:
     """Each window evaluated whole in one of `jobs` fresh processes (spawned: nothing of this
     process's thread pools or connections is inherited), results in window order."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, resources.thread_count() // jobs)
@@ -317,11 +316,8 @@ def _windows_side_by_side(
         f"Evaluating {len(wins)} windows in {jobs} processes side by side, {threads} thread(s) each"
     )
     results: dict[int, WindowResult] = {}
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_start,
-        initargs=(reload, threads, k, candidates, settings),
+    with resources.spawned_pool(
+        jobs, initializer=_worker_start, initargs=(reload, threads, k, candidates, settings)
     ) as pool:
         futures = {
             pool.submit(_worker_window, i, len(wins), win): i for i, win in enumerate(wins, 1)
@@ -331,11 +327,9 @@ def _windows_side_by_side(
             try:
                 results[i] = future.result()
             except BrokenProcessPool:
-                raise WorkspaceError(
-                    f"a process evaluating windows side by side ({jobs} of them) died: out of "
-                    "memory (run with --jobs 1, one window at a time), or started from a script "
-                    'whose top level has no `if __name__ == "__main__":` guard (a spawned '
-                    "process imports the script again)"
+                raise resources.process_died(
+                    f"a process evaluating windows side by side ({jobs} of them)",
+                    "run with --jobs 1, one window at a time",
                 ) from None
             n_methods = len(results[i][0])
             took = sum(rows[0]["seconds"] for rows in results[i][0].values())

@@ -112,7 +112,7 @@ def build(
     alongside = search_alongside
     if alongside is None:
         alongside = resources.side_by_side(s.manifest.interactions.rows)
-    indexing = _SearchIndexing(workspace, alongside, say) if search.enabled else None
+    indexing = _SearchIndexing(workspace, search, alongside, say) if search.enabled else None
     try:
         trained = train_pipeline(workspace, before_save=indexing)
     finally:
@@ -135,17 +135,13 @@ class _SearchIndexing:
     """The workspace's search index being built: at once in this process, or in a spawned
     one alongside the pipeline's training; calling the object waits for it and reports."""
 
-    def __init__(self, workspace: Workspace, alongside: bool, say: Report):
+    def __init__(self, workspace: Workspace, settings: Any, alongside: bool, say: Report):
         from shortlist.retrieval.text import build_text_index
 
         self.say, self.seconds, self.pool, self.future = say, 0.0, None, None
-        settings = workspace.settings().search
         if alongside:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             self.started = time.perf_counter()
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = resources.spawned_pool(1)
             self.future = self.pool.submit(build_text_index, workspace, settings)
             say("    indexing the items for search in a second process, while the pipeline trains")
         else:
@@ -162,17 +158,13 @@ class _SearchIndexing:
             return
         from concurrent.futures.process import BrokenProcessPool
 
-        from shortlist.errors import WorkspaceError
-
         try:
             text = self.future.result()
         except BrokenProcessPool:
-            raise WorkspaceError(
-                "the process indexing the items for search died: out of memory (build the "
-                "index alone, `shortlist search --build-index`, or set [search] enabled = "
-                "false), or started from a script whose top level has no "
-                '`if __name__ == "__main__":` guard (a spawned process imports the script '
-                "again)"
+            raise resources.process_died(
+                "the process indexing the items for search",
+                "build the index alone, `shortlist search --build-index`, or set [search] "
+                "enabled = false",
             ) from None
         finally:
             self.pool.shutdown()

@@ -375,7 +375,7 @@ class Pipeline:
         bypassed = self.ranking_ is not None and self.ranking_.bypassed
         if self.funnel_.ranker is None or bypassed:
             return
-        if not self.workspace.settings().ranking.compiled:
+        if not self._settings().ranking.compiled:
             return
         from shortlist.pipeline.saved import ranker_folder
         from shortlist.ranking.ranker import MODEL_FILE

@@ -115,7 +115,7 @@ def build_ranking_set(
                     advance(1)
                     continue
                 retrieval.fit(train)
-                features = None  # the previous period's, released before the next is computed
+                features = None  # the previous period's, released (see _Prefetch)
                 features = groups_at(p)  # the feature groups as of the period's start
                 _add_period(
                     parts, retrieval, features, tg, p, plan, validation, negatives_per_user, rng
