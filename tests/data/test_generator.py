@@ -330,3 +330,17 @@ def test_tiny_preset_runs(tmp_path: Path) -> None:
     assert (s.users, s.items, s.interactions) == (1000, 600, 20_000)
     assert s.start == s.end - dt.timedelta(days=7 * 26 - 2)
     assert np.isfinite(s.seconds)
+
+
+def test_a_short_span_keeps_returning_customers(tmp_path: Path) -> None:
+    """One week for more customers than its baskets: guaranteed baskets alone would fill the
+    week and every customer would buy on exactly one day (none seen again in a later day's
+    held-out window). Capped, some customers come back, as in real weeks (hm-sample: about a
+    fifth of the last three days' buyers bought in the four days before)."""
+    generate(tmp_path, scale="tiny", users=20_000, items=600, interactions=20_000, weeks=1, seed=0)
+    t = pl.read_csv(tmp_path / "transactions_train.csv", columns=["t_dat", "customer_id"])
+    days = t.group_by("customer_id").agg(pl.col("t_dat").n_unique())["t_dat"]
+    assert (days > 1).mean() > 0.1
+    late = t.filter(pl.col("t_dat") >= "2020-09-20")["customer_id"].unique()
+    early = t.filter(pl.col("t_dat") < "2020-09-20")["customer_id"].unique()
+    assert late.is_in(early.implode()).mean() > 0.1

@@ -22,6 +22,7 @@ CHUNK = 32768  # customers per block when scoring all clusters (bounds a tempora
 WEEKDAY = np.array([0.95, 0.9, 0.95, 1.0, 1.1, 1.25, 0.85])  # Monday..Sunday basket weights
 FLAT = 0.3  # popularity exponent for retries (see _week)
 SLACK = 1.06  # baskets drawn beyond a week's target; the surplus is dropped for an exact count
+FORCED_SHARE = 0.5  # at most this share of a week's baskets are guaranteed ones (see _week)
 
 Sink = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -160,6 +161,11 @@ class Simulation:
         cus, rng = self.cus, self.rng
         if target <= 0:
             return
+        # Guaranteed baskets come first and the week is cut at its target, so on a short span
+        # (few weeks for many customers) they alone would fill it: every customer would buy
+        # exactly once and none come back. Capped, the rest of the week follows the rates.
+        # Never binds at the presets (about a sixth of a week's baskets there).
+        forced = forced[: max(0, int(FORCED_SHARE * target / self.rows_per_basket))]
         weights = self.item_weights(w)[self.by_cluster]
         hot = self._cdf(weights)
         # Retries after drawing something the customer owns use a flatter popularity, so heavy
