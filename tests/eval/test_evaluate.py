@@ -16,6 +16,7 @@ from shortlist.errors import ConfigError
 from shortlist.eval.baselines import Popular
 from shortlist.eval.evaluate import evaluate, resolve_methods
 from shortlist.eval.protocol import windows
+from shortlist.eval.report import history_note
 
 
 def test_windows_end_at_midnight_after_last_day():
@@ -188,6 +189,37 @@ def test_report_contract():
         assert m[key] >= 0
     assert "compared" not in m  # the reference itself
     assert not any(key.startswith("_") for w in m["per_window"] for key in w)
+
+
+def test_returning_and_new_customers_are_scored_apart():
+    """User 6 buys for the first time in the scored week: a new customer. An oracle that knows
+    only returning customers' purchases scores 1 on them and 0 on the new one; the report
+    and the line under the table say so."""
+    base = _dataset()
+    last = int(base.interactions.time[-1])
+    extra = np.array([last - US_PER_DAY, last], np.int64)
+    merged = np.concatenate([base.interactions.time, extra])
+    order = np.argsort(merged, kind="stable")
+    inter = Interactions(
+        np.concatenate([base.interactions.user, [6, 6]]).astype(np.int32)[order],
+        np.concatenate([base.interactions.item, [7, 7]]).astype(np.int32)[order],
+        merged[order],
+        np.ones(len(merged), np.int32),
+    )
+    data = Dataset(inter, 7, 8, None, None)
+    win = windows(last, 7, 1)[0]
+    tg = targets(data.interactions.between(win.cutoff, win.end))
+    spy = Spy(future={int(u): tg.of(i).tolist() for i, u in enumerate(tg.users) if u != 6})
+    spy.future[6] = []
+    report = evaluate(data, {"spy": lambda: spy}, n_windows=1, holdout_days=7)
+    m = report["methods"]["spy"]
+    assert m["map@12_returning"] == pytest.approx(1.0)
+    assert m["map@12_new"] == pytest.approx(0.0)
+    assert m["returning_share"] == pytest.approx((len(tg.users) - 1) / len(tg.users))
+    assert m["map@12"] == pytest.approx(m["returning_share"])
+    (line,) = history_note(report)
+    assert line.startswith("MAP@12 of returning / new customers (")
+    assert line.endswith("the cutoff): spy 1.00000 / 0.00000")
 
 
 def test_every_method_is_compared_with_the_best_baseline_or_the_one_named():

@@ -129,6 +129,7 @@ def evaluate(
     from shortlist.eval.report import (
         candidates_table,
         filters_note,
+        history_note,
         report_table,
         uncertainty_notes,
     )
@@ -149,7 +150,7 @@ def evaluate(
     text = json.dumps(report, indent=2)
     console = err if json_out == "-" else out
     console.print(report_table(report))
-    for line in uncertainty_notes(report) + filters_note(report):
+    for line in uncertainty_notes(report) + history_note(report) + filters_note(report):
         console.print(line, highlight=False)
     if "candidates" in report:
         console.print(candidates_table(report))

@@ -351,6 +351,9 @@ def _evaluate_window(
 ) -> dict[str, dict[str, float]] | None:
     train = TrainData.before(data, win.cutoff)
     tg = targets(data.interactions.between(win.cutoff, win.end))
+    returning = np.zeros(data.n_users, bool)
+    returning[train.interactions.user] = True
+    returning = returning[tg.users]  # scored users who bought before the cutoff
     report = None
     two_tower: TwoTowerSource | None = None  # one training per window, shared when asked twice
     trained_seconds = 0.0
@@ -388,6 +391,7 @@ def _evaluate_window(
                 "seconds": round(time.perf_counter() - started, 3),
                 "_aps": metrics["aps"],  # per user, for the uncertainty; not in the report
                 "_recalls": metrics["recalls"],
+                "_returning": returning,
             }
         )
         advance(1)
@@ -405,6 +409,7 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
         f"map@{k}_se": standard_error(aps),
         f"map@{k}_window_sd": window_spread(aps),
         f"recall@{k}_se": standard_error(recalls),
+        **_by_history(rows, k),
         "filters": rows[0].get("filters", {}),
         "users_scored": sum(r["users_scored"] for r in rows),
         "seconds": round(sum(r["seconds"] for r in rows), 3),
@@ -419,6 +424,20 @@ def _summary(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
             for r in rows
         ],
     }
+
+
+def _by_history(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """MAP@k of the scored users who bought before the window's cutoff (returning) and of those
+    who did not (new), each a mean over the windows that have such users, and the returning
+    share of the scored users (a short history is mostly new customers: what a method can do
+    for them is what best sellers can)."""
+    out: dict[str, Any] = {}
+    for name, pick in (("returning", True), ("new", False)):
+        maps = [float(r["_aps"][r["_returning"] == pick].mean()) for r in rows
+                if (r["_returning"] == pick).any()]  # fmt: skip
+        out[f"map@{k}_{name}"] = mean(maps) if maps else None
+    out["returning_share"] = mean(float(r["_returning"].mean()) for r in rows)
+    return out
 
 
 def _ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -112,6 +112,26 @@ def candidates_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def history_note(report: dict[str, Any]) -> list[str]:
+    """MAP@k of returning customers (a purchase before the cutoff) and of new ones, per method,
+    best overall first; nothing when the run has no such split (an old report)."""
+    k = report["protocol"]["k"]
+    methods = report["methods"]
+    if not methods or any(f"map@{k}_new" not in m for m in methods.values()):
+        return []
+    share = next(iter(methods.values()))["returning_share"]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.5f}"
+
+    ranked = sorted(methods.items(), key=lambda kv: -kv[1][f"map@{k}"])
+    parts = [f"{n} {fmt(m[f'map@{k}_returning'])} / {fmt(m[f'map@{k}_new'])}" for n, m in ranked]
+    return [
+        f"MAP@{k} of returning / new customers ({share:.0%} of the scored users bought before "
+        f"the cutoff): {'; '.join(parts)}"
+    ]
+
+
 def filters_note(report: dict[str, Any]) -> list[str]:
     """One line per set of methods that share which filters ran and which were skipped (and
     why); baselines apply no business rules."""
