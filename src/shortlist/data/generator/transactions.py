@@ -164,7 +164,7 @@ class Simulation:
         # Guaranteed baskets come first and the week is cut at its target, so on a short span
         # (few weeks for many customers) they alone would fill it: every customer would buy
         # exactly once and none come back. Capped, the rest of the week follows the rates.
-        # Never binds at the presets (about a sixth of a week's baskets there).
+        # Never binds at the presets (at most 37 % there; their files are unchanged).
         forced = forced[: max(0, int(FORCED_SHARE * target / self.rows_per_basket))]
         weights = self.item_weights(w)[self.by_cluster]
         hot = self._cdf(weights)
