@@ -83,10 +83,11 @@ class ItemTower(nn.Module):
         self, items: torch.Tensor, cats: torch.Tensor, text: torch.Tensor, numeric: torch.Tensor
     ) -> torch.Tensor:
         # items (b,), cats (b, wc), text (b, wt), numeric (b, n) -> (b, dim)
+        attributes = self.cats(cats)
         parts = [
             _drop_ids(self.ids(items), self.cfg.id_dropout, self.training),
-            self.cats(cats),
-            self.text(text) if text.shape[1] else torch.zeros_like(self.cats(cats)),
+            attributes,
+            self.text(text) if text.shape[1] else torch.zeros_like(attributes),
             numeric,
         ]
         return nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
