@@ -51,6 +51,15 @@ def test_bad_settings_name_their_key(tmp_path, toml, env, key):
     assert str(err.value).startswith(f"{key}:")
 
 
+def test_a_renamed_setting_says_what_replaced_it(tmp_path):
+    (tmp_path / "shortlist.toml").write_text("[ranking]\nguard_margin = 1.0\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path, environ={})
+    assert str(err.value).startswith("ranking: guard_margin was replaced by guard_switch")
+    (tmp_path / "shortlist.toml").write_text("[ranking]\nguard_switch = 1.0\n")
+    assert load_settings(tmp_path, environ={}).ranking.guard_switch == 1.0
+
+
 def test_unparseable_toml_names_file(tmp_path):
     (tmp_path / "shortlist.toml").write_text("[ingest\n")
     with pytest.raises(ConfigError, match="shortlist.toml"):

@@ -13,7 +13,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shortlist.errors import ConfigError
 
@@ -143,12 +144,24 @@ class RankingSettings(_Section):
     early_stopping: int = Field(40, ge=1)
     max_category_values: int = Field(256, ge=2)
     guard: bool = True
-    guard_margin: float = Field(0.0, ge=0, le=10)
+    guard_switch: float = Field(2.0, ge=0, le=10)
     guard_blends: bool = True
     affinity_attributes: int = Field(5, ge=0, le=100)
     compiled: bool = True
     threads: int = Field(0, ge=0, le=256)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "guard_margin" in data:
+            raise PydanticCustomError(
+                "renamed",
+                "guard_margin was replaced by guard_switch (stop 25): the ranker now serves "
+                "unless another order beats it by more than guard_switch standard errors "
+                "(default 2; docs/ranking.md)",
+            )
+        return data
 
 
 SOURCE_NAMES = ("repurchase", "same_group", "copurchase", "two_tower", "trending")

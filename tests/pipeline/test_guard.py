@@ -1,5 +1,6 @@
-"""The guard: the pipeline serves its ranker only where held-out data says it beats the simple
-source orders; otherwise the best order, said in the manifest, `build`'s output and the trace.
+"""The guard: the pipeline serves its ranker unless held-out data says, by more than its noise,
+that a simple source order (or a blend) beats it; then that order, said in the manifest,
+`build`'s output and the trace.
 
 The end-to-end case is made by hand so that the ranker must lose: in the last weeks before the
 cutoff every customer only rebuys their last purchase (a change of behaviour the ranker, which
@@ -98,22 +99,42 @@ def test_a_ranker_worse_than_a_source_order_is_bypassed():
     assert choice.order == SourceOrder(("repurchase",))  # the simplest of the perfect orders
     assert choice.order_map == pytest.approx(1.0)
     assert choice.ranker_map == pytest.approx((1 / 4 + 1 / 2) / 2)  # 13 fourth, 21 second
-    assert choice.note.startswith("bypassed: source order: repurchase > union scored higher")
+    # the difference per user: 3/4 and 1/2, so its standard error is 1/8: a lead of 5 of them
+    assert choice.note.startswith(
+        "bypassed: source order: repurchase > union beat the ranker by more than 2 standard "
+        "error(s) on the latest period (1.0000 vs 0.3750"
+    )
 
 
-def test_a_tie_serves_the_ranker_only_without_a_margin():
+def test_a_tie_serves_the_ranker_whatever_the_switch():
     v = validation_where([13, 21])
-    kept = choose_ranking(v, perfect([13, 21]), ["repurchase"], margin=0, blends=False)
-    assert not kept.bypassed and kept.ranker_map == pytest.approx(1.0)
-    assert kept.note.startswith("ranker: beat the best simple order")
-    tie = choose_ranking(v, perfect([13, 21]), ["repurchase"], margin=1, blends=False)
-    assert tie.bypassed
-    assert "the ranker did not beat it by 1 standard error(s)" in tie.note
+    for switch in (0, 2):
+        kept = choose_ranking(v, perfect([13, 21]), ["repurchase"], switch=switch, blends=False)
+        assert not kept.bypassed and kept.order is None
+        assert kept.ranker_map == pytest.approx(1.0) and kept.order_map == pytest.approx(1.0)
+        assert kept.note.startswith("ranker: scored at least as high as every other order")
 
 
-def test_a_ranker_better_than_every_order_by_the_margin_serves():
+def test_an_order_ahead_by_less_than_the_switch_leaves_the_ranker_serving():
+    v = validation_where([13, 21])  # repurchase's #1 for both: that order scores 1
+    # the ranker puts 13 first for the first user, 21 second for the second: AP 1 and 1/2
+    score = {10: 1, 11: 1, 12: 1, 13: 5, 20: 5, 21: 4, 22: 1}
+    ranker = lambda X: np.array([score[int(i)] for i in X[:, 0]], float)  # noqa: E731
+    # ahead by 1/4, its standard error 1/4: one standard error
+    within = choose_ranking(v, ranker, ["repurchase"], switch=2, blends=False)
+    assert within.order is None
+    assert within.ranker_map == pytest.approx(0.75) and within.order_map == pytest.approx(1.0)
+    assert within.note.startswith(
+        "ranker: source order: repurchase > union scored higher on the latest period, but by "
+        "no more than 2 standard error(s) (1.0000 vs 0.7500"
+    )
+    beaten = choose_ranking(v, ranker, ["repurchase"], switch=0, blends=False)
+    assert beaten.bypassed and beaten.order == SourceOrder(("repurchase",))
+
+
+def test_a_ranker_better_than_every_order_serves():
     v = validation_where([11, 22])  # each the trending source's #2: no order gets them first
-    choice = choose_ranking(v, perfect([11, 22]), ["repurchase", "trending"], margin=1)
+    choice = choose_ranking(v, perfect([11, 22]), ["repurchase", "trending"], switch=1)
     assert not choice.bypassed
     assert choice.ranker_map == pytest.approx(1.0)
     assert choice.order_map == pytest.approx(0.5)  # trending first: second place for both
@@ -137,11 +158,11 @@ def test_a_blend_serves_where_a_source_first_and_the_ranker_after_beat_both():
     v = ValidationRequests()
     assert v.takes(0, 4)
     v.add(cs, X, rows, cols, y, tg, np.random.default_rng(0))
-    choice = choose_ranking(v, lambda X: X[:, 0], ["repurchase", "trending"], margin=0)
+    choice = choose_ranking(v, lambda X: X[:, 0], ["repurchase", "trending"], switch=0)
     assert choice.order == SourceOrder(("repurchase",), "ranker")
     assert not choice.bypassed  # the ranker is scored, after the repurchase candidates
-    assert choice.ranker_map == pytest.approx(1.0)
-    assert choice.order_map == pytest.approx((1 + 2 / 4) / 2)  # 13, then 12 fourth at best
+    assert choice.ranker_map == pytest.approx(0.75)  # the ranker alone: 12 first, 13 last
+    assert choice.order_map == pytest.approx(1.0)  # the blend: 13, then 12
     assert choice.note.startswith("blend: repurchase > ranker (ranker alone 0.7500)")
     ranked = np.full(items.shape, -np.inf)
     ranked[rows, cols] = X[:, 0]

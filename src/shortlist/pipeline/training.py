@@ -371,7 +371,7 @@ def fit_ranker(
     ranker = train_ranker(rs, settings, max(1, validation.periods))
     ranker.report_["period_days"] = plan.days
     choice = choose_ranking(
-        validation, ranker.predict_held_out, retrieval.names, r.guard_margin, r.guard_blends
+        validation, ranker.predict_held_out, retrieval.names, r.guard_switch, r.guard_blends
     )
     if not r.guard and choice.order is not None:
         choice = replace(
