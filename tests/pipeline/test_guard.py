@@ -112,7 +112,7 @@ def test_a_tie_serves_the_ranker_whatever_the_switch():
         kept = choose_ranking(v, perfect([13, 21]), ["repurchase"], switch=switch, blends=False)
         assert not kept.bypassed and kept.order is None
         assert kept.ranker_map == pytest.approx(1.0) and kept.order_map == pytest.approx(1.0)
-        assert kept.note.startswith("ranker: scored at least as high as every other order")
+        assert kept.note.startswith("ranker: scored as high as every other order")
 
 
 def test_an_order_ahead_by_less_than_the_switch_leaves_the_ranker_serving():
@@ -138,6 +138,7 @@ def test_a_ranker_better_than_every_order_serves():
     assert not choice.bypassed
     assert choice.ranker_map == pytest.approx(1.0)
     assert choice.order_map == pytest.approx(0.5)  # trending first: second place for both
+    assert choice.note.startswith("ranker: scored higher than every other order")
 
 
 def test_a_blend_serves_where_a_source_first_and_the_ranker_after_beat_both():

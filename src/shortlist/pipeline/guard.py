@@ -238,8 +238,9 @@ def choose_ranking(
             f"standard error(s) ({best_map:.4f} vs {ranker_map:.4f}, {figures})"
         )
     else:
+        than = "higher than" if lead < 0 else "as high as"
         note = (
-            f"ranker: scored at least as high as every other order on {where}, the best of "
-            f"them {best.name} ({ranker_map:.4f} vs {best_map:.4f}, {figures})"
+            f"ranker: scored {than} every other order on {where}, the best of them "
+            f"{best.name} ({ranker_map:.4f} vs {best_map:.4f}, {figures})"
         )
     return RankingChoice(None, ranker_map, best_map, best.name, validation.buyers, note, n)
