@@ -94,7 +94,7 @@ def perfect(bought: list[int]):
 def test_a_ranker_worse_than_a_source_order_is_bypassed():
     v = validation_where([13, 21])  # the repurchase source's #1 for both users
     # this "ranker" puts the lowest item id first: the bought items come late
-    choice = choose_ranking(v, lambda X: -X[:, 0], ["repurchase", "trending"], blends=False)
+    choice = choose_ranking(v, lambda X: -X[:, 0], ["repurchase", "trending"], 2, blends=False)
     assert choice.bypassed
     assert choice.order == SourceOrder(("repurchase",))  # the simplest of the perfect orders
     assert choice.order_map == pytest.approx(1.0)

@@ -37,7 +37,6 @@ K = 12
 MAX_USERS = 2000  # validation requests kept (those with a purchase among their candidates)
 MIN_BUYERS = 300  # the latest periods validate together until they hold this many buyers...
 MAX_SHARE = 1 / 3  # ...but never more than this share of the periods (at least the latest)
-SWITCH = 2.0  # standard errors by which another order must beat the ranker ([ranking] guard_switch)
 
 
 @dataclass
@@ -190,7 +189,7 @@ def choose_ranking(
     validation: ValidationRequests,
     ranker_scores: Any,
     sources: list[str],
-    switch: float = SWITCH,
+    switch: float,
     blends: bool = True,
 ) -> RankingChoice:
     """What serves after the ranker, judged on the validation requests: the ranker, unless
@@ -223,12 +222,14 @@ def choose_ranking(
     where = f"the latest {n} periods" if n > 1 else "the latest period"
     figures = f"MAP@12 over {validation.buyers} buyers, standard error of the difference {se:.4f}"
     lead = best_map - ranker_map
-    if lead > 0 and lead > switch * se:
-        what = f"{best.name} (ranker alone {ranker_map:.4f})" if best.needs_ranker else None
+    if lead > switch * se:
+        beat = (
+            f"{best.name} (ranker alone {ranker_map:.4f}): beat the ranker alone"
+            if best.needs_ranker
+            else f"bypassed: {best.name} beat the ranker"
+        )
         note = (
-            f"{what}: beat the ranker alone" if what else f"bypassed: {best.name} beat the ranker"
-        ) + (
-            f" by more than {switch:g} standard error(s) on {where} "
+            f"{beat} by more than {switch:g} standard error(s) on {where} "
             f"({best_map:.4f} vs {ranker_map:.4f}, {figures})"
         )
         return RankingChoice(best, ranker_map, best_map, best.name, validation.buyers, note, n)
