@@ -2,9 +2,12 @@
 (`shortlist serve`). Endpoints, parameters and errors: docs/service.md.
 
 The workspace is loaded once per process, at startup (the lifespan), never per request. The
-recommendation endpoints are plain functions, which FastAPI runs in its threadpool: the work is
-numpy, FAISS, torch and compiled trees, most of which release the GIL, and the event loop stays
-free to accept connections and answer /healthz and /metrics meanwhile.
+read endpoints are coroutines: they check the request on the event loop, then hand the funnel's
+work (numpy, FAISS, torch and compiled trees, most of which release the GIL) to the full-pipeline
+threads and await it, so the loop stays free to accept connections and answer /healthz and
+/metrics meanwhile. That is one hand-over per request, where a plain function costs three
+(FastAPI runs a plain function's dependencies, its body and its answer's serialization each in a
+worker thread). The write endpoints (events, reload) stay plain functions: they wait on files.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
@@ -180,14 +183,7 @@ def create_app(
         """Write endpoints: `Authorization: Bearer KEY` (401 without it, or with a wrong key)."""
         state.authorize(credentials.credentials if credentials else None, write=True)
 
-    def read_key(request: Request) -> None:
-        """Read endpoints: the key too when [service] read_key_required (not in the schema:
-        they are open by default)."""
-        if state.read_key_required:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            state.authorize(token.strip() if scheme.lower() == "bearer" else None, write=False)
-
-    ReadKey = Depends(read_key)  # noqa: N806 - a dependency, named as FastAPI's are
+    ReadKey = Depends(state.read_access)  # noqa: N806 - a dependency, named as FastAPI's are
 
     def answer(
         endpoint: str, body: dict[str, Any], *, cold_start: bool, trace: bool
@@ -209,7 +205,7 @@ def create_app(
         tags=["recommendations"],
         summary="A user's recommendations",
     )
-    def user_recommendations(
+    async def user_recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
         k: KQuery = None,
         explain: Explain = False,
@@ -235,7 +231,7 @@ def create_app(
             values=values,
         )
         context = _context(exclude=exclude, filters=spec, region=region, age=age)
-        body, cold = state.recommend(user_id, context, k=k, explain=explain, origin=origin)
+        body, cold = await state.recommend(user_id, context, k=k, explain=explain, origin=origin)
         body.update(cold_start=cold)
         return answer(USER_RECOMMENDATIONS, body, cold_start=cold, trace=trace)
 
@@ -248,7 +244,7 @@ def create_app(
         tags=["recommendations"],
         summary="Recommendations for a user in a context (cart, exclusions, filters)",
     )
-    def recommendations(request: RecommendRequest) -> dict[str, Any]:
+    async def recommendations(request: RecommendRequest) -> dict[str, Any]:
         """As the GET, with the whole context in the body: `cart` and `exclude` are never
         recommended, `filters` is the filter language of docs/index.md."""
         state.check_ready()
@@ -259,7 +255,9 @@ def create_app(
             region=request.region,
             age=request.age,
         )
-        body, cold = state.recommend(request.user_id, context, k=request.k, explain=request.explain)
+        body, cold = await state.recommend(
+            request.user_id, context, k=request.k, explain=request.explain
+        )
         body.update(cold_start=cold)
         return answer(RECOMMENDATIONS, body, cold_start=cold, trace=request.trace)
 
@@ -272,7 +270,7 @@ def create_app(
         tags=["items"],
         summary="Items similar to an item",
     )
-    def similar_items(
+    async def similar_items(
         item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
         trace: Trace = False,
@@ -295,7 +293,9 @@ def create_app(
             attribute=attribute,
             values=values,
         )
-        body = state.similar(item_id, k=k, filters=spec, origin=origin, region=region, age=age)
+        body = await state.similar(
+            item_id, k=k, filters=spec, origin=origin, region=region, age=age
+        )
         return answer(SIMILAR, body, cold_start=False, trace=trace)
 
     @app.post(
@@ -309,14 +309,14 @@ def create_app(
         tags=["recommendations"],
         summary="Items bought with the cart's contents",
     )
-    def cart_recommendations(request: CartRequest) -> dict[str, Any]:
+    async def cart_recommendations(request: CartRequest) -> dict[str, Any]:
         """Items most bought together with those in the cart: never the cart's own, nor any
         the pipeline's filters remove (out of stock, not sold in the region, ...)."""
         state.check_ready()
         context = _context(
             exclude=request.exclude, filters=request.filters, region=request.region, age=request.age
         )
-        body, cold = state.cart(
+        body, cold = await state.cart(
             request.cart, context, user_id=request.user_id, k=request.k, explain=request.explain
         )
         body.update(user_id=request.user_id, cart=request.cart, cold_start=cold)

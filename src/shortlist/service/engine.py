@@ -7,6 +7,7 @@ Everything here is synchronous and CPU-bound; the app runs it in its threadpool.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 import hashlib
@@ -18,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import numpy as np
 import orjson
+from starlette.requests import Request
 
 from shortlist import resources
 from shortlist.config import API_KEY_ENV
@@ -351,16 +353,28 @@ class ServiceState:
                 self._seen = seen
 
     # -- guarded calls -----------------------------------------------------------------------------
-    def guarded(self, full: Callable[[], T], fallback: Callable[[str], T]) -> tuple[T, str | None]:
+    async def offload(self, work: Callable[[], T]) -> T:
+        """`work()` in the full-pipeline threads, awaited (for answers without a fallback)."""
+        return await asyncio.wrap_future(
+            self._threads().submit(contextvars.copy_context().run, work)
+        )
+
+    async def guarded(
+        self, full: Callable[[], T], fallback: Callable[[str], T]
+    ) -> tuple[T, str | None]:
         """`full()` within the request's budget, or `fallback(reason)` from memory (the online
         store bypassed) when the store fails, the budget runs out, or the breaker is open; and
-        the reason, None for a full answer. Request errors of `full` propagate."""
+        the reason, None for a full answer. Request errors of `full` propagate.
+
+        `full` runs in the full-pipeline threads ([service] concurrency), awaited by the event
+        loop: one hand-over per request, and the loop stays free meanwhile. The fallback runs
+        in the loop's worker threads, never queued behind full answers that wait on a store."""
         reason = self.breaker.skip()
         if reason is None:
             future = self._threads().submit(contextvars.copy_context().run, full)
             try:
-                result = future.result(timeout=self.budget)
-            except FutureTimeout:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), self.budget)
+            except TimeoutError:
                 future.cancel()  # still queued: never run (running: finishes, unheard)
                 reason = f"slow: no answer within the budget of {self.budget * 1000:g} ms"
                 self.breaker.slow(reason)
@@ -371,7 +385,8 @@ class ServiceState:
                 self.breaker.success()
                 return result, None
         with store_bypassed():
-            return fallback(reason), reason
+            bypassed = contextvars.copy_context()
+        return await anyio.to_thread.run_sync(bypassed.run, fallback, reason), reason
 
     # -- auth --------------------------------------------------------------------------------------
     def authorize(self, credentials: str | None, *, write: bool) -> None:
@@ -400,6 +415,13 @@ class ServiceState:
             )
 
     # -- events ------------------------------------------------------------------------------------
+    async def read_access(self, request: Request) -> None:
+        """The read endpoints' dependency: the key too when [service] read_key_required (not
+        in the schema: they are open by default)."""
+        if self.read_key_required:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            self.authorize(token.strip() if scheme.lower() == "bearer" else None, write=False)
+
     def record_events(self, events: list[dict[str, Any]]) -> tuple[Recorded, dict[str, Any]]:
         """Check, log and apply a batch: (what was done, the answer's body)."""
         with self._events_lock:  # a reload switches recorders between two batches
@@ -460,7 +482,7 @@ class ServiceState:
                     raise ApiError(404, at, item, f"{at}: unknown item {item!r}") from None
 
     # -- the requests ----------------------------------------------------------------------------
-    def recommend(
+    async def recommend(
         self,
         user_id: str,
         context: dict[str, Any],
@@ -487,10 +509,10 @@ class ServiceState:
 
         values = {**context, "k": k}
         with translated(values, origin or _origin(context.get("filters"), "filters")):
-            result, reason = self.guarded(full, fallback)
+            result, reason = await self.guarded(full, fallback)
         return _answered(result.to_dict(), cur, reason), not known
 
-    def cart(
+    async def cart(
         self,
         cart: list[str],
         context: dict[str, Any],
@@ -513,10 +535,10 @@ class ServiceState:
 
         values = {**context, "cart": cart, "k": k, "user_id": user_id}
         with translated(values, _origin(context.get("filters"), "filters")):
-            result, reason = self.guarded(full, lambda reason: full())
+            result, reason = await self.guarded(full, lambda reason: full())
         return _answered(result.to_dict(), cur, reason), cold
 
-    def similar(
+    async def similar(
         self,
         item_id: str,
         *,
@@ -538,7 +560,7 @@ class ServiceState:
             return _similar(cur, item_id, k, filters, region, age)
 
         with translated(values, origin):
-            body, reason = self.guarded(full, lambda reason: full())
+            body, reason = await self.guarded(full, lambda reason: full())
         return _answered(body, cur, reason)
 
     # -- query parameters ------------------------------------------------------------------------

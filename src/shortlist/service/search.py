@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from shortlist.errors import WorkspaceError
@@ -145,22 +145,16 @@ def register(app: FastAPI, state: Any, metrics: ServiceMetrics) -> None:
     """Add `GET /v1/search` to the app over `state` (the service's `ServiceState`), and the
     sentence model's loading to the app's startup."""
 
-    def read_key(request: Request) -> None:
-        """The key too when [service] read_key_required (as the other read endpoints)."""
-        if state.read_key_required:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            state.authorize(token.strip() if scheme.lower() == "bearer" else None, write=False)
-
     @app.get(
         SEARCH,
         response_model=SearchOut,
         response_model_exclude_unset=True,
         responses=ERRORS,
-        dependencies=[Depends(read_key)],
+        dependencies=[Depends(state.read_access)],
         tags=["search"],
         summary="Items matching a text query, ordered for the user",
     )
-    def search_items(
+    async def search_items(
         q: QueryText,
         user_id: UserId = None,
         k: K = DEFAULT_K,
@@ -206,7 +200,7 @@ def register(app: FastAPI, state: Any, metrics: ServiceMetrics) -> None:
         fields = {**context, "k": k, "q": q, "user_id": user_id}
         try:
             with translated(fields, origin):
-                result = pipeline.search(query, user_id, context, k=k)
+                result = await state.offload(lambda: pipeline.search(query, user_id, context, k=k))
         except WorkspaceError as exc:  # no (current) search index: the message says what to run
             raise ApiError(503, None, None, str(exc)) from None
         body = result.to_dict()

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.staticfiles import StaticFiles
@@ -371,12 +371,6 @@ def register(app: FastAPI, state: ServiceState) -> None:
     """The pages (`/`, `/report`), their files (`/static/...`) and their JSON endpoints."""
     per_version = _PerVersion()
 
-    def read_key(request: Request) -> None:
-        """As the service's read endpoints: the key only with [service] read_key_required."""
-        if state.read_key_required:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            state.authorize(token.strip() if scheme.lower() == "bearer" else None, write=False)
-
     def serving() -> tuple[Pipeline, PageData]:
         """The serving pipeline, taken once for the request, and what the pages derive."""
         state.check_ready()
@@ -385,7 +379,7 @@ def register(app: FastAPI, state: ServiceState) -> None:
             raise ApiError(503, None, None, "not ready: the workspace is still loading")
         return pipeline, per_version.get(pipeline)
 
-    router = APIRouter(dependencies=[Depends(read_key)], tags=["web page"])
+    router = APIRouter(dependencies=[Depends(state.read_access)], tags=["web page"])
 
     @router.get(
         SHOWCASE,
