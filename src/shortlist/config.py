@@ -125,6 +125,9 @@ class ServiceSettings(_Section):
     # seconds between looks at models/pipeline.json (a new build) and models/reload (POST
     # /v1/admin/reload in another worker); a change reloads the workspace. 0: no watch
     watch: float = Field(2.0, ge=0, le=3600)
+    # at each load, the files requests read through memory maps (models/, index/, online/) are
+    # asked into the page cache, unless they exceed this share of the available memory. 0: off
+    prefetch: float = Field(0.5, ge=0, le=1)
 
 
 class RankingSettings(_Section):

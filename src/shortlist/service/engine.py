@@ -74,6 +74,7 @@ class Loaded:
     version: str  # the build: a digest of models/pipeline.json
     seconds: float  # the load's duration
     loaded_at: float  # time.time() of the switch
+    prefetch: str = ""  # what the load asked the page cache to read ([service] prefetch)
 
     @property
     def funnel(self) -> Funnel:
@@ -160,6 +161,7 @@ class ServiceState:
         self.watch_seconds = service.watch
         self.threads = service.threads
         self.concurrency = service.concurrency
+        self.prefetch_share = service.prefetch
         # requests read the online store with short timeouts and no retries: the breaker and
         # the budget decide, not the client library's patience
         self.online = settings.online.model_copy(
@@ -249,6 +251,7 @@ class ServiceState:
 
     def _load_version(self, pipeline: Pipeline | None = None) -> Loaded:
         started = time.perf_counter()
+        prefetched = self._prefetch()  # the disk reads while the load goes on
         version = _digest(self.workspace.root / MANIFEST)
         pipeline = (pipeline or Pipeline.from_config(self.workspace)).load(self.online)
         resources.set_threads(self.threads)  # the load sized them for fitting, not serving
@@ -261,8 +264,23 @@ class ServiceState:
         _warm(pipeline)
         return Loaded(
             pipeline, search, similar_error, recorder, events_error, replayed, version,
-            time.perf_counter() - started, time.time(),
+            time.perf_counter() - started, time.time(), prefetched,
         )  # fmt: skip
+
+    def _prefetch(self) -> str:
+        """The files requests read through memory maps (the saved state, the item index, the
+        LMDB online store) asked into the page cache, so that the first requests after a load
+        do not each wait on the disk for the pages they touch first."""
+        root = self.workspace.root
+        files, size, skipped = resources.prefetch(
+            [root / "models", root / "index", root / "online"], self.prefetch_share
+        )
+        what = f"{files:,} files, {size / 2**20:,.0f} MiB"
+        said = f"{what} asked into the page cache"
+        if skipped:
+            said = f"{what} not asked into the page cache: {skipped}"
+        log.info("shortlist: %s", said)
+        return said
 
     @staticmethod
     def _start_events(
