@@ -48,4 +48,4 @@ def test_shortlist_serve_answers_over_http(served, client, ids):
     assert log.count("Application startup complete") == 2  # two workers
     assert "loaded in" in log and "Traceback" not in log
     # each worker asked the files it maps into the page cache before serving
-    assert log.count("asked into the page cache") == 2
+    assert log.count("read into the page cache") == 2
