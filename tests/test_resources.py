@@ -22,6 +22,7 @@ def folders(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
 def test_prefetch_asks_for_every_file_under_the_folders(folders):
     assert resources.prefetch(folders, 0.5) == (3, 12002, None)
+    assert resources.prefetch(folders, 0.5, wait=True) == (3, 12002, None)
 
 
 def test_prefetch_is_off_at_zero(folders):

@@ -126,7 +126,7 @@ class ServiceSettings(_Section):
     # /v1/admin/reload in another worker); a change reloads the workspace. 0: no watch
     watch: float = Field(2.0, ge=0, le=3600)
     # at each load, the files requests read through memory maps (models/, index/, online/) are
-    # asked into the page cache, unless they exceed this share of the available memory. 0: off
+    # read into the page cache, unless they exceed this share of the available memory. 0: off
     prefetch: float = Field(0.5, ge=0, le=1)
 
 

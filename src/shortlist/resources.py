@@ -11,8 +11,8 @@ that takes seconds alone can take minutes. So:
 * `configure(settings)` sizes every pool to `[resources] threads` (0: the cores this process
   may use), once per process; the CLI and the API's entry points call it.
 
-Memory: `memory_share` sizes DuckDB's limit; `prefetch` asks the kernel to read the files a
-server maps (arrays, LMDB, FAISS) into the page cache when it loads them.
+Memory: `memory_share` sizes DuckDB's limit; `prefetch` reads the files a server maps (arrays,
+LMDB, FAISS) into the page cache when it loads them.
 """
 
 from __future__ import annotations
