@@ -2,7 +2,10 @@
 requests turned into pipeline calls (filters from query parameters, ids checked, errors
 naming the request's fields).
 
-Everything here is synchronous and CPU-bound; the app runs it in its threadpool.
+The request methods (`recommend`, `cart`, `similar`, `offload`) are coroutines: they check
+the request on the event loop and await the funnel's CPU-bound work in the full-pipeline threads
+(`[service] concurrency`). Loads, reloads and events are synchronous; the app runs them in its
+threadpool.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Loaded:
     version: str  # the build: a digest of models/pipeline.json
     seconds: float  # the load's duration
     loaded_at: float  # time.time() of the switch
-    prefetch: str = ""  # what the load asked the page cache to read ([service] prefetch)
+    prefetch: str = ""  # what the load read into the page cache ([service] prefetch)
 
     @property
     def funnel(self) -> Funnel:
