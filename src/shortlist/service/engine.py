@@ -223,7 +223,6 @@ class ServiceState:
         try:
             self._seen = self._signature()
             self.current = self._load_version(self._given)
-            self._warm_threads(self.current.pipeline)
         except Exception as exc:
             self.status, self.detail = "failed", str(exc)
             raise
@@ -252,23 +251,6 @@ class ServiceState:
                     )
                 executor = self._executor
         return executor
-
-    def _warm_threads(self, pipeline: Pipeline) -> None:
-        """One recommendation on each of the full-pipeline threads before the first request:
-        a thread's first recommendation costs tens of milliseconds more than the next (measured:
-        69 ms of CPU on the medium workspace), which the load pays rather than a client."""
-        n = self.concurrency
-        meet = threading.Barrier(n)
-
-        def one() -> None:
-            try:  # each warm-up waits for the others: every thread of the pool runs one
-                meet.wait(timeout=60)
-            except threading.BrokenBarrierError:
-                pass
-            _warm(pipeline)
-
-        for done in [self._threads().submit(one) for _ in range(n)]:
-            done.result()
 
     def _load_version(self, pipeline: Pipeline | None = None) -> Loaded:
         started = time.perf_counter()
