@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,7 +77,6 @@ class Loaded:
     version: str  # the build: a digest of models/pipeline.json
     seconds: float  # the load's duration
     loaded_at: float  # time.time() of the switch
-    prefetch: str = ""  # what the load read into the page cache ([service] prefetch)
 
     @property
     def funnel(self) -> Funnel:
@@ -255,34 +254,28 @@ class ServiceState:
     def _load_version(self, pipeline: Pipeline | None = None) -> Loaded:
         started = time.perf_counter()
         with ThreadPoolExecutor(1, thread_name_prefix="shortlist-prefetch") as reads:
-            # the files are read from the disk while the pipeline loads (CPU)
+            # the mapped files are read from the disk while the pipeline loads (CPU)
             prefetched = reads.submit(self._prefetch)
-            loaded = self._load_pipeline(pipeline, started, prefetched)
-        return loaded
-
-    def _load_pipeline(
-        self, pipeline: Pipeline | None, started: float, prefetched: Future[str]
-    ) -> Loaded:
-        version = _digest(self.workspace.root / MANIFEST)
-        pipeline = (pipeline or Pipeline.from_config(self.workspace)).load(self.online)
-        resources.set_threads(self.threads)  # the load sized them for fitting, not serving
-        search, similar_error = None, None
-        try:
-            search = ItemSearch(self.workspace)
-        except ShortlistError as exc:
-            similar_error = str(exc)
-        recorder, events_error, replayed = self._start_events(pipeline)
-        said = prefetched.result()  # in the page cache before the first request
+            version = _digest(self.workspace.root / MANIFEST)
+            pipeline = (pipeline or Pipeline.from_config(self.workspace)).load(self.online)
+            resources.set_threads(self.threads)  # the load sized them for fitting, not serving
+            search, similar_error = None, None
+            try:
+                search = ItemSearch(self.workspace)
+            except ShortlistError as exc:
+                similar_error = str(exc)
+            recorder, events_error, replayed = self._start_events(pipeline)
+            prefetched.result()  # in the page cache before the first request
         _warm(pipeline)
         return Loaded(
             pipeline, search, similar_error, recorder, events_error, replayed, version,
-            time.perf_counter() - started, time.time(), said,
+            time.perf_counter() - started, time.time(),
         )  # fmt: skip
 
-    def _prefetch(self) -> str:
+    def _prefetch(self) -> None:
         """The files requests read through memory maps (the saved state, the item index, the
         LMDB online store) read into the page cache, so that the first requests after a load
-        do not each wait on the disk for the pages they touch first."""
+        do not each wait on the disk for the pages they touch first. Says so in the log."""
         root = self.workspace.root
         files, size, skipped = resources.prefetch(
             [root / "models", root / "index", root / "online"], self.prefetch_share, wait=True
@@ -292,7 +285,6 @@ class ServiceState:
         if skipped:
             said = f"{what} not read into the page cache: {skipped}"
         log.info("shortlist: %s", said)
-        return said
 
     @staticmethod
     def _start_events(
