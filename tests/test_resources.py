@@ -1,4 +1,4 @@
-"""The page-cache prefetch a serving load asks for (`resources.prefetch`)."""
+"""The page-cache read a serving load makes (`resources.prefetch`)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ def folders(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_prefetch_asks_for_every_file_under_the_folders(folders):
+def test_prefetch_reads_every_file_under_the_folders(folders):
     assert resources.prefetch(folders, 0.5) == (3, 12002, None)
-    assert resources.prefetch(folders, 0.5, wait=True) == (3, 12002, None)
 
 
 def test_prefetch_is_off_at_zero(folders):
@@ -64,7 +63,7 @@ def resident(path) -> float:
     not hasattr(os, "posix_fadvise") or not ctypes.util.find_library("c"),
     reason="needs posix_fadvise and mincore (Linux)",
 )
-def test_prefetch_with_wait_leaves_the_files_in_the_page_cache(tmp_path):
+def test_prefetch_leaves_the_files_in_the_page_cache(tmp_path):
     path = tmp_path / "state" / "a.npy"
     path.parent.mkdir()
     with path.open("wb") as f:
@@ -76,5 +75,5 @@ def test_prefetch_with_wait_leaves_the_files_in_the_page_cache(tmp_path):
     os.close(fd)
     if resident(path) > 0.5:
         pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
-    assert resources.prefetch([tmp_path], 0.5, wait=True) == (1, 4 << 20, None)
+    assert resources.prefetch([tmp_path], 0.5) == (1, 4 << 20, None)
     assert resident(path) == 1.0

@@ -47,5 +47,5 @@ def test_shortlist_serve_answers_over_http(served, client, ids):
     log = served.logs()
     assert log.count("Application startup complete") == 2  # two workers
     assert "loaded in" in log and "Traceback" not in log
-    # each worker asked the files it maps into the page cache before serving
+    # each worker read the files it maps into the page cache before serving
     assert log.count("read into the page cache") == 2

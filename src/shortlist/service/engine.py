@@ -278,7 +278,7 @@ class ServiceState:
         do not each wait on the disk for the pages they touch first. Says so in the log."""
         root = self.workspace.root
         files, size, skipped = resources.prefetch(
-            [root / "models", root / "index", root / "online"], self.prefetch_share, wait=True
+            [root / "models", root / "index", root / "online"], self.prefetch_share
         )
         what = f"{files:,} files, {size / 2**20:,.0f} MiB"
         said = f"{what} read into the page cache"
