@@ -16,12 +16,14 @@ from shortlist.config import AttributeKind, SearchSettings
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.retrieval.text import (
     Analyzer,
+    SentenceEncoder,
     TextIndex,
     edit_distances,
     facet_attributes,
     fold,
     items_digest,
     model_folder,
+    native_bfloat16,
     rrf,
     rrf_scores,
     search_fields,
@@ -141,7 +143,26 @@ def test_the_sentence_model_is_the_bundled_one_read_offline(index):
 
     reference = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     expected = reference.encode(["black trousers"], normalize_embeddings=True)
-    assert float(vector[0] @ expected[0]) > 0.999  # bfloat16 queries where the CPU has it
+    assert float(vector[0] @ expected[0]) > 0.9999  # the query in bfloat16
+
+
+def test_auto_embeds_queries_in_bfloat16_and_the_catalogue_as_the_cpu_computes_fastest():
+    import torch
+
+    auto = SentenceEncoder(model_folder(), "auto")
+    assert auto.query_dtype == "bfloat16"  # bound by reading the weights: half the bytes
+    assert auto.dtype == ("bfloat16" if native_bfloat16() else "float32")
+    assert next(auto.query_model.parameters()).dtype == torch.bfloat16
+    assert next(auto.model.parameters()).dtype == getattr(torch, auto.dtype)
+    texts = ["black trousers", "footwear for wet weather", "a soft jumper in wool"]
+    full = SentenceEncoder(model_folder(), "float32")
+    assert full.dtype == full.query_dtype == "float32"
+    reference = full.encode(texts)
+    queries = np.vstack([auto.query(t) for t in texts])
+    assert np.all(np.sum(queries * reference, axis=1) > 0.9999)
+    assert not np.array_equal(queries, np.vstack([full.query(t) for t in texts]))
+    batched = auto.encode(texts, dtype=auto.query_dtype)  # what `evaluate --search` compares
+    assert np.all(np.sum(batched * queries, axis=1) > 0.99999)
 
 
 def test_semantic_side_finds_meaning_without_the_words(index, catalogue):

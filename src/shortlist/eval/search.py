@@ -134,11 +134,13 @@ def judge(text: TextIndex, queries: list[Judged]) -> dict[str, dict[str, list[fl
 
 
 def _embed(text: TextIndex, queries: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each distinct query's vector (one batch), {} without a semantic side."""
+    """Each distinct query's vector (one batch, in the dtype a served query has), {} without
+    a semantic side."""
     if text.encoder is None:
         return {}
     distinct = list(dict.fromkeys(queries))
-    vectors = text.encoder.encode(distinct, batch_size=64) if distinct else []
+    encoder = text.encoder
+    vectors = encoder.encode(distinct, batch_size=64, dtype=encoder.query_dtype) if distinct else []
     return {q: vectors[i : i + 1] for i, q in enumerate(distinct)}
 
 
