@@ -33,7 +33,7 @@ from shortlist.data.offline import OfflineStore
 from shortlist.workspace import open_workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import memory, pct  # noqa: E402
+from bench_pipeline import memory, pct, prefetch_like_serve  # noqa: E402
 
 TARGET_P99_MS = 30.0
 LINKED = ("offline", "features", "models/two_tower", "models/state", "index/items")
@@ -129,6 +129,7 @@ def main() -> None:
     started = time.perf_counter()
     pipeline = Pipeline.from_config(ws).load()
     result["load_seconds"] = round(time.perf_counter() - started, 2)
+    result["prefetch"] = prefetch_like_serve(args.workspace)  # as the service does
     resources.set_threads(1)  # one thread from here (the load sized the pools to the cores)
     text = pipeline.text_
     if text is None:

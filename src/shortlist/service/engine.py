@@ -133,6 +133,13 @@ class StoreBreaker:
                 self.reason = self.since = None
 
 
+def prefetch_workspace(root: Path, share: float) -> tuple[int, int, str | None]:
+    """`resources.prefetch` of what requests read through memory maps in the workspace at
+    `root`: the saved state and models, the indexes, the LMDB online store. What a load does
+    before it says ready (benchmarks measuring the request path do the same)."""
+    return resources.prefetch([root / "models", root / "index", root / "online"], share)
+
+
 class ServiceState:
     """The service's workspace: its loaded version (`current`), reloads, and the guarded calls
     that answer from memory when the online store fails.
@@ -276,10 +283,7 @@ class ServiceState:
         """The files requests read through memory maps (the saved state, the item index, the
         LMDB online store) read into the page cache, so that the first requests after a load
         do not each wait on the disk for the pages they touch first. Says so in the log."""
-        root = self.workspace.root
-        files, size, skipped = resources.prefetch(
-            [root / "models", root / "index", root / "online"], self.prefetch_share
-        )
+        files, size, skipped = prefetch_workspace(self.workspace.root, self.prefetch_share)
         what = f"{files:,} files, {size / 2**20:,.0f} MiB"
         said = f"{what} read into the page cache"
         if skipped:
