@@ -134,14 +134,11 @@ def judge(text: TextIndex, queries: list[Judged]) -> dict[str, dict[str, list[fl
 
 
 def _embed(text: TextIndex, queries: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each distinct query's vector (one batch, in the dtype a served query has), {} without
-    a semantic side."""
+    """Each distinct query's vector, computed as a served query's is, {} without a semantic
+    side."""
     if text.encoder is None:
         return {}
-    distinct = list(dict.fromkeys(queries))
-    encoder = text.encoder
-    vectors = encoder.encode(distinct, batch_size=64, dtype=encoder.query_dtype) if distinct else []
-    return {q: vectors[i : i + 1] for i, q in enumerate(distinct)}
+    return {q: text.encoder.query(q) for q in dict.fromkeys(queries)}
 
 
 def _summary(values: list[float]) -> dict[str, float]:

@@ -47,6 +47,7 @@ from shortlist.config import AttributeKind, SearchSettings
 from shortlist.errors import ConfigError, WorkspaceError
 from shortlist.progress import track
 from shortlist.retrieval.index import ExactIndex, HNSWIndex, build_index, load_index
+from shortlist.retrieval.query_forward import BertQueryForward
 from shortlist.workspace import Workspace, file_digest
 
 TEXT_DIR = "index/text"
@@ -285,6 +286,7 @@ def _name_overlap(values: pd.Series, names: pd.Series, analyzer: Analyzer) -> fl
 
 _models: dict[str, Any] = {}  # model folder -> SentenceTransformer, one per process
 _digests: dict[str, str] = {}  # model folder -> fingerprint of its files
+_forwards: dict[str, BertQueryForward | None] = {}  # model folder#dtype -> its query forward
 _models_lock = threading.Lock()
 
 
@@ -394,13 +396,12 @@ class SentenceEncoder:
         batch_size: int = 64,
         max_seq_length: int | None = None,
         advance: Callable[..., None] | None = None,
-        dtype: str | None = None,
     ) -> np.ndarray:
-        """(n, dim) float32 unit vectors, in chunks (for the progress bar), by the model in
-        `dtype` (default: the catalogue's; `query_dtype` for queries in a batch)."""
+        """(n, dim) float32 unit vectors of the catalogue's texts, in chunks (for the progress
+        bar). Queries go through `query`."""
         import torch
 
-        model = self.model_in(dtype or self.dtype)
+        model = self.model
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
         out = np.empty((len(texts), int(model.get_embedding_dimension())), np.float32)
@@ -422,15 +423,25 @@ class SentenceEncoder:
         return out
 
     def query(self, text: str) -> np.ndarray:
-        """(1, dim) float32: one query's unit vector. The model's own modules (tokenizer,
-        transformer, pooling, normalization) called directly: `encode`'s batching and sorting
-        cost a millisecond for a single text."""
+        """(1, dim) float32: one query's unit vector. The model's tokenizer, then
+        `BertQueryForward` where it reproduces the model (the bundled one: 1.6x faster than
+        the library's modules on one thread), else the model's own modules called directly
+        (`encode`'s batching and sorting cost a millisecond for a single text)."""
         import torch
 
         model = self.query_model
         prepare = getattr(model, "preprocess", None) or model.tokenize
+        key = f"{self.folder}#{self.query_dtype}"
+        if key not in _forwards:
+            with _models_lock:
+                if key not in _forwards:
+                    _forwards[key] = BertQueryForward.of(model, prepare)
+        features = prepare([text])
+        forward = _forwards[key]
+        if forward is not None:
+            return forward(features["input_ids"][0])
         with torch.inference_mode():
-            vector = model.forward(prepare([text]))["sentence_embedding"]
+            vector = model.forward(features)["sentence_embedding"]
         vector = vector.float().reshape(1, -1).numpy()
         vector /= max(float(np.linalg.norm(vector)), 1e-12)
         return np.ascontiguousarray(vector, dtype=np.float32)
@@ -870,7 +881,8 @@ def _embed(
             values = [str(items[f].iloc[r]) for f in facets[:2] if pd.notna(items[f].iloc[r])]
             words = values[:1] if r % 2 or len(values) < 2 else [values[1], values[0]]
             queries.append(" ".join(words) or texts[r][:40])
-        index.tuned_ = index.tune(encoder.encode(queries), k=min(100, len(vectors)))
+        served = np.vstack([encoder.query(q) for q in queries])  # as requests embed them
+        index.tuned_ = index.tune(served, k=min(100, len(vectors)))
     steps["semantic index"] = time.perf_counter() - started
     return index, steps
 
