@@ -52,3 +52,26 @@ def test_bad_configuration_and_requests():
         AvailableInRegionFilter(np.ones((2, 2)))
     with pytest.raises(FilterError, match="region"):
         AvailableInRegionFilter(_matrix()).keep(FilterContext([0], region=3), ITEMS[:1])
+
+
+def test_the_dense_table_and_the_pair_keys_answer_alike(monkeypatch):
+    import shortlist.filtering.region as region_module
+
+    rng = np.random.default_rng(0)
+    m = sp.random_array((300, 8), density=0.2, format="csr", rng=rng)
+    m.data[::5] = 0  # stored zeros: not available, on both paths
+    dense = AvailableInRegionFilter(m)
+    monkeypatch.setattr(region_module, "DENSE_CELLS", 0)  # as for a huge catalogue
+    keys = AvailableInRegionFilter(m)
+    assert dense.table is not None and dense.pairs is None
+    assert keys.table is None and keys.pairs is not None
+    items = rng.integers(-1, 340, size=(50, 40))  # padding, listed and unlisted items
+    regions = rng.integers(-1, 8, size=50)
+    for unlisted in (True, False):
+        dense.unlisted_available = keys.unlisted_available = unlisted
+        ctx = FilterContext(np.arange(50), region=regions)
+        got = dense.keep(ctx, items)
+        assert np.array_equal(got, keys.keep(ctx, items))
+        listed = (items >= 0) & (items < 300) & (regions[:, None] >= 0)
+        expected = m.toarray()[np.clip(items, 0, 299), np.maximum(regions, 0)[:, None]] != 0
+        assert np.array_equal(got[listed], expected[listed])

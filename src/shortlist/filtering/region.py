@@ -9,12 +9,15 @@ from shortlist.errors import ConfigError, FilterError
 from shortlist.filtering.base import CandidateFilter, FilterContext
 from shortlist.filtering.pairs import PairSet
 
+DENSE_CELLS = 2**26  # items x regions kept as a bool table up to this many cells (64 MB)
+
 
 class AvailableInRegionFilter(CandidateFilter):
     """Keeps an item when it is sold in the user's region.
 
     `availability` is an items x regions sparse matrix (non-zero: sold there). Items beyond its
-    rows are sold everywhere unless `unlisted_available=False`. A user whose region is unknown
+    rows are sold everywhere unless `unlisted_available=False`. Looked up in a dense bool
+    table (up to `DENSE_CELLS` cells), else in sorted pair keys. A user whose region is unknown
     (-1, or no regions in the context) keeps every item; a region code outside the matrix's
     columns is a bad request.
     """
@@ -33,7 +36,17 @@ class AvailableInRegionFilter(CandidateFilter):
                 key="available_in_region.unlisted_available",
             )
         self.n_items, self.n_regions = availability.shape
-        self.pairs = PairSet.from_csr(availability)
+        # a dense items x regions table answers a request's candidates with one gather; past
+        # DENSE_CELLS (huge catalogues times many regions) the sorted pair keys instead
+        self.table: np.ndarray | None = None
+        self.pairs: PairSet | None = None
+        if self.n_items * self.n_regions <= DENSE_CELLS:
+            coo = sp.coo_array(availability)
+            stored = coo.data != 0
+            self.table = np.zeros((self.n_items, self.n_regions), bool)
+            self.table[coo.row[stored], coo.col[stored]] = True
+        else:
+            self.pairs = PairSet.from_csr(availability)
         self.unlisted_available = unlisted_available
 
     def _keep(self, ctx: FilterContext, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -51,7 +64,11 @@ class AvailableInRegionFilter(CandidateFilter):
         rows = np.broadcast_to((region >= 0)[:, None], items.shape)
         listed = valid & rows & (items < self.n_items)
         regions = np.broadcast_to(region[:, None], items.shape)
-        keep[listed] = self.pairs.contains(items[listed], regions[listed])
+        if self.table is not None:
+            keep[listed] = self.table[items[listed], regions[listed]]
+        else:
+            assert self.pairs is not None
+            keep[listed] = self.pairs.contains(items[listed], regions[listed])
         keep[valid & rows & (items >= self.n_items)] = self.unlisted_available
         return keep
 
