@@ -17,6 +17,7 @@ LMDB, FAISS) into the page cache when it loads them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable
@@ -96,6 +97,24 @@ def process_died(what: str, instead: str) -> ShortlistError:
         f"{what} died: out of memory ({instead}), or started from a script whose top level "
         'has no `if __name__ == "__main__":` guard (a spawned process imports the script again)'
     )
+
+
+def release_unused_memory() -> None:
+    """Hand back to the system the memory a load used on the way and freed: Arrow's pool
+    (DuckDB's results and pandas' strings live there) and glibc's heap (`malloc_trim`).
+    Freed but kept, it stays counted as the process's own: at full H&M scale about 120 MB
+    of each serving process after `Pipeline.load`."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pass
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def memory_share(fraction: float) -> str:

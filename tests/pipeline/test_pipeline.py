@@ -465,3 +465,30 @@ def test_a_categorical_reason_names_the_value_not_its_code(pipeline, user_ids):
     # the attribute ("raises the score by 0.42: its department_no")
     assert not [r for r in reasons if re.search(r"score by [0-9.]+: its \w+$", r)]
     assert any(re.search(r"score by [0-9.]+: its \w+ is ", r) for r in reasons)
+
+
+def test_a_loaded_pipeline_keeps_the_users_text_attributes_as_categoricals(ws, pipeline):
+    """A serving process keeps the users table's categorical text columns as codes and their
+    distinct values (less memory), value for value the offline store's; an explanation
+    decodes a user feature's code to the value the ranking features coded it from."""
+    import pandas as pd
+
+    from shortlist.pipeline.explain import _decode
+
+    offline = load_dataset(OfflineStore(ws)).users
+    funnel = pipeline.funnel_
+    served = funnel.catalog.data.users
+    text = [c for c in offline.columns if not pd.api.types.is_numeric_dtype(offline[c])]
+    assert "club_member_status" in text
+    for column in text:
+        assert isinstance(served[column].dtype, pd.CategoricalDtype), column
+        expected = offline[column].astype(object).where(offline[column].notna(), None)
+        got = served[column].astype(object).where(served[column].notna(), None)
+        assert got.tolist() == expected.tolist(), column
+    users = [n for n in funnel.features.categorical_ if n.startswith("user_")]
+    assert users
+    for name in users:
+        values = sorted(offline[name.removeprefix("user_")].dropna().unique())
+        assert [_decode(funnel, name, float(code)) for code in range(len(values))] == [
+            str(v) for v in values
+        ]

@@ -200,6 +200,8 @@ def load_dataset(
         table.column(4).to_numpy(zero_copy_only=False).astype(np.float32) if has_price else None,
     )
     items, users = load_tables(store)
+    if not read_interactions:
+        users = _categorical(users, m.users.attributes)
     age = None
     if m.roles.user_age and m.roles.user_age in users.columns:
         age = pd.to_numeric(users[m.roles.user_age], errors="coerce").to_numpy(np.float64)
@@ -229,6 +231,20 @@ def load_dataset(
         m.fingerprint(),
         m,
     )
+
+
+def _categorical(frame: pd.DataFrame, kinds: dict[str, AttributeKind]) -> pd.DataFrame:
+    """`frame` with its categorical text columns as pandas categoricals (codes and the
+    distinct values): what a saved pipeline keeps of the users table, for explanations and
+    checks. At full H&M scale 68 MB instead of 162 (1.37 M postal codes, 352 k distinct)."""
+    columns = [
+        c
+        for c, kind in kinds.items()
+        if kind == AttributeKind.CATEGORICAL
+        and c in frame.columns
+        and not pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    return frame.astype(dict.fromkeys(columns, "category")) if columns else frame
 
 
 def load_tables(store: OfflineStore) -> tuple[pd.DataFrame, pd.DataFrame]:

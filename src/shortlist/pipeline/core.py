@@ -198,6 +198,7 @@ class Pipeline:
                 self.funnel_ = self._load(online)
                 gc.collect()
                 gc.freeze()
+                resources.release_unused_memory()
         return self
 
     def _load(self, online_settings: OnlineSettings | None = None) -> Funnel:
