@@ -6,7 +6,12 @@ asks; a saved pipeline serves only the sources it was trained with).
 
 Run on a built workspace (`shortlist build`; benchmarks/run.py --only pipeline predict does it).
 
-    python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R] [--out FILE]
+    python benchmarks/bench_pipeline.py --workspace DIR [--users N] [--repeat R] [--pause S]
+        [--out FILE]
+
+Each repeat asks about N other recent buyers; with --pause, S seconds pass between repeats.
+The files are read into the page cache and locked there as the service does ([service]
+prefetch and lock; SHORTLIST_SERVICE_LOCK=false measures without the lock).
 
 It also reports `Pipeline.load`'s time and memory, and a second process loading the same
 workspace while the first still serves: the saved state is memory-mapped, so the second adds
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,16 +61,30 @@ def memory() -> dict[str, float]:
     }
 
 
+_LOCKED: list = []  # the locks prefetch_like_serve took: held while the benchmark runs
+
+
 def prefetch_like_serve(workspace: Path) -> dict:
     """What `shortlist serve` does at each load before it says ready: the files requests read
-    through memory maps read into the page cache (`[service] prefetch`)."""
-    from shortlist.service.engine import prefetch_workspace
+    through memory maps read into the page cache (`[service] prefetch`), and locked there
+    (`[service] lock`) for as long as this process runs."""
+    from shortlist.service.engine import lock_workspace, prefetch_workspace
 
     ws = open_workspace(workspace)
+    service = ws.settings().service
     started = time.perf_counter()
-    files, size, skipped = prefetch_workspace(ws.root, ws.settings().service.prefetch)
-    return {"files": files, "mib": round(size / 2**20, 1), "skipped": skipped,
-            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    files, size, skipped = prefetch_workspace(ws.root, service.prefetch)
+    out = {"files": files, "mib": round(size / 2**20, 1), "skipped": skipped,
+           "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    if skipped is None and service.lock:
+        locked, why = lock_workspace(ws.root, service.prefetch)
+        _LOCKED.append(locked)
+        out["locked_mib"] = round(locked.bytes / 2**20, 1)
+        out["not_locked"] = why
+    else:
+        out["locked_mib"] = 0.0
+        out["not_locked"] = "[service] lock = false" if skipped is None else skipped
+    return out
 
 
 def second_process(workspace: Path, ids: list[str]) -> dict:
@@ -132,6 +152,10 @@ def main() -> None:
     parser.add_argument("--workspace", required=True, type=Path)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--pause", type=float, default=0.0,
+        help="seconds between repeats (pages unused that long may be reclaimed meanwhile)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -155,15 +179,22 @@ def main() -> None:
         .astype(np.int64)
     )
     rng = np.random.default_rng(0)
-    users = rng.choice(recent, min(args.users, len(recent)), replace=False)
+    # each repeat asks about other users, as a service keeps meeting users it has not served
+    # for a while (their pages are the ones a reclaim may have dropped; see --pause)
+    drawn = rng.choice(recent, min(args.users * args.repeat, len(recent)), replace=False)
+    rounds = [drawn[(r * args.users) % len(drawn) :][: args.users] for r in range(args.repeat)]
+    users = rounds[0]
     ids = [str(funnel.catalog.user_ids[u]) for u in users]
     for user in ids[:20]:  # warm caches (compiled scorer, FAISS, torch)
         pipeline.recommend(user)
 
     runs, stages, sources, candidates, proposed = [], {}, {}, [], []
-    for _ in range(args.repeat):
+    for r in range(args.repeat):
+        if r and args.pause:
+            time.sleep(args.pause)
         totals = []
-        for user in ids:
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+        for user in (str(funnel.catalog.user_ids[u]) for u in rounds[r]):
             t = time.perf_counter()
             rec = pipeline.recommend(user)
             totals.append((time.perf_counter() - t) * 1000)
@@ -176,6 +207,8 @@ def main() -> None:
             candidates.append(rec.trace[0]["out"])
             proposed.append(sum(rec.trace[0]["sources"].values()))
         runs.append(pct(totals))
+        runs[-1]["max_ms"] = max(totals)
+        runs[-1]["major_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
     n_items, n_users = funnel.catalog.data.n_items, funnel.catalog.data.n_users
     first = memory()
     second = second_process(args.workspace, ids[:20])
@@ -186,6 +219,8 @@ def main() -> None:
         "workspace": str(args.workspace),
         "users": len(ids),
         "repeat": args.repeat,
+        "pause_s": args.pause,
+        "runs": runs,  # each repeat's own users: p50, p99, max, major page faults
         "items": n_items,
         "all_users": n_users,
         "load_seconds": load_seconds,
@@ -219,6 +254,11 @@ def main() -> None:
         f" MB); second process load {second['load_seconds']:.1f} s, rss {second['rss_mb']:.0f}"
         f" MB (private {second['private_mb']:.0f} MB, shared {second['shared_mb']:.0f} MB)"
     )
+    for r, run in enumerate(runs):
+        print(
+            f"  repeat {r + 1}: p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  max "
+            f"{run['max_ms']:.1f} ms  major page faults {run['major_faults']}"
+        )
     if cost:
         print(
             f"  online store: the users' reads p50 {cost['online_read']['p50_ms']:.3f} ms, p99 "

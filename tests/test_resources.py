@@ -1,4 +1,4 @@
-"""The page-cache read a serving load makes (`resources.prefetch`)."""
+"""The page-cache read a serving load makes (`resources.prefetch`), and its lock."""
 
 from __future__ import annotations
 
@@ -77,3 +77,75 @@ def test_prefetch_leaves_the_files_in_the_page_cache(tmp_path):
         pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
     assert resources.prefetch([tmp_path], 0.5) == (1, 4 << 20, None)
     assert resident(path) == 1.0
+
+
+def locked_kib() -> int:
+    """This process's locked memory (VmLck of /proc/self/status), KiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+    pytest.skip("/proc/self/status does not say the locked memory")
+
+
+def lock_or_skip(folders, share=0.5) -> resources.LockedFiles:
+    locked, why = resources.lock_in_memory(folders, share)
+    if why is not None and why.startswith("mlock failed"):
+        # a process without CAP_IPC_LOCK and a small `ulimit -l`: refused, said, none kept
+        assert "ulimit -l" in why and locked.files == 0 and locked.bytes == 0
+        pytest.skip(f"this process may not lock that much: {why}")
+    assert why is None
+    return locked
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_lock_in_memory_locks_every_file_until_released(folders):
+    before = locked_kib()
+    locked = lock_or_skip(folders)
+    assert (locked.files, locked.bytes) == (3, 12002)
+    # each file whole, in pages: 5000 B, 2 B and 7000 B files take 2 + 1 + 2 pages of 4 KiB
+    pages = sum(-(-n // mmap.PAGESIZE) for n in (5000, 2, 7000))
+    assert locked_kib() - before == pages * mmap.PAGESIZE // 1024
+    locked.release()
+    assert locked_kib() == before and (locked.files, locked.bytes) == (0, 0)
+    locked.release()  # twice: nothing left to release
+
+
+def test_lock_in_memory_follows_the_prefetch_share(folders):
+    before = locked_kib() if os.path.exists("/proc/self/status") else 0
+    locked, why = resources.lock_in_memory(folders, 0)
+    assert why == "off ([service] prefetch = 0)" and locked.files == 0
+    free = resources.available_memory()
+    if free is not None:
+        locked, why = resources.lock_in_memory(folders, 12002 / free / 2)
+        assert why is not None and "available memory" in why and locked.files == 0
+    if os.path.exists("/proc/self/status"):
+        assert locked_kib() == before
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "posix_fadvise") or not ctypes.util.find_library("c"),
+    reason="needs posix_fadvise and mincore (Linux)",
+)
+def test_locked_pages_stay_in_memory_when_the_kernel_is_told_to_drop_them(tmp_path):
+    path = tmp_path / "online" / "data.mdb"
+    path.parent.mkdir()
+    with path.open("wb") as f:
+        f.write(os.urandom(4 << 20))
+        f.flush()
+        os.fsync(f.fileno())  # clean pages: the kernel may drop them
+
+    def drop() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+    drop()
+    if resident(path) > 0.5:
+        pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
+    locked = lock_or_skip([tmp_path])
+    assert resident(path) == 1.0  # locking read them in
+    drop()
+    assert resident(path) == 1.0  # and the kernel kept them
+    locked.release()
+    drop()
+    assert resident(path) < 0.5

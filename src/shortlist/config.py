@@ -128,6 +128,10 @@ class ServiceSettings(_Section):
     # at each load, the files requests read through memory maps (models/, index/, online/) are
     # read into the page cache, unless they exceed this share of the available memory. 0: off
     prefetch: float = Field(0.5, ge=0, le=1)
+    # ...and locked there (mlock) while that version serves, so that the kernel never drops
+    # a page a later request reads (the pages are shared by the workers). False: on a machine
+    # where that much pinned memory would crowd out other programs
+    lock: bool = True
 
 
 class RankingSettings(_Section):

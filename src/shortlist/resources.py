@@ -12,7 +12,7 @@ that takes seconds alone can take minutes. So:
   may use), once per process; the CLI and the API's entry points call it.
 
 Memory: `memory_share` sizes DuckDB's limit; `prefetch` reads the files a server maps (arrays,
-LMDB, FAISS) into the page cache when it loads them.
+LMDB, FAISS) into the page cache when it loads them, and `lock_in_memory` keeps them there.
 """
 
 from __future__ import annotations
@@ -136,6 +136,32 @@ def available_memory() -> int | None:
     return None
 
 
+def _files_under(folders: Iterable[Path]) -> tuple[list[Path], int]:
+    """The files under `folders` and their total size (a file removed meanwhile: left out)."""
+    files, size = [], 0
+    for p in (p for folder in folders if folder.is_dir() for p in folder.rglob("*")):
+        try:
+            if p.is_file():
+                size += p.stat().st_size
+                files.append(p)
+        except OSError:  # removed meanwhile (an old version)
+            continue
+    return files, size
+
+
+def _too_big(size: int, share: float) -> str | None:
+    """Why `size` bytes should not be held in memory under `[service] prefetch` = `share`."""
+    if share <= 0:
+        return "off ([service] prefetch = 0)"
+    free = available_memory()
+    if free is not None and size > share * free:
+        return (
+            f"{size / 2**20:,.0f} MiB is more than {share:g} of the available memory "
+            f"({free / 2**20:,.0f} MiB)"
+        )
+    return None
+
+
 def prefetch(folders: Iterable[Path], share: float) -> tuple[int, int, str | None]:
     """Reads every file under `folders` into the page cache: the memory-mapped files a server
     reads (arrays, LMDB, FAISS) are then in memory before the requests that touch them, instead
@@ -147,27 +173,12 @@ def prefetch(folders: Iterable[Path], share: float) -> tuple[int, int, str | Non
 
     Returns (files, bytes, why nothing was read: None when they were).
     """
-    files = [p for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file()]
-    size = 0
-    for p in files:
-        try:
-            size += p.stat().st_size
-        except OSError:  # removed meanwhile (an old version)
-            continue
-    if share <= 0:
-        return len(files), size, "off ([service] prefetch = 0)"
-    if not hasattr(os, "posix_fadvise"):
-        return len(files), size, "this platform has no posix_fadvise"
-    free = available_memory()
-    if free is not None and size > share * free:
-        return (
-            len(files),
-            size,
-            (
-                f"{size / 2**20:,.0f} MiB is more than {share:g} of the available memory "
-                f"({free / 2**20:,.0f} MiB)"
-            ),
-        )
+    files, size = _files_under(folders)
+    skipped = _too_big(size, share)
+    if skipped is None and not hasattr(os, "posix_fadvise"):
+        skipped = "this platform has no posix_fadvise"
+    if skipped is not None:
+        return len(files), size, skipped
     for p in files:
         try:
             fd = os.open(p, os.O_RDONLY)
@@ -188,3 +199,77 @@ def prefetch(folders: Iterable[Path], share: float) -> tuple[int, int, str | Non
         except OSError:  # removed meanwhile (an old version)
             continue
     return len(files), size, None
+
+
+class LockedFiles:
+    """Files mapped read-only and locked in memory (`mlock`): the kernel keeps their pages
+    resident, so no request waits on the disk for a page that was reclaimed while unused
+    (under memory pressure, or on a host that pages idle memory out: on this machine a
+    reclaim daemon did, and requests for users not asked about for a minute waited on the
+    disk, up to 0.7 s). The pages are the page cache's, shared with every process mapping
+    the files; `release` (or the object's end) unlocks them."""
+
+    def __init__(self) -> None:
+        self._maps: list[Any] = []
+        self.files, self.bytes = 0, 0
+
+    def _add(self, mapped: Any) -> None:
+        self._maps.append(mapped)
+        self.files, self.bytes = self.files + 1, self.bytes + len(mapped)
+
+    def release(self) -> None:
+        maps, self._maps = self._maps, []
+        self.files, self.bytes = 0, 0
+        for mapped in maps:
+            with contextlib.suppress(BufferError, ValueError):
+                mapped.close()  # the unmapping unlocks
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def lock_in_memory(folders: Iterable[Path], share: float) -> tuple[LockedFiles, str | None]:
+    """Maps every file under `folders` and locks it in memory (see LockedFiles). Nothing is
+    locked, as for `prefetch`, when the files are more than `share` of the available memory
+    or `share` is 0; nor where the platform has no `mlock`, or when one fails (the process
+    may lock less: `ulimit -l`, or the CAP_IPC_LOCK capability): what was locked is then
+    released.
+
+    Returns (the locks, why nothing is locked: None when every file is).
+    """
+    import ctypes
+    import mmap
+
+    import numpy as np
+
+    locked = LockedFiles()
+    files, size = _files_under(folders)
+    skipped = _too_big(size, share)
+    if skipped is not None:
+        return locked, skipped
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mlock = libc.mlock
+    except (OSError, AttributeError):
+        return locked, "this platform has no mlock"
+    mlock.argtypes, mlock.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_int
+    for p in files:
+        try:
+            with open(p, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    continue
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # removed meanwhile (an old version), or emptied
+            continue
+        address = np.frombuffer(mapped, np.uint8).ctypes.data  # the view ends here
+        if mlock(address, len(mapped)) != 0:
+            why = os.strerror(ctypes.get_errno())
+            mapped.close()
+            locked.release()
+            return (
+                locked,
+                f"mlock failed on {p.name} ({why}): raise `ulimit -l`, or give the process "
+                "CAP_IPC_LOCK",
+            )
+        locked._add(mapped)
+    return locked, None

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -213,12 +214,17 @@ def test_reload_under_traffic(ws, tmp_path_factory, ids):
     with TestClient(posted) as a, TestClient(watching) as b:
         old = a.get("/readyz").json()["version"]
         assert b.get("/readyz").json()["version"] == old
+        held = posted.state.shortlist.current.locked  # [service] lock: its mapped files
+        assert held is not None or os.geteuid() != 0  # root may lock (CAP_IPC_LOCK)
+        assert held is None or held.bytes > 0
         with Traffic(a, users) as on_a, Traffic(b, users, threads=1) as on_b:
             rebuild(copy, ws.root.parent / "src", k=5)
             r = a.post("/v1/admin/reload", headers=AUTH)
             assert r.status_code == 200, r.text
             new = r.json()["version"]
             assert new != old and r.json()["previous"] == old
+            if held is not None:  # the old version's files unlocked at the switch, the new locked
+                assert held.bytes == 0 and posted.state.shortlist.current.locked.bytes > 0
             switched = time.monotonic()
             wait_for(lambda: b.get("/readyz").json()["version"] == new, 15, "the watch reloads")
             time.sleep(0.5)

@@ -77,6 +77,7 @@ class Loaded:
     version: str  # the build: a digest of models/pipeline.json
     seconds: float  # the load's duration
     loaded_at: float  # time.time() of the switch
+    locked: resources.LockedFiles | None = None  # its mapped files, locked in memory
 
     @property
     def funnel(self) -> Funnel:
@@ -133,11 +134,19 @@ class StoreBreaker:
                 self.reason = self.since = None
 
 
+MAPPED = ("models", "index", "online")  # what requests read through memory maps
+
+
 def prefetch_workspace(root: Path, share: float) -> tuple[int, int, str | None]:
     """`resources.prefetch` of what requests read through memory maps in the workspace at
     `root`: the saved state and models, the indexes, the LMDB online store. What a load does
     before it says ready (benchmarks measuring the request path do the same)."""
-    return resources.prefetch([root / "models", root / "index", root / "online"], share)
+    return resources.prefetch([root / name for name in MAPPED], share)
+
+
+def lock_workspace(root: Path, share: float) -> tuple[resources.LockedFiles, str | None]:
+    """`resources.lock_in_memory` of the files `prefetch_workspace` reads ([service] lock)."""
+    return resources.lock_in_memory([root / name for name in MAPPED], share)
 
 
 class ServiceState:
@@ -171,6 +180,7 @@ class ServiceState:
         self.threads = service.threads
         self.concurrency = service.concurrency
         self.prefetch_share = service.prefetch
+        self.lock = service.lock
         # requests read the online store with short timeouts and no retries: the breaker and
         # the budget decide, not the client library's patience
         self.online = settings.online.model_copy(
@@ -240,12 +250,16 @@ class ServiceState:
             self._watcher.start()
 
     def close(self) -> None:
-        """Stops the watch and the full-pipeline threads (the app's shutdown)."""
+        """Stops the watch and the full-pipeline threads, unlocks the mapped files (the app's
+        shutdown)."""
         self._stop.set()
         with self._events_lock:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        current = self.current
+        if current is not None and current.locked is not None:
+            current.locked.release()
 
     def _threads(self) -> ThreadPoolExecutor:
         executor = self._executor
@@ -272,23 +286,32 @@ class ServiceState:
             except ShortlistError as exc:
                 similar_error = str(exc)
             recorder, events_error, replayed = self._start_events(pipeline)
-            prefetched.result()  # in the page cache before the first request
+            locked = prefetched.result()  # in the page cache before the first request
         _warm(pipeline)
         return Loaded(
             pipeline, search, similar_error, recorder, events_error, replayed, version,
-            time.perf_counter() - started, time.time(),
+            time.perf_counter() - started, time.time(), locked,
         )  # fmt: skip
 
-    def _prefetch(self) -> None:
+    def _prefetch(self) -> resources.LockedFiles | None:
         """The files requests read through memory maps (the saved state, the item index, the
         LMDB online store) read into the page cache, so that the first requests after a load
-        do not each wait on the disk for the pages they touch first. Says so in the log."""
+        do not each wait on the disk for the pages they touch first, and with `[service]
+        lock` locked there until the next version serves. Says so in the log."""
         files, size, skipped = prefetch_workspace(self.workspace.root, self.prefetch_share)
         what = f"{files:,} files, {size / 2**20:,.0f} MiB"
-        said = f"{what} read into the page cache"
         if skipped:
-            said = f"{what} not read into the page cache: {skipped}"
-        log.info("shortlist: %s", said)
+            log.info("shortlist: %s not read into the page cache: %s", what, skipped)
+            return None
+        if not self.lock:
+            log.info("shortlist: %s read into the page cache", what)
+            return None
+        locked, why = lock_workspace(self.workspace.root, self.prefetch_share)
+        if why:
+            log.warning("shortlist: %s read into the page cache, not locked there: %s", what, why)
+            return None
+        log.info("shortlist: %s read into the page cache and locked there", what)
+        return locked
 
     @staticmethod
     def _start_events(
@@ -349,6 +372,8 @@ class ServiceState:
                 previous.version,
             )  # fmt: skip
             was = previous.version
+            if previous.locked is not None:  # requests in flight read on, unlocked
+                previous.locked.release()
             del previous
             threading.Thread(target=_release, args=(self.budget,), daemon=True).start()
             return {"version": new.version, "previous": was, "seconds": round(new.seconds, 3)}
