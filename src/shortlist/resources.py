@@ -102,7 +102,7 @@ def process_died(what: str, instead: str) -> ShortlistError:
 def release_unused_memory() -> None:
     """Hand back to the system the memory a load used on the way and freed: Arrow's pool
     (DuckDB's results and pandas' strings live there) and glibc's heap (`malloc_trim`).
-    Freed but kept, it stays counted as the process's own: at full H&M scale about 120 MB
+    Freed but kept, it stays counted as the process's own: at full H&M scale about 110 MB
     of each serving process after `Pipeline.load`."""
     try:
         import pyarrow as pa
