@@ -173,7 +173,7 @@ def main() -> None:
         OfflineStore(open_workspace(args.workspace))
         .sql(
             f"SELECT DISTINCT {C.USER_IDX} AS u FROM (SELECT {C.USER_IDX} FROM interactions "
-            f"ORDER BY {C.TIMESTAMP} DESC LIMIT 200000) ORDER BY u"
+            f"ORDER BY {C.TIMESTAMP} DESC, {C.USER_IDX}, {C.ITEM_IDX} LIMIT 200000) ORDER BY u"
         )
         .fetchnumpy()["u"]
         .astype(np.int64)
