@@ -59,22 +59,41 @@ def resident(path) -> float:
     return sum(f & 1 for f in flags) / pages
 
 
-@pytest.mark.skipif(
+needs_page_cache_calls = pytest.mark.skipif(
     not hasattr(os, "posix_fadvise") or not ctypes.util.find_library("c"),
     reason="needs posix_fadvise and mincore (Linux)",
 )
-def test_prefetch_leaves_the_files_in_the_page_cache(tmp_path):
-    path = tmp_path / "state" / "a.npy"
-    path.parent.mkdir()
+
+
+def written(path, size: int):
+    """A file of `size` random bytes at `path`, on the disk (clean pages: the kernel may drop
+    them)."""
+    path.parent.mkdir(parents=True)
     with path.open("wb") as f:
-        f.write(os.urandom(4 << 20))
+        f.write(os.urandom(size))
         f.flush()
-        os.fsync(f.fileno())  # clean pages: the kernel may drop them
+        os.fsync(f.fileno())
+    return path
+
+
+def drop(path) -> None:
+    """Asks the kernel to drop the file's pages from the page cache (POSIX_FADV_DONTNEED);
+    skips the test where the file system keeps them whatever is asked (tmpfs)."""
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
+
+
+def dropped_or_skip(path) -> None:
+    drop(path)
     if resident(path) > 0.5:
         pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
+
+
+@needs_page_cache_calls
+def test_prefetch_leaves_the_files_in_the_page_cache(tmp_path):
+    path = written(tmp_path / "state" / "a.npy", 4 << 20)
+    dropped_or_skip(path)
     assert resources.prefetch([tmp_path], 0.5) == (1, 4 << 20, None)
     assert resident(path) == 1.0
 
@@ -122,30 +141,14 @@ def test_lock_in_memory_follows_the_prefetch_share(folders):
         assert locked_kib() == before
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "posix_fadvise") or not ctypes.util.find_library("c"),
-    reason="needs posix_fadvise and mincore (Linux)",
-)
+@needs_page_cache_calls
 def test_locked_pages_stay_in_memory_when_the_kernel_is_told_to_drop_them(tmp_path):
-    path = tmp_path / "online" / "data.mdb"
-    path.parent.mkdir()
-    with path.open("wb") as f:
-        f.write(os.urandom(4 << 20))
-        f.flush()
-        os.fsync(f.fileno())  # clean pages: the kernel may drop them
-
-    def drop() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-
-    drop()
-    if resident(path) > 0.5:
-        pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
+    path = written(tmp_path / "online" / "data.mdb", 4 << 20)
+    dropped_or_skip(path)
     locked = lock_or_skip([tmp_path])
     assert resident(path) == 1.0  # locking read them in
-    drop()
+    drop(path)
     assert resident(path) == 1.0  # and the kernel kept them
     locked.release()
-    drop()
+    drop(path)
     assert resident(path) < 0.5
