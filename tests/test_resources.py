@@ -77,14 +77,14 @@ def written(path, size: int):
 
 
 def drop(path) -> None:
-    """Asks the kernel to drop the file's pages from the page cache (POSIX_FADV_DONTNEED);
-    skips the test where the file system keeps them whatever is asked (tmpfs)."""
+    """Asks the kernel to drop the file's pages from the page cache (POSIX_FADV_DONTNEED)."""
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
 
 
 def dropped_or_skip(path) -> None:
+    """`drop`, then skips the test where the file system kept the pages (tmpfs)."""
     drop(path)
     if resident(path) > 0.5:
         pytest.skip("this file system keeps the pages whatever is asked (tmpfs?)")
