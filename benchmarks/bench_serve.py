@@ -183,6 +183,36 @@ class Server:
                 self.process.wait()
 
 
+def process_memory(pid: int) -> list[dict[str, Any]]:
+    """Memory (MB) of the service's process and its children (forked workers), from
+    /proc/PID/smaps_rollup after the runs: resident, proportional share (shared pages divided
+    among the processes mapping them: the PSS of all adds up to what they hold together),
+    private (pages no other process maps) and, of those, dirty (the heap; for a forked worker,
+    the pages it copied from its parent by writing them)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(c) for c in task.read_text().split()]
+    out = []
+    for p in pids:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        f = {}
+        for line in text.splitlines()[1:]:
+            name, value = line.split(":")
+            f[name] = int(value.split()[0]) / 1024
+        out.append({
+            "pid": p,
+            "role": "main" if p == pid else "worker",
+            "rss_mb": round(f["Rss"], 1),
+            "pss_mb": round(f["Pss"], 1),
+            "private_mb": round(f["Private_Clean"] + f["Private_Dirty"], 1),
+            "private_dirty_mb": round(f["Private_Dirty"], 1),
+        })  # fmt: skip
+    return out
+
+
 def delta(after: dict, before: dict, name: str, **match: str) -> dict[tuple, float]:
     """The increase of each series of the metric `name` whose labels include `match`."""
     out = {}
@@ -256,6 +286,7 @@ def main() -> None:
     n_items = OfflineStore(ws).sql("SELECT count(*) FROM items").fetchall()[0][0]
     runs = []
     starts = {}
+    memory: dict[int, list[dict[str, Any]]] = {}
     for workers in args.workers:
         server = Server(ws.root, workers, args.online, folder / f"serve_{workers}.log")
         try:
@@ -289,6 +320,17 @@ def main() -> None:
                         f"errors {row['errors']}  degraded {row['degraded']}",
                         flush=True,
                     )
+            memory[workers] = process_memory(server.process.pid)
+            print(
+                f"workers={workers} memory: PSS {sum(m['pss_mb'] for m in memory[workers]):.0f}"
+                " MB in all; "
+                + "; ".join(
+                    f"{m['role']} rss {m['rss_mb']:.0f} pss {m['pss_mb']:.0f} private "
+                    f"{m['private_mb']:.0f} (dirty {m['private_dirty_mb']:.0f})"
+                    for m in memory[workers]
+                ),
+                flush=True,
+            )
         finally:
             server.stop()
     name = args.name or ws.root.name
@@ -302,6 +344,7 @@ def main() -> None:
         "warmup_s": args.warmup,
         "ready_seconds": starts,
         "runs": runs,
+        "memory": memory,
         "load_tool": subprocess.run(
             ["wrk", "--version"], capture_output=True, text=True
         ).stdout.splitlines()[0:1],

@@ -95,6 +95,14 @@ class Served:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def workers(self) -> set[int]:
+        """The pids of the worker processes (the children of `shortlist serve`)."""
+        pid = self.process.pid
+        return {
+            int(c) for t in Path(f"/proc/{pid}/task").glob("*/children")
+            for c in t.read_text().split()
+        }  # fmt: skip
+
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,7 +120,7 @@ class Served:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
-        """SIGTERM (uvicorn shuts down gracefully, workers included), then the exit code."""
+        """SIGTERM (the workers shut down gracefully), then the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -123,22 +131,26 @@ class Served:
         return self.process.returncode
 
 
-@pytest.fixture(scope="package", autouse=True)
-def served(ws, tmp_path_factory) -> Iterator[Served]:
-    """Two uvicorn workers serving the workspace, started as soon as it is built."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+def start_serve(ws: Workspace, log: Path, workers: int = 2) -> Served:
+    """`shortlist serve --workers N` on a free loopback port, its output in `log`."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "shortlist.cli", "-q", "--workspace", str(ws.root), "serve",
-             "--port", str(port), "--workers", "2"],
+             "--port", str(port), "--workers", str(workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
         )  # fmt: skip
-    server = Served(process, port, log)
+    return Served(process, port, log)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def served(ws, tmp_path_factory) -> Iterator[Served]:
+    """Two workers serving the workspace, started as soon as it is built."""
+    server = start_serve(ws, tmp_path_factory.mktemp("serve") / "serve.log")
     yield server
     server.stop()
 

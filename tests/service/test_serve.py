@@ -1,12 +1,19 @@
-"""`shortlist serve` as a user runs it: a real process (two uvicorn workers) on a loopback
+"""`shortlist serve` as a user runs it: a real process (two workers forked from it) on a loopback
 port, requested over HTTP with httpx, stopped with SIGTERM."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.conftest import Served, start_serve
 
 
 def test_shortlist_serve_answers_over_http(served, client, ids):
@@ -46,8 +53,68 @@ def test_shortlist_serve_answers_over_http(served, client, ids):
     assert served.stop() == 0
     log = served.logs()
     assert log.count("Application startup complete") == 2  # two workers
-    assert "loaded in" in log and "Traceback" not in log
-    # each worker read the files it maps into the page cache before serving, and locked them
-    # there (or said why not: a process without CAP_IPC_LOCK and a small `ulimit -l`)
-    assert log.count("read into the page cache") == 2
-    assert log.count("and locked there") == 2 or log.count("not locked there: mlock failed") == 2
+    assert "loaded in" in log and "forking 2 workers" in log and "Traceback" not in log
+    # the workspace loaded once, before the fork: its files read into the page cache and
+    # locked there (or said why not: a process without CAP_IPC_LOCK and a small `ulimit -l`)
+    assert log.count("read into the page cache") == 1
+    assert log.count("and locked there") == 1 or log.count("not locked there: mlock failed") == 1
+
+
+def _until(check: Callable[[], bool], what: str, server: Served, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not after {timeout} s:\n{server.logs()}")
+
+
+def _shared_dirty_mb(pid: int) -> float:
+    """Written pages this process shares with another (for a forked worker: its parent's heap
+    that neither has written since the fork), MB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Shared_Dirty:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no Shared_Dirty for {pid}")
+
+
+def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and_reloaded(
+    ws, ids, tmp_path
+):
+    server = start_serve(ws, tmp_path / "serve.log")
+    user = ids.buyers[0]
+    try:
+        server.wait_ready()
+        _until(lambda: len(server.workers()) == 2, "two workers", server)
+        first = server.workers()
+        # the workers share what the parent loaded: its heap, not a copy each (a worker that
+        # loaded the workspace itself, as spawned uvicorn workers did, shares none of it)
+        for pid in first:
+            assert _shared_dirty_mb(pid) > 50, server.logs()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            want = http.get(f"/v1/users/{user}/recommendations").json()
+
+            # a worker killed is replaced; the service answers meanwhile and after
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            _until(lambda: victim not in server.workers() and len(server.workers()) == 2,
+                   "a new worker", server)  # fmt: skip
+            for _ in range(6):  # both workers answer the same
+                assert http.get(f"/v1/users/{user}/recommendations").json() == want
+            assert f"worker {victim} ended (signal SIGKILL): forking another" in server.logs()
+
+            # a reload (another worker asked, or a build): the parent loads the workspace
+            # again and forks new workers, then the old ones stop
+            before = server.workers()
+            (ws.root / "models" / "reload").write_text(f"{time.time()}\n")
+            _until(lambda: not (server.workers() & before) and len(server.workers()) == 2,
+                   "workers forked from the reloaded workspace", server)  # fmt: skip
+            for _ in range(6):
+                assert http.get(f"/v1/users/{user}/recommendations").json() == want
+        assert "shortlist: reloaded" in server.logs()
+        assert server.stop() == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in before)
+        log = server.logs()
+        assert log.count("Finished server process") >= 4 and "Traceback" not in log
+    finally:
+        server.stop()

@@ -153,6 +153,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.ready:  # loaded before this worker was forked (`shortlist serve --workers N`)
+            log.info(
+                "shortlist: worker %d serves version %s of workspace %s",
+                os.getpid(), state.loaded().version, state.workspace.root,
+            )  # fmt: skip
+            yield
+            state.close()
+            return
         log.info("shortlist: loading workspace %s", state.workspace.root)
         await anyio.to_thread.run_sync(state.load)
         log.info(

@@ -231,9 +231,10 @@ class ServiceState:
     def load_seconds(self) -> float | None:
         return self.current.seconds if self.current is not None else None
 
-    def load(self) -> None:
+    def load(self, *, watch: bool = True) -> None:
         """Loads the workspace (once: a second call, e.g. a second lifespan, does nothing),
-        then starts the watch ([service] watch seconds; 0: none)."""
+        then starts the watch ([service] watch seconds; 0: none). watch=False: no watch
+        thread; the caller looks with `follow` (`shortlist serve --workers N`'s supervisor)."""
         if self.ready:
             return
         try:
@@ -243,7 +244,7 @@ class ServiceState:
             self.status, self.detail = "failed", str(exc)
             raise
         self.status = "ready"
-        if self.watch_seconds > 0 and self._watcher is None:
+        if watch and self.watch_seconds > 0 and self._watcher is None:
             self._watcher = threading.Thread(
                 target=self._watch, name="shortlist-watch", daemon=True
             )
@@ -393,15 +394,33 @@ class ServiceState:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.watch_seconds):
-            seen = self._signature()
-            if seen == self._seen or seen[0] is None:
-                continue
-            try:
-                self.reload()
-            except ApiError as exc:  # logged; the next change of the files tries again
-                if exc.status == 409:
-                    continue
+            self.follow()
+
+    def follow(self) -> bool:
+        """One look of the watch: reloads when models/pipeline.json or models/reload changed
+        since the serving version loaded. True when it reloaded."""
+        seen = self._signature()
+        if seen == self._seen or seen[0] is None:
+            return False
+        try:
+            self.reload()
+        except ApiError as exc:  # logged; the next change of the files tries again
+            if exc.status != 409:
                 self._seen = seen
+            return False
+        return True
+
+    def after_fork(self) -> None:
+        """In a worker process forked from the one that loaded the workspace: threads do not
+        survive a fork, so the full-pipeline threads and the locks start anew (the online
+        store reopens itself: LMDB forbids a parent's environment, redis-py its sockets). The
+        mapped files stay locked in memory by the parent (`mlock` is not inherited), whose
+        supervisor runs the watch."""
+        self._executor = None
+        self._reload_lock = threading.Lock()
+        self._events_lock = threading.Lock()
+        self._watcher, self._stop = None, threading.Event()
+        self.breaker = StoreBreaker(self.breaker.retry_after)
 
     # -- guarded calls -----------------------------------------------------------------------------
     async def offload(self, work: Callable[[], T]) -> T:

@@ -1,23 +1,42 @@
 """Running the app under uvicorn: one process, or N worker processes sharing the port.
 
-Each worker builds the app from $SHORTLIST_WORKSPACE (`app_from_env`) and loads the workspace
-once, at its startup. With several workers the Prometheus metrics are kept in files of a
-temporary folder (`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so
-any worker answers for all of them.
+One process builds the app from $SHORTLIST_WORKSPACE (`app_from_env`) and loads the workspace
+at its startup. With `workers` > 1 (`Prefork`), one process loads the workspace, then forks
+the workers: they share what it loaded (the arrays, the models, the index: copy-on-write
+pages that a worker only reads stay the parent's), so each worker adds little memory and
+starts at once. The parent serves nothing; it restarts a worker that dies, and runs the watch:
+when a build replaces the workspace (or a worker was told to reload), it loads the new version
+and forks new workers before it stops the old ones (each finishes its requests in flight).
+The Prometheus metrics of several workers are kept in files of a temporary folder
+(`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so any worker
+answers for all of them.
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
+import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from shortlist.service.app import WORKSPACE_ENV
+from shortlist.service import search
+from shortlist.service.app import WORKSPACE_ENV, create_app
+
+log = logging.getLogger("shortlist.service")
 
 APP = "shortlist.service.app:app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+GRACEFUL_SECONDS = 10  # a stopping worker's requests in flight, at most
+RESTART_PAUSE = 1.0  # seconds between restarts of dying workers (a crash loop stays slow)
+PR_SET_PDEATHSIG = 1  # prctl(2): a signal to this process when its parent dies
 
 
 def serve(
@@ -46,18 +65,171 @@ def serve(
         metrics_dir = tempfile.mkdtemp(prefix="shortlist-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        uvicorn.run(
-            APP,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            access_log=access_log,
-            log_config=log_config,
-            timeout_graceful_shutdown=10,
-        )
+        if workers > 1:
+            from prometheus_client import values
+
+            # imported before the folder was named: the metrics made from now on count in it
+            values.ValueClass = values.get_value_class()
+            config = uvicorn.Config(
+                create_app(workspace), host=host, port=port, log_level=log_level,
+                access_log=access_log, log_config=log_config,
+                timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            )  # fmt: skip
+            Prefork(config, workers).run()
+        else:
+            uvicorn.run(
+                APP,
+                factory=True,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=access_log,
+                log_config=log_config,
+                timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            )
     finally:
         if metrics_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class Prefork:
+    """`workers` uvicorn servers forked from this process once it has loaded the workspace
+    (see the module's docstring). `run` returns when SIGTERM or SIGINT has stopped them all."""
+
+    def __init__(self, config: Any, workers: int):
+        self.config, self.workers = config, workers
+        self.state = config.app.state.shortlist
+        self.generation = 0  # the version the workers of this generation were forked from
+        self.children: dict[int, int] = {}  # pid -> generation
+        self.stopping: int | None = None  # the signal that asked to stop
+        self._last_restart = 0.0
+
+    def run(self) -> None:
+        sock = self.config.bind_socket()  # bound before the load: the port is taken at once
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its pool forks badly
+            log.info("shortlist: loading workspace %s", self.state.workspace.root)
+            self.state.load(watch=False)
+            search.warm(self.state)  # the sentence model too: shared, not loaded per worker
+            log.info(
+                "shortlist: workspace %s loaded in %.1f s; forking %d workers",
+                self.state.workspace.root, self.state.load_seconds or 0.0, self.workers,
+            )  # fmt: skip
+            self._fork(self.workers, sock)
+            watch = self.state.watch_seconds
+            next_look = time.monotonic() + watch
+            while self.stopping is None:
+                self._reap(sock)
+                if watch > 0 and time.monotonic() >= next_look:
+                    if self.state.follow():  # a new version: new workers, then the old stop
+                        self.generation += 1
+                        old = list(self.children)
+                        self._fork(self.workers, sock)
+                        self._signal(old, signal.SIGTERM)
+                    next_look = time.monotonic() + watch
+                time.sleep(0.1)
+            self._stop_all()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            sock.close()
+            self.state.close()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = signum
+
+    def _fork(self, n: int, sock: socket.socket) -> None:
+        gc.collect()
+        gc.freeze()  # the collector never touches what the workers share (no copy by a walk)
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:
+                self._worker(sock)  # never returns
+            self.children[pid] = self.generation
+
+    def _worker(self, sock: socket.socket) -> None:
+        import uvicorn
+
+        code = 1
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # uvicorn's own handlers take over
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _die_with_parent()
+            self.state.after_fork()
+            uvicorn.Server(self.config).run(sockets=[sock])
+            code = 0
+        except BaseException:  # noqa: BLE001 - a worker's end, logged; the parent restarts it
+            log.exception("shortlist: worker %d failed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _reap(self, sock: socket.socket) -> None:
+        """Collects the workers that ended; one of the serving generation that ended by itself
+        (a crash) is replaced."""
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            generation = self.children.pop(pid, None)
+            if generation != self.generation or self.stopping is not None:
+                continue
+            log.warning("shortlist: worker %d ended (%s): forking another", pid, _ended(status))
+            wait = self._last_restart + RESTART_PAUSE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_restart = time.monotonic()
+            self._fork(1, sock)
+
+    def _signal(self, pids: list[int], signum: int) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                self.children.pop(pid, None)
+
+    def _stop_all(self) -> None:
+        """SIGTERM to every worker (each finishes its requests in flight), SIGKILL to those
+        still running after the grace period."""
+        self._signal(list(self.children), signal.SIGTERM)
+        deadline = time.monotonic() + GRACEFUL_SECONDS + 5
+        while self.children and time.monotonic() < deadline:
+            self._reap_any()
+            time.sleep(0.05)
+        self._signal(list(self.children), signal.SIGKILL)
+        while self.children:
+            self._reap_any(block=True)
+
+    def _reap_any(self, block: bool = False) -> None:
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the parent does (killed with no chance to stop it): Linux's prctl;
+    elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"

@@ -132,7 +132,7 @@ _SHARED_LOCK = threading.Lock()
 def _shared(path: Path, headroom: int) -> _Opened:
     """The process's one handle on the version in `path` (a folder of that name deleted and
     written again is another version: the data file's inode tells them apart)."""
-    key = (str(path.resolve()), os.stat(path / "data.mdb").st_ino)
+    key = (str(path.resolve()), os.stat(path / "data.mdb").st_ino, os.getpid())
     with _SHARED_LOCK:
         opened = _SHARED.get(key)
         if opened is None:
@@ -149,6 +149,7 @@ class LmdbStore(OnlineStore):
         self._opened: _Opened | None = None
         self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class LmdbStore(OnlineStore):
             self._opened, self._stamp = None, None
             return None
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._pid != os.getpid():  # a forked child: LMDB forbids the parent's environment
+            self._opened, self._stamp, self._pid = None, None, os.getpid()
         opened = self._opened
         if stamp == self._stamp and opened is not None:
             return opened
