@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -521,6 +522,29 @@ def test_lmdb_update_from_another_process_is_read_here(tmp_path: Path):
     assert store.get_rows("items", [4]).values[0, 0] == 9.0
     assert store.get_rows("stock", [4, 5]).found.tolist() == [True, False]
     store.close()
+
+
+def test_a_store_opened_before_a_fork_reads_and_writes_in_the_child(backend: Backend, store):
+    """`shortlist serve --workers N` forks its workers from the process that opened the store:
+    a child reads and writes through it (LMDB forbids using a parent's environment: the child
+    opens its own; redis-py opens its own connections), and the parent reads what it wrote."""
+    v = write_version(store, 1.0)
+    assert store.get_rows("items", [4]).values[0, 0] == 3.0
+    parent_env = store._refresh().env if backend.name == "lmdb" else None  # type: ignore[attr-defined]
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if every check holds
+        code = 1
+        try:
+            ok = store.get_rows("items", [4]).values[0, 0] == 3.0
+            if parent_env is not None:
+                ok = ok and store._refresh().env is not parent_env  # type: ignore[attr-defined]
+            store.update_many({"items": ([4], [[9.0, 9.0, 9.0]])}, version=v)
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_rows("items", [4]).values[0, 0] == 9.0
 
 
 # -- Redis going away ----------------------------------------------------------------------------
