@@ -380,12 +380,13 @@ def create_app(
         """Loads the workspace's current build (models, index, state, online store) beside the
         serving one, then switches to it atomically: requests in flight finish on the old
         version, every later one is answered by the new (their `version` says which). The
-        other processes serving the workspace (uvicorn workers) follow within `[service]
-        watch` seconds. Needs `Authorization: Bearer KEY`."""
+        other processes serving the workspace (`serve` processes; the parent of `serve
+        --workers N`, which forks new workers from the new version) start loading it within
+        `[service] watch` seconds. Needs `Authorization: Bearer KEY`."""
         body = state.reload(tell_others=True)
         watch = state.watch_seconds
         body["workers"] = (
-            f"the other workers serving this workspace reload within {watch:g} s"
+            f"the other workers serving this workspace start reloading within {watch:g} s"
             if watch > 0
             else "no watch ([service] watch = 0): call this on each worker or restart them"
         )
