@@ -48,7 +48,7 @@ def serve(
     log_level: str = "info",
     access_log: bool = False,
 ) -> None:
-    """Serve the workspace until interrupted (uvicorn handles SIGINT and SIGTERM gracefully)."""
+    """Serve the workspace until SIGTERM or SIGINT (requests in flight finish first)."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -117,7 +117,8 @@ class Prefork:
                 "shortlist: workspace %s loaded in %.1f s; forking %d workers",
                 self.state.workspace.root, self.state.load_seconds or 0.0, self.workers,
             )  # fmt: skip
-            self._fork(self.workers, sock)
+            if self.stopping is None:  # not stopped while it loaded
+                self._fork(self.workers, sock)
             watch = self.state.watch_seconds
             next_look = time.monotonic() + watch
             while self.stopping is None:
