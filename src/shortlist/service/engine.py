@@ -193,6 +193,7 @@ class ServiceState:
         self._seen: tuple[Any, ...] | None = None  # the watched files' state when loaded
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._releaser: threading.Thread | None = None  # a reload's collection of the old
 
     # -- the current version -----------------------------------------------------------------------
     @property
@@ -376,7 +377,8 @@ class ServiceState:
             if previous.locked is not None:  # requests in flight read on, unlocked
                 previous.locked.release()
             del previous
-            threading.Thread(target=_release, args=(self.budget,), daemon=True).start()
+            self._releaser = threading.Thread(target=_release, args=(self.budget,), daemon=True)
+            self._releaser.start()
             return {"version": new.version, "previous": was, "seconds": round(new.seconds, 3)}
         finally:
             self._reload_lock.release()
@@ -410,6 +412,13 @@ class ServiceState:
             return False
         return True
 
+    def released(self) -> None:
+        """Waits for the last reload's release of the old version (its garbage collection):
+        a fork while that thread runs would leave the child's collector mid-collection."""
+        releaser = self._releaser
+        if releaser is not None:
+            releaser.join()
+
     def after_fork(self) -> None:
         """In a worker process forked from the one that loaded the workspace: threads do not
         survive a fork, so the full-pipeline threads and the locks start anew (the online
@@ -419,7 +428,7 @@ class ServiceState:
         self._executor = None
         self._reload_lock = threading.Lock()
         self._events_lock = threading.Lock()
-        self._watcher, self._stop = None, threading.Event()
+        self._watcher, self._stop, self._releaser = None, threading.Event(), None
         self.breaker = StoreBreaker(self.breaker.retry_after)
 
     # -- guarded calls -----------------------------------------------------------------------------

@@ -142,6 +142,7 @@ class Prefork:
         self.stopping = signum
 
     def _fork(self, n: int, sock: socket.socket) -> None:
+        self.state.released()
         gc.collect()
         gc.freeze()  # the collector never touches what the workers share (no copy by a walk)
         for _ in range(n):
