@@ -22,7 +22,7 @@ ONLINE_URL_ENV = "SHORTLIST_ONLINE_URL"  # the settings' environment override of
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Worker processes, each loading the workspace once and sharing the port.",
+    help="Worker processes sharing the port, forked from one load of the workspace.",
 )
 @click.option(
     "--log-level",

@@ -446,6 +446,6 @@ def _context(**parts: Any) -> dict[str, Any]:
 
 
 def app_from_env() -> FastAPI:
-    """The app over $SHORTLIST_WORKSPACE (default ./workspace): what `shortlist serve` has each
-    uvicorn worker build."""
+    """The app over $SHORTLIST_WORKSPACE (default ./workspace): what `shortlist serve` builds
+    with one worker (with more, `server.serve` builds and loads it before forking them)."""
     return create_app(os.environ.get(WORKSPACE_ENV) or "workspace")

@@ -336,7 +336,8 @@ class ServiceState:
     def reload(self, *, tell_others: bool = False) -> dict[str, Any]:
         """Loads the workspace's version now beside the serving one, then switches to it
         atomically (requests in flight finish on the old one). With `tell_others`, the other
-        processes serving the workspace (uvicorn workers) reload too, by their watch.
+        processes serving the workspace reload too, by their watch (with `--workers N`, the
+        parent's: it forks new workers from the new version).
 
         Raises:
             ApiError 409: a reload is already running. ApiError 503: the new version cannot be
