@@ -94,7 +94,7 @@ def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and
         with httpx.Client(base_url=server.url, timeout=30) as http:
             want = http.get(f"/v1/users/{user}/recommendations").json()
 
-            # a worker killed is replaced; the service answers meanwhile and after
+            # a worker killed is replaced, and the service answers as before
             victim = min(first)
             os.kill(victim, signal.SIGKILL)
             _until(lambda: victim not in server.workers() and len(server.workers()) == 2,
