@@ -64,29 +64,19 @@ def serve(
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         metrics_dir = tempfile.mkdtemp(prefix="shortlist-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+    options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": log_level, "access_log": access_log,
+        "log_config": log_config, "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+    }  # fmt: skip
     try:
         if workers > 1:
             from prometheus_client import values
 
             # imported before the folder was named: the metrics made from now on count in it
             values.ValueClass = values.get_value_class()
-            config = uvicorn.Config(
-                create_app(workspace), host=host, port=port, log_level=log_level,
-                access_log=access_log, log_config=log_config,
-                timeout_graceful_shutdown=GRACEFUL_SECONDS,
-            )  # fmt: skip
-            Prefork(config, workers).run()
+            Prefork(uvicorn.Config(create_app(workspace), **options), workers).run()
         else:
-            uvicorn.run(
-                APP,
-                factory=True,
-                host=host,
-                port=port,
-                log_level=log_level,
-                access_log=access_log,
-                log_config=log_config,
-                timeout_graceful_shutdown=GRACEFUL_SECONDS,
-            )
+            uvicorn.run(APP, factory=True, **options)
     finally:
         if metrics_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
