@@ -131,10 +131,11 @@ class Served:
         return self.process.returncode
 
 
-def start_serve(ws: Workspace, log: Path, workers: int = 2) -> Served:
-    """`shortlist serve --workers N` on a free loopback port, its output in `log`."""
+def start_serve(ws: Workspace, log: Path, workers: int = 2, **env_vars: str) -> Served:
+    """`shortlist serve --workers N` on a free loopback port, its output in `log`, with
+    `env_vars` added to the environment."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -81,7 +81,7 @@ def _shared_dirty_mb(pid: int) -> float:
 def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and_reloaded(
     ws, ids, tmp_path
 ):
-    server = start_serve(ws, tmp_path / "serve.log")
+    server = start_serve(ws, tmp_path / "serve.log", SHORTLIST_API_KEY="fork-key")
     user = ids.buyers[0]
     try:
         server.wait_ready()
@@ -103,15 +103,19 @@ def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and
                 assert http.get(f"/v1/users/{user}/recommendations").json() == want
             assert f"worker {victim} ended (signal SIGKILL): forking another" in server.logs()
 
-            # a reload (another worker asked, or a build): the parent loads the workspace
-            # again and forks new workers, then the old ones stop
+            # a reload asked of a worker: the parent loads the workspace (once: the worker
+            # asked does not), answers through it, forks new workers, then the old ones stop
             before = server.workers()
-            (ws.root / "models" / "reload").write_text(f"{time.time()}\n")
+            version = http.get("/readyz").json()["version"]
+            reloaded = http.post("/v1/admin/reload", headers={"Authorization": "Bearer fork-key"})
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["version"] == reloaded.json()["previous"] == version
+            assert "forked from the new version" in reloaded.json()["workers"]
             _until(lambda: not (server.workers() & before) and len(server.workers()) == 2,
                    "workers forked from the reloaded workspace", server)  # fmt: skip
             for _ in range(6):
                 assert http.get(f"/v1/users/{user}/recommendations").json() == want
-        assert "shortlist: reloaded" in server.logs()
+        assert server.logs().count("shortlist: reloaded") == 1  # the parent's load alone
         assert server.stop() == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in before)
         log = server.logs()

@@ -380,16 +380,24 @@ def create_app(
         """Loads the workspace's current build (models, index, state, online store) beside the
         serving one, then switches to it atomically: requests in flight finish on the old
         version, every later one is answered by the new (their `version` says which). The
-        other processes serving the workspace (`serve` processes; the parent of `serve
-        --workers N`, which forks new workers from the new version) start loading it within
-        `[service] watch` seconds. Needs `Authorization: Bearer KEY`."""
-        body = state.reload(tell_others=True)
+        other processes serving the workspace start loading it within `[service] watch`
+        seconds. A worker of `serve --workers N` has its parent load it instead (once for all
+        workers) and answers with the parent's load; the parent then forks new workers from
+        the new version and stops the old ones. Needs `Authorization: Bearer KEY`."""
         watch = state.watch_seconds
-        body["workers"] = (
-            f"the other workers serving this workspace start reloading within {watch:g} s"
-            if watch > 0
-            else "no watch ([service] watch = 0): call this on each worker or restart them"
-        )
+        if state.forked and watch > 0:  # the parent loads it once and forks new workers
+            body = state.reload_by_parent()
+            body["workers"] = (
+                "every worker of this `shortlist serve` is replaced by one forked "
+                "from the new version (this one after it answers)"
+            )
+        else:
+            body = state.reload(tell_others=True)
+            body["workers"] = (
+                f"the other workers serving this workspace start reloading within {watch:g} s"
+                if watch > 0
+                else "no watch ([service] watch = 0): call this on each worker or restart them"
+            )
         metrics.reloads.inc()
         return body
 

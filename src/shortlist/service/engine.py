@@ -56,6 +56,9 @@ from shortlist.workspace import Workspace, open_workspace
 
 PRICE = "price"  # the filterable last price (the catalogue's and the item search's)
 RELOAD_FILE = "models/reload"  # touched by a reload; the other workers' watch sees it
+# what the parent of forked workers answered to the last reload it made (JSON, see `follow`)
+RELOADED_FILE = "models/reload.result"
+PARENT_RELOAD_SECONDS = 600.0  # a forked worker waits this long for its parent's reload
 SLOW_IN_A_ROW = 3  # requests past their budget in a row that open the breaker
 
 log = logging.getLogger("shortlist.service")
@@ -194,6 +197,7 @@ class ServiceState:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self._releaser: threading.Thread | None = None  # a reload's collection of the old
+        self.forked = False  # a worker forked by `shortlist serve --workers N`: its parent reloads
 
     # -- the current version -----------------------------------------------------------------------
     @property
@@ -399,19 +403,59 @@ class ServiceState:
         while not self._stop.wait(self.watch_seconds):
             self.follow()
 
-    def follow(self) -> bool:
+    def follow(self) -> dict[str, Any] | None:
         """One look of the watch: reloads when models/pipeline.json or models/reload changed
-        since the serving version loaded. True when it reloaded."""
+        since the serving version loaded. None when it did not try; else what the reload
+        answered, or {"error": why} (logged; the old version serves on, and the next change
+        of the files tries again), with "requested": the models/reload time (ns) it saw."""
         seen = self._signature()
         if seen == self._seen or seen[0] is None:
-            return False
+            return None
         try:
-            self.reload()
-        except ApiError as exc:  # logged; the next change of the files tries again
-            if exc.status != 409:
-                self._seen = seen
-            return False
-        return True
+            outcome = self.reload()
+        except ApiError as exc:
+            if exc.status == 409:  # another reload runs: the next look
+                return None
+            self._seen = seen
+            outcome = {"error": exc.message}
+        return {**outcome, "requested": seen[1][2] if seen[1] is not None else 0}
+
+    def tell_reloaded(self, outcome: dict[str, Any]) -> None:
+        """The parent of forked workers: what its reload answered, for the worker that was
+        asked (`reload_by_parent`)."""
+        path = self.workspace.root / RELOADED_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(outcome))
+        os.replace(tmp, path)
+
+    def reload_by_parent(self, timeout: float = PARENT_RELOAD_SECONDS) -> dict[str, Any]:
+        """A forked worker's reload: the parent loads the new version (once, for every
+        worker) and forks new workers from it, which replace this one after it answers.
+        Touches models/reload, then waits for the parent's answer to that touch or a later
+        one.
+
+        Raises:
+            ApiError 503: the parent's reload failed (the old version serves on), or did not
+            end within `timeout` seconds.
+        """
+        path = self.workspace.root / RELOAD_FILE
+        _touch(path)
+        asked = path.stat().st_mtime_ns
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                outcome = orjson.loads((self.workspace.root / RELOADED_FILE).read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                outcome = None
+            if isinstance(outcome, dict) and outcome.get("requested", 0) >= asked:
+                if "error" in outcome:
+                    raise ApiError(503, None, None, str(outcome["error"]))
+                return {k: outcome[k] for k in ("version", "previous", "seconds")}
+            time.sleep(0.05)
+        raise ApiError(
+            503, None, None,
+            f"the reload did not end within {timeout:g} s: the workers follow when it does",
+        )  # fmt: skip
 
     def released(self) -> None:
         """Waits for the last reload's release of the old version (its garbage collection):
@@ -430,6 +474,7 @@ class ServiceState:
         self._reload_lock = threading.Lock()
         self._events_lock = threading.Lock()
         self._watcher, self._stop, self._releaser = None, threading.Event(), None
+        self.forked = True
         self.breaker = StoreBreaker(self.breaker.retry_after)
 
     # -- guarded calls -----------------------------------------------------------------------------

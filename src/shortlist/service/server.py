@@ -114,7 +114,11 @@ class Prefork:
             while self.stopping is None:
                 self._reap(sock)
                 if watch > 0 and time.monotonic() >= next_look:
-                    if self.state.follow():  # a new version: new workers, then the old stop
+                    outcome = self.state.follow()
+                    if outcome is not None:  # the worker that asked answers with it
+                        self.state.tell_reloaded(outcome)
+                    if outcome is not None and "error" not in outcome:
+                        # a new version: new workers, then the old stop
                         self.generation += 1
                         old = list(self.children)
                         self._fork(self.workers, sock)
