@@ -418,7 +418,10 @@ class ServiceState:
                 return None
             self._seen = seen
             outcome = {"error": exc.message}
-        return {**outcome, "requested": seen[1][2] if seen[1] is not None else 0}
+        # the models/reload the reload acted on (its own look, taken before it loaded: a
+        # worker's touch between the two looks is answered by this reload, not a later one)
+        acted = self._seen[1] if self._seen is not None else None
+        return {**outcome, "requested": acted[2] if acted is not None else 0}
 
     def tell_reloaded(self, outcome: dict[str, Any]) -> None:
         """The parent of forked workers: what its reload answered, for the worker that was
