@@ -407,7 +407,8 @@ class ServiceState:
         """One look of the watch: reloads when models/pipeline.json or models/reload changed
         since the serving version loaded. None when it did not try; else what the reload
         answered, or {"error": why} (logged; the old version serves on, and the next change
-        of the files tries again), with "requested": the models/reload time (ns) it saw."""
+        of the files tries again), with "requested": the models/reload time (ns) the reload
+        acted on."""
         seen = self._signature()
         if seen == self._seen or seen[0] is None:
             return None

@@ -114,15 +114,10 @@ class Prefork:
             while self.stopping is None:
                 self._reap(sock)
                 if watch > 0 and time.monotonic() >= next_look:
-                    outcome = self.state.follow()
-                    if outcome is not None:  # the worker that asked answers with it
-                        self.state.tell_reloaded(outcome)
-                    if outcome is not None and "error" not in outcome:
-                        # a new version: new workers, then the old stop
-                        self.generation += 1
-                        old = list(self.children)
-                        self._fork(self.workers, sock)
-                        self._signal(old, signal.SIGTERM)
+                    try:
+                        self._follow(sock)
+                    except Exception:  # the workers serve on: this process must not end
+                        log.exception("shortlist: the watch failed; the workers serve on")
                     next_look = time.monotonic() + watch
                 time.sleep(0.1)
             self._stop_all()
@@ -131,6 +126,21 @@ class Prefork:
                 signal.signal(s, handler)
             sock.close()
             self.state.close()
+
+    def _follow(self, sock: socket.socket) -> None:
+        """One look of the watch; after a reload, new workers, then the old ones stop."""
+        outcome = self.state.follow()
+        if outcome is None:
+            return
+        try:  # the worker that asked answers with it
+            self.state.tell_reloaded(outcome)
+        except OSError as exc:
+            log.warning("shortlist: the reload's answer could not be written: %s", exc)
+        if "error" not in outcome:
+            self.generation += 1
+            old = list(self.children)
+            self._fork(self.workers, sock)
+            self._signal(old, signal.SIGTERM)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = signum
