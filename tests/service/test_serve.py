@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,3 +123,29 @@ def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and
         assert log.count("Finished server process") >= 4 and "Traceback" not in log
     finally:
         server.stop()
+
+
+def test_reload_signals_written_at_once_by_many_threads_never_fail(tmp_path):
+    """Workers and request threads touch models/reload at the same moment (a reload asked of
+    several workers): each write has its own temporary file, so none fails and the file is
+    always whole."""
+    from shortlist.service.engine import _touch
+
+    path = tmp_path / "reload"
+    errors: list[OSError] = []
+
+    def touch() -> None:
+        for _ in range(200):
+            try:
+                _touch(path)
+            except OSError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=touch) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert float(path.read_text()) > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["reload"]  # no temporary file left

@@ -427,10 +427,7 @@ class ServiceState:
     def tell_reloaded(self, outcome: dict[str, Any]) -> None:
         """The parent of forked workers: what its reload answered, for the worker that was
         asked (`reload_by_parent`)."""
-        path = self.workspace.root / RELOADED_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(outcome))
-        os.replace(tmp, path)
+        _replace(self.workspace.root / RELOADED_FILE, orjson.dumps(outcome))
 
     def reload_by_parent(self, timeout: float = PARENT_RELOAD_SECONDS) -> dict[str, Any]:
         """A forked worker's reload: the parent loads the new version (once, for every
@@ -789,8 +786,15 @@ def _digest(path: Path) -> str:
 
 def _touch(path: Path) -> None:
     """Writes the time into `path` (its mtime is what the other workers' watch sees)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{time.time()}\n")
+    _replace(path, f"{time.time()}\n".encode())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """`path` replaced by `data` at once: written beside it under a name of this process and
+    thread alone (workers and threads writing the same file at once never share one), then
+    renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

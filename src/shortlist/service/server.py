@@ -150,19 +150,20 @@ class Prefork:
         gc.collect()
         gc.freeze()  # the collector never touches what the workers share (no copy by a walk)
         for _ in range(n):
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:
-                self._worker(sock)  # never returns
+                self._worker(sock, parent)  # never returns
             self.children[pid] = self.generation
 
-    def _worker(self, sock: socket.socket) -> None:
+    def _worker(self, sock: socket.socket, parent: int) -> None:
         import uvicorn
 
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # uvicorn's own handlers take over
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _die_with_parent()
+            _die_with_parent(parent)
             self.state.after_fork()
             uvicorn.Server(self.config).run(sockets=[sock])
             code = 0
@@ -175,14 +176,7 @@ class Prefork:
     def _reap(self, sock: socket.socket) -> None:
         """Collects the workers that ended; one of the serving generation that ended by itself
         (a crash) is replaced."""
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            generation = self.children.pop(pid, None)
+        for pid, status, generation in self._collect():
             if generation != self.generation or self.stopping is not None:
                 continue
             log.warning("shortlist: worker %d ended (%s): forking another", pid, _ended(status))
@@ -191,6 +185,21 @@ class Prefork:
                 time.sleep(wait)
             self._last_restart = time.monotonic()
             self._fork(1, sock)
+
+    def _collect(self, block: bool = False) -> list[tuple[int, int, int | None]]:
+        """The workers that ended since the last look (waiting for one with `block`), taken
+        out of `children`: (pid, wait status, generation)."""
+        out: list[tuple[int, int, int | None]] = []
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0 if block and not out else os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                break
+            if pid == 0:
+                break
+            out.append((pid, status, self.children.pop(pid, None)))
+        return out
 
     def _signal(self, pids: list[int], signum: int) -> None:
         for pid in pids:
@@ -205,33 +214,22 @@ class Prefork:
         self._signal(list(self.children), signal.SIGTERM)
         deadline = time.monotonic() + GRACEFUL_SECONDS + 5
         while self.children and time.monotonic() < deadline:
-            self._reap_any()
+            self._collect()
             time.sleep(0.05)
         self._signal(list(self.children), signal.SIGKILL)
         while self.children:
-            self._reap_any(block=True)
-
-    def _reap_any(self, block: bool = False) -> None:
-        while self.children:
-            try:
-                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                self.children.clear()
-                return
-            if pid == 0:
-                return
-            self.children.pop(pid, None)
+            self._collect(block=True)
 
 
-def _die_with_parent() -> None:
-    """A worker ends when the parent does (killed with no chance to stop it): Linux's prctl;
+def _die_with_parent(parent: int) -> None:
+    """A worker ends when its parent does (killed with no chance to stop it): Linux's prctl;
     elsewhere nothing."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call
+    if os.getppid() != parent:  # the parent died before the call (the child was adopted)
         os._exit(1)
 
 
