@@ -11,7 +11,7 @@ from shortlist.data.arrays import US_PER_DAY, Interactions, load_dataset
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.retrieval.history import HistoryIndex
+from shortlist.retrieval.history import HistoryIndex, season
 from shortlist.retrieval.two_tower import TwoTowerModel, _top_k
 
 FAST = RetrievalSettings(epochs=3, batch_size=512, patience=3, dim=32, hidden=64)
@@ -146,14 +146,53 @@ def test_cold_item_is_retrieved_through_its_attributes(tiny, trained):
     assert same > 2 * base
 
 
-def test_tied_history_pulls_the_user_towards_what_they_bought(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def tied(tiny):
+    data, cutoff = tiny
+    return TwoTowerModel(FAST.model_copy(update={"tied_history": True})).fit(
+        data.items, data.item_kinds, data.users, data.user_kinds, data.interactions, cutoff
+    )
+
+
+@pytest.mark.parametrize("kind", ["plain", "tied"])
+def test_numpy_encoding_equals_the_user_tower_module(tiny, trained, tied, kind):
+    """`encode_users` runs the user tower in numpy (UserTowerInference); its vectors equal the
+    torch module's in eval mode to float precision, users with and without history alike."""
+    import torch
+
+    data, cutoff = tiny
+    model = trained if kind == "plain" else tied
+    cfg, t = model.config_, model.user_inputs_
+    hist = HistoryIndex(data.interactions)
+    users = np.arange(data.n_users)
+    days = np.full(len(users), cutoff // US_PER_DAY - 20)  # some users without history yet
+    h_items, h_weights = hist.lookup(users, days, cfg.history, cfg.history_half_life_days)
+    assert (h_items[:, 0] == 0).any() and (h_items[:, 0] > 0).any()
+    pooled = None
+    if cfg.tied_history:
+        vecs = torch.cat([torch.zeros(1, cfg.dim), torch.from_numpy(model.item_vectors_)])
+        pooled = (vecs[torch.from_numpy(h_items)] * torch.from_numpy(h_weights)[..., None]).sum(1)
+    model.user_tower_.eval()
+    with torch.no_grad():
+        expected = model.user_tower_(
+            torch.from_numpy(users),
+            torch.from_numpy(t.categorical[users]),
+            torch.from_numpy(t.numeric[users]),
+            torch.from_numpy(h_items),
+            torch.from_numpy(h_weights),
+            torch.from_numpy(season(days)),
+            pooled,
+        ).numpy()
+    got = model.encode_users(users, days, hist, batch=97)  # several batches
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_tied_history_pulls_the_user_towards_what_they_bought(tiny, tied, tmp_path):
     """With tied_history, the user vector leans on the history items' own (output) vectors:
     a purchase raises the user's similarity to that item, and a saved-then-loaded model
     encodes users the same (it reads the saved item vectors)."""
     data, cutoff = tiny
-    tied = TwoTowerModel(FAST.model_copy(update={"tied_history": True})).fit(
-        data.items, data.item_kinds, data.users, data.user_kinds, data.interactions, cutoff
-    )
     assert tied.config_.tied_history and tied.user_tower_.mix.item() != 1.0  # it learnt
     hist = HistoryIndex(data.interactions)
     day = cutoff // US_PER_DAY

@@ -25,7 +25,7 @@ from shortlist.errors import WorkspaceError
 from shortlist.progress import track
 from shortlist.retrieval.encoding import EncodedTable, NumericStats, encode_table
 from shortlist.retrieval.history import HistoryIndex, season
-from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower
+from shortlist.retrieval.towers import ItemTower, TowerConfig, UserTower, UserTowerInference
 from shortlist.workspace import file_digest
 
 ITEM_TOWER_FILE, USER_TOWER_FILE = "item_tower.safetensors", "user_tower.safetensors"
@@ -129,19 +129,14 @@ class TwoTowerModel:
         )
 
     def _history_vectors(self, h_items: np.ndarray, h_weights: np.ndarray) -> torch.Tensor:
-        """(b, dim) weighted mean of the history items' output vectors (tied towers): encoded
-        by the item tower while training (gradients reach it), read from the item vectors the
-        model serves otherwise."""
+        """(b, dim) weighted mean of the history items' output vectors (tied towers), encoded
+        by the item tower so that gradients reach it: for training batches (`encode_users`
+        reads the encoded vectors instead)."""
         uniq, inverse = np.unique(h_items, return_inverse=True)  # 0 pads (item idx + 1)
         real = uniq > 0
         vecs = torch.zeros((len(uniq), self.config_.dim))
         if real.any():
-            if self.user_tower_.training:
-                vecs[torch.from_numpy(real)] = self._item_batch(uniq[real] - 1)
-            else:
-                vecs[torch.from_numpy(real)] = torch.from_numpy(
-                    self._serving_vectors()[uniq[real] - 1]
-                )
+            vecs[torch.from_numpy(real)] = self._item_batch(uniq[real] - 1)
         gathered = vecs[torch.from_numpy(inverse.reshape(h_items.shape))]  # (b, h, dim)
         return (gathered * torch.from_numpy(h_weights)[:, :, None]).sum(dim=1)
 
@@ -383,18 +378,29 @@ class TwoTowerModel:
             [self._item_batch(np.arange(i, min(n, i + batch))).numpy() for i in range(0, n, batch)]
         )
 
-    @torch.no_grad()
     def encode_users(
         self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 8192
     ) -> np.ndarray:
-        """(len(users), dim) unit vectors as of `days` (days since the epoch, history before)."""
+        """(len(users), dim) unit vectors as of `days` (days since the epoch, history before),
+        encoded in numpy (`UserTowerInference`: the tower's own weights, no autograd)."""
         if self.user_tower_.training:  # once: eval() walks every module, per request it shows
             self.user_tower_.eval()
-        out = [
-            self._user_batch(users[i : i + batch], days[i : i + batch], hist).numpy()
-            for i in range(0, len(users), batch)
-        ]
-        return np.vstack(out) if out else np.zeros((0, self.config_.dim), np.float32)
+        tower, t, cfg = UserTowerInference(self.user_tower_), self.user_inputs_, self.config_
+        vectors = self._serving_vectors() if cfg.tied_history else None
+        out = []
+        for i in range(0, len(users), batch):
+            u, d = users[i : i + batch], days[i : i + batch]
+            h_items, h_weights = hist.lookup(u, d, cfg.history, cfg.history_half_life_days)
+            pooled = None
+            if vectors is not None:  # the weighted mean of the history's item vectors
+                real = h_items > 0  # item idx + 1; 0 pads
+                pooled = np.einsum(
+                    "bh,bhd->bd", h_weights * real, vectors[np.where(real, h_items - 1, 0)]
+                )
+            out.append(
+                tower(u, t.categorical[u], t.numeric[u], h_items, h_weights, season(d), pooled)
+            )
+        return np.vstack(out) if out else np.zeros((0, cfg.dim), np.float32)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
