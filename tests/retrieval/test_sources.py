@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shortlist.data.arrays import Dataset, TrainData
 from shortlist.eval.baselines import CoPurchaseBaseline
@@ -81,6 +82,45 @@ def test_union_interleaves_by_rank_and_keeps_every_source_rank():
     assert ranks["b"].tolist() == [[3, 1, 2, 0]]
     small, _ = union({"a": a, "b": b}, 2)  # type: ignore[dict-item]
     assert small.tolist() == [[1, 2]]
+
+
+def _union_by_hand(results, budget):
+    """union, one entry at a time: rank 1 of every source, then rank 2, ..."""
+    n = next(iter(results.values()))[0].shape[0]
+    items = np.full((n, budget), -1)
+    ranks = {name: np.zeros((n, budget), int) for name in results}
+    depth = max(c.shape[1] for c, _ in results.values())
+    for row in range(n):
+        slot: dict[int, int] = {}
+        for d in range(depth):
+            for name, (cand, _) in results.items():
+                item = int(cand[row, d]) if d < cand.shape[1] else -1
+                if item < 0:
+                    continue
+                if item not in slot and len(slot) < budget:
+                    slot[item] = len(slot)
+                    items[row, slot[item]] = item
+                if item in slot and ranks[name][row, slot[item]] == 0:
+                    ranks[name][row, slot[item]] = d + 1
+    return items, ranks
+
+
+@pytest.mark.parametrize("budget", [3, 40, 400])
+def test_union_equals_the_entry_by_entry_definition(budget):
+    """Many users in chunks, sources of other depths, padding anywhere, and a source that
+    proposes an item twice (it keeps its best rank)."""
+    rng = np.random.default_rng(budget)
+    results = {}
+    for name, k in (("a", 5), ("b", 30), ("c", 12)):
+        cand = rng.integers(0, 60, (23, k)).astype(np.int32)
+        cand[rng.random(cand.shape) < 0.25] = -1
+        results[name] = (cand, None)
+    items, ranks = union(results, budget, chunk=5)  # type: ignore[arg-type]
+    want_items, want_ranks = _union_by_hand(results, budget)
+    assert (items == want_items).all()
+    for name in results:
+        assert (ranks[name] == want_ranks[name]).all(), name
+    assert (items >= 0).sum() >= 23 * min(budget, 3)  # not a vacuous comparison
 
 
 def test_copurchase_source_exact_mode_equals_the_baseline_scores():

@@ -560,36 +560,33 @@ def union(
     items = np.full((n, budget), -1, np.int32)
     ranks = {name: np.zeros((n, budget), np.int16) for name in names}
     depth = max((results[name][0].shape[1] for name in names), default=0)
+    width = len(names)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         # (rows, depth, sources) -> (rows, depth * sources): rank 1 of each source, then rank 2...
-        stack = np.full((hi - lo, depth, len(names)), -1, np.int64)
+        stack = np.full((hi - lo, depth, width), -1, np.int64)
         for j, name in enumerate(names):
             cand = results[name][0][lo:hi]
             stack[:, : cand.shape[1], j] = cand
         seq = stack.reshape(hi - lo, -1)
-        order = np.argsort(seq, axis=1, kind="stable")
-        srt = np.take_along_axis(seq, order, axis=1)
-        first_sorted = np.ones_like(srt, dtype=bool)
-        first_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
-        first = np.zeros_like(first_sorted)
-        np.put_along_axis(first, order, first_sorted, axis=1)
-        keep = first & (seq >= 0)
-        slot = np.cumsum(keep, axis=1) - 1
-        keep &= slot < budget
-        rows, cols = np.nonzero(keep)
-        items[lo + rows, slot[rows, cols]] = seq[rows, cols]
-        # rank of each kept candidate in each source: match (row, item) keys by binary search
-        out_keys = (rows.astype(np.int64) << 32) | seq[rows, cols]
-        for name in names:
-            cand = results[name][0][lo:hi]
-            r_idx, c_idx = np.nonzero(cand >= 0)
-            keys = (r_idx.astype(np.int64) << 32) | cand[r_idx, c_idx].astype(np.int64)
-            by_key = np.argsort(keys, kind="stable")
-            pos = np.searchsorted(keys[by_key], out_keys)
-            pos = np.minimum(pos, max(len(keys) - 1, 0))
-            hit = (keys[by_key][pos] == out_keys) if len(keys) else np.zeros(len(out_keys), bool)
-            ranks[name][lo + rows[hit], slot[rows[hit], cols[hit]]] = c_idx[by_key][pos[hit]] + 1
+        rows, cols = np.nonzero(seq >= 0)  # row-major: each row's entries in union order
+        keys = (rows << 32) | seq[rows, cols]
+        # the distinct (row, item) pairs, in order of first appearance; slot: place in the row
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        in_row = rows[first[by_first]]
+        slot_of = np.empty(len(uniq), np.int64)
+        slot_of[by_first] = np.arange(len(uniq)) - np.searchsorted(in_row, in_row)
+        kept = first[slot_of < budget]
+        items[lo + rows[kept], slot_of[inverse[kept]]] = seq[rows[kept], cols[kept]]
+        # each source's rank of each kept candidate: its first (best) entry of that item
+        source = cols % width
+        _, best = np.unique(inverse * width + source, return_index=True)
+        slot = slot_of[inverse[best]]
+        best, slot = best[slot < budget], slot[slot < budget]
+        for j, name in enumerate(names):
+            mine = source[best] == j
+            ranks[name][lo + rows[best[mine]], slot[mine]] = cols[best[mine]] // width + 1
     return items, ranks
 
 

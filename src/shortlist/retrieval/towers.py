@@ -173,8 +173,9 @@ class UserTowerInference:
     microseconds per operation, and more with the caches cold after the rest of a request
     (measured at full scale: 0.7 ms of a request's p50 less with numpy).
 
-    Reads the tower's parameters in place (numpy views of the tensors, no copy), so build one
-    per use: training steps and loaded weights then always show. A test holds its outputs
+    Reads the tower's parameters in place (numpy views of the tensors, no copy): optimizer
+    steps and `load_state_dict` (which copies into them) show at once; build a new one for
+    tensors replaced (`load_state_dict(assign=True)`, a new tower). A test holds its outputs
     equal to the module's to float precision."""
 
     def __init__(self, tower: UserTower):

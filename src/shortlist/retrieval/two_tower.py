@@ -189,6 +189,8 @@ class TwoTowerModel:
         )
         self.item_tower_ = ItemTower(self.config_)
         self.user_tower_ = UserTower(self.config_)
+        # views of the tower's parameters: the optimizer's in-place steps show at once
+        self.user_inference_ = UserTowerInference(self.user_tower_)
         hist = HistoryIndex(inter)
         cutoff_day = cutoff // US_PER_DAY
         span = cutoff_day - int(hist.day.min()) if len(hist.day) else 0
@@ -382,10 +384,8 @@ class TwoTowerModel:
         self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 8192
     ) -> np.ndarray:
         """(len(users), dim) unit vectors as of `days` (days since the epoch, history before),
-        encoded in numpy (`UserTowerInference`: the tower's own weights, no autograd)."""
-        if self.user_tower_.training:  # once: eval() walks every module, per request it shows
-            self.user_tower_.eval()
-        tower, t, cfg = UserTowerInference(self.user_tower_), self.user_inputs_, self.config_
+        encoded in numpy (`user_inference_`: views of the tower's weights, no autograd)."""
+        tower, t, cfg = self.user_inference_, self.user_inputs_, self.config_
         vectors = self._serving_vectors() if cfg.tied_history else None
         out = []
         for i in range(0, len(users), batch):
@@ -479,6 +479,7 @@ class TwoTowerModel:
         model.user_tower_ = UserTower(model.config_, init=False)
         model.item_tower_.load_state_dict(load_file(str(folder / ITEM_TOWER_FILE)), assign=True)
         model.user_tower_.load_state_dict(load_file(str(folder / USER_TOWER_FILE)), assign=True)
+        model.user_inference_ = UserTowerInference(model.user_tower_)
         model.item_vectors_ = np.load(folder / ITEM_VECTORS_FILE, allow_pickle=False)
         sample = folder / QUERY_SAMPLE_FILE
         model.query_sample_ = (
