@@ -144,6 +144,7 @@ def _shared(path: Path, headroom: int) -> _Opened:
 class LmdbStore(OnlineStore):
     def __init__(self, root: Path, settings: OnlineSettings | None = None):
         self.root = Path(root)
+        self._pointer_path = str(self.root / POINTER)  # stat'ed at every read: a str is faster
         self.url = f"lmdb ({self.root})"
         self.settings = settings or OnlineSettings()
         self._opened: _Opened | None = None
@@ -162,7 +163,7 @@ class LmdbStore(OnlineStore):
     def _refresh(self) -> _Opened | None:
         """The current version, reopened when CURRENT changed since the last look."""
         try:
-            st = os.stat(self.root / POINTER)
+            st = os.stat(self._pointer_path)
         except FileNotFoundError:
             self._opened, self._stamp = None, None
             return None
