@@ -17,6 +17,7 @@ build` trains it at the end of the data before `save` writes it into the workspa
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -466,18 +467,17 @@ class Pipeline:
         funnel = self.funnel_
         assert funnel is not None
         cs = out.candidates
-        position = {int(i): j for j, i in enumerate(cs.items[0])} if cs is not None else {}
+        position = {i: j for j, i in enumerate(cs.items[0].tolist())} if cs is not None else {}
+        # each source's rank of every candidate as Python ints, once (not 2 numpy reads per
+        # source and item)
+        ranks = {n: r[0].tolist() for n, r in cs.ranks.items()} if cs is not None else {}
         items = []
-        for c, item in enumerate(out.items[0].tolist()):
+        for item, score in zip(out.items[0].tolist(), out.scores[0].tolist(), strict=True):
             if item < 0:
                 continue
             j = position.get(item)
-            sources = (
-                {n: int(r[0, j]) for n, r in cs.ranks.items() if r[0, j] > 0}
-                if cs is not None and j is not None
-                else {}
-            )
-            score = float(out.scores[0, c]) if np.isfinite(out.scores[0, c]) else None
+            sources = {n: r[j] for n, r in ranks.items() if r[j] > 0} if j is not None else {}
+            score = score if math.isfinite(score) else None
             reasons = None
             if explain:
                 x = out.features[0, j] if out.features is not None and j is not None else None
