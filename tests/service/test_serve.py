@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +126,50 @@ def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and
         assert log.count("Finished server process") >= 4 and "Traceback" not in log
     finally:
         server.stop()
+
+
+def test_workers_that_keep_failing_to_start_stop_the_service(ws, tmp_path):
+    """The workspace loads, but the app's startup fails in every forked worker: after
+    MAX_STARTUP_FAILURES workers in a row the parent stops with uvicorn's startup-failure
+    status instead of forking the same failure once a second forever."""
+    from shortlist.service.server import MAX_STARTUP_FAILURES, STARTUP_FAILURE
+
+    script = tmp_path / "failing.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, uvicorn
+            from shortlist.service.app import create_app
+            from shortlist.service.server import Prefork
+
+            app = create_app({str(ws.root)!r})
+
+            class StartupFails:  # the service's app, but its startup fails in every worker
+                state = app.state
+
+                async def __call__(self, scope, receive, send):
+                    if scope["type"] == "lifespan":
+                        raise RuntimeError("this app cannot start")
+                    await app(scope, receive, send)
+
+            config = uvicorn.Config(StartupFails(), host="127.0.0.1", port=0, lifespan="on")
+            sys.exit(Prefork(config, 2).run())
+            """
+        )
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == STARTUP_FAILURE, log
+    # each worker's failure logged (the second replacement may fail too before it is stopped)
+    failures = log.count("Application startup failed")
+    assert MAX_STARTUP_FAILURES <= failures <= MAX_STARTUP_FAILURES + 1, log
+    assert f"workers failed to start {MAX_STARTUP_FAILURES} times in a row" in log
+    # a replacement after each failure but the last (2 forked at first: 2 + 2 workers)
+    assert log.count("forking another") == MAX_STARTUP_FAILURES - 1
+    assert time.monotonic() - started < 120
 
 
 def test_reload_signals_written_at_once_by_many_threads_never_fail(tmp_path):

@@ -36,6 +36,10 @@ APP = "shortlist.service.app:app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GRACEFUL_SECONDS = 10  # a stopping worker's requests in flight, at most
 RESTART_PAUSE = 1.0  # seconds between restarts of dying workers (a crash loop stays slow)
+STARTUP_FAILURE = 3  # exit status of a worker that never served, and of the service then
+#: workers failing to start this many times in a row (none ending otherwise between them) stop
+#: the service: the same forked state fails the same way, so restarting it forever serves nothing
+MAX_STARTUP_FAILURES = 3
 PR_SET_PDEATHSIG = 1  # prctl(2): a signal to this process when its parent dies
 
 
@@ -74,7 +78,9 @@ def serve(
 
             # imported before the folder was named: the metrics made from now on count in it
             values.ValueClass = values.get_value_class()
-            Prefork(uvicorn.Config(create_app(workspace), **options), workers).run()
+            code = Prefork(uvicorn.Config(create_app(workspace), **options), workers).run()
+            if code:
+                raise SystemExit(code)  # as uvicorn.run does when one worker cannot start
         else:
             uvicorn.run(APP, factory=True, **options)
     finally:
@@ -85,7 +91,10 @@ def serve(
 
 class Prefork:
     """`workers` uvicorn servers forked from this process once it has loaded the workspace
-    (see the module's docstring). `run` returns when SIGTERM or SIGINT has stopped them all."""
+    (see the module's docstring). `run` returns 0 when SIGTERM or SIGINT has stopped them
+    all, or STARTUP_FAILURE after MAX_STARTUP_FAILURES workers in a row failed to start (their
+    errors logged): the service then stops, for a supervisor to see, instead of re-forking
+    the same failure every second."""
 
     def __init__(self, config: Any, workers: int):
         self.config, self.workers = config, workers
@@ -93,9 +102,10 @@ class Prefork:
         self.generation = 0  # the version the workers of this generation were forked from
         self.children: dict[int, int] = {}  # pid -> generation
         self.stopping: int | None = None  # the signal that asked to stop
+        self.startup_failures = 0  # workers in a row that ended before they served
         self._last_restart = 0.0
 
-    def run(self) -> None:
+    def run(self) -> int:
         sock = self.config.bind_socket()  # bound before the load: the port is taken at once
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -113,6 +123,12 @@ class Prefork:
             next_look = time.monotonic() + watch
             while self.stopping is None:
                 self._reap(sock)
+                if self.startup_failures >= MAX_STARTUP_FAILURES:
+                    log.error(
+                        "shortlist: workers failed to start %d times in a row (the errors "
+                        "above); stopping the service", self.startup_failures,
+                    )  # fmt: skip
+                    break
                 if watch > 0 and time.monotonic() >= next_look:
                     try:
                         self._follow(sock)
@@ -126,6 +142,7 @@ class Prefork:
                 signal.signal(s, handler)
             sock.close()
             self.state.close()
+        return STARTUP_FAILURE if self.startup_failures >= MAX_STARTUP_FAILURES else 0
 
     def _follow(self, sock: socket.socket) -> None:
         """One look of the watch; after a reload, new workers, then the old ones stop."""
@@ -159,26 +176,38 @@ class Prefork:
     def _worker(self, sock: socket.socket, parent: int) -> None:
         import uvicorn
 
-        code = 1
+        server = None
+        code = STARTUP_FAILURE
         try:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # uvicorn's own handlers take over
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _die_with_parent(parent)
             self.state.after_fork()
-            uvicorn.Server(self.config).run(sockets=[sock])
-            code = 0
+            server = uvicorn.Server(self.config)
+            server.run(sockets=[sock])
+            code = 0 if server.started else STARTUP_FAILURE  # the app's startup failed
+        except SystemExit as exc:  # uvicorn's own: its status 3 when the app cannot start
+            started = server is not None and server.started
+            code = exc.code if started and isinstance(exc.code, int) else STARTUP_FAILURE
         except BaseException:  # noqa: BLE001 - a worker's end, logged; the parent restarts it
             log.exception("shortlist: worker %d failed", os.getpid())
+            code = 1 if server is not None and server.started else STARTUP_FAILURE
         finally:
             logging.shutdown()
             os._exit(code)
 
     def _reap(self, sock: socket.socket) -> None:
         """Collects the workers that ended; one of the serving generation that ended by itself
-        (a crash) is replaced."""
+        (a crash) is replaced, unless workers keep failing to start (`startup_failures`)."""
         for pid, status, generation in self._collect():
             if generation != self.generation or self.stopping is not None:
                 continue
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == STARTUP_FAILURE:
+                self.startup_failures += 1
+                if self.startup_failures >= MAX_STARTUP_FAILURES:
+                    return
+            else:
+                self.startup_failures = 0
             log.warning("shortlist: worker %d ended (%s): forking another", pid, _ended(status))
             wait = self._last_restart + RESTART_PAUSE - time.monotonic()
             if wait > 0:
