@@ -381,10 +381,12 @@ class TwoTowerModel:
         )
 
     def encode_users(
-        self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 8192
+        self, users: np.ndarray, days: np.ndarray, hist: HistoryIndex, batch: int = 1024
     ) -> np.ndarray:
         """(len(users), dim) unit vectors as of `days` (days since the epoch, history before),
-        encoded in numpy (`user_inference_`: views of the tower's weights, no autograd)."""
+        encoded in numpy (`user_inference_`: views of the tower's weights, no autograd). The
+        history's rows are gathered into a (batch, history, dim) array: 1,024 users keep it in
+        the caches (20,000 users took 0.05 s in batches of 512-2,048, 0.08 s of 8,192)."""
         tower, t, cfg = self.user_inference_, self.user_inputs_, self.config_
         vectors = self._serving_vectors() if cfg.tied_history else None
         out = []
