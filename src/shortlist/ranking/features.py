@@ -41,7 +41,8 @@ class KeyTable:
         self.keys = keys[order]
         self.values = {name: v[order].astype(np.float32) for name, v in values.items()}
 
-    def lookup(self, keys: np.ndarray) -> dict[str, np.ndarray]:
+    def lookup(self, keys: np.ndarray, fill: float = np.nan) -> dict[str, np.ndarray]:
+        """The values of `keys`, `fill` where a key is absent."""
         # A request's keys share one user, i.e. one short run of the table: search that run
         # (a few cache lines) rather than the whole table (one cache miss per probe).
         lo, hi = 0, len(self.keys)
@@ -53,7 +54,7 @@ class KeyTable:
         pos = np.minimum(pos, max(len(self.keys) - 1, 0))
         found = self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), bool)
         return {
-            name: np.where(found, v[pos] if len(v) else np.nan, np.nan).astype(np.float32)
+            name: np.where(found, v[pos] if len(v) else fill, fill).astype(np.float32, copy=False)
             for name, v in self.values.items()
         }
 
@@ -293,8 +294,8 @@ class RankingFeatures:
         total = np.maximum(self.user_numeric_["user_purchases_all"][users], 1)
         for codes, n_values, table in self.affinity_.values():
             value = np.where(inside, codes[safe], -1)
-            got = table.lookup(users * n_values + value + 1)
-            out += [np.nan_to_num(got["all"]) / total, np.nan_to_num(got["recent"])]
+            got = table.lookup(users * n_values + value + 1, fill=0.0)  # counts: none is 0
+            out += [got["all"] / total, got["recent"]]
         if "item_price" in self.item_numeric_:
             item_price = np.where(inside, self.item_numeric_["item_price"][safe], np.nan)
             out.append(item_price / self.user_numeric_["user_price"][users])
