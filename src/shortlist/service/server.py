@@ -187,8 +187,10 @@ class Prefork:
             server.run(sockets=[sock])
             code = 0 if server.started else STARTUP_FAILURE  # the app's startup failed
         except SystemExit as exc:  # uvicorn's own: its status 3 when the app cannot start
-            started = server is not None and server.started
-            code = exc.code if started and isinstance(exc.code, int) else STARTUP_FAILURE
+            if server is None or not server.started:
+                code = STARTUP_FAILURE
+            else:  # sys.exit's own meaning: None is 0, an int itself, anything else 1
+                code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - a worker's end, logged; the parent restarts it
             log.exception("shortlist: worker %d failed", os.getpid())
             code = 1 if server is not None and server.started else STARTUP_FAILURE
