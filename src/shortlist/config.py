@@ -132,6 +132,11 @@ class ServiceSettings(_Section):
     # a page a later request reads (the pages are shared by the workers). False: on a machine
     # where that much pinned memory would crowd out other programs
     lock: bool = True
+    # `serve --workers N`: milliseconds a worker that took the last new connection leaves the
+    # next to the other workers (which take it as soon as their loop wakes), so that a burst of
+    # keep-alive connections spreads over them instead of landing on the first worker awake.
+    # It bounds the wait for a new connection when the others are slow to wake. 0: no turns
+    accept_turn_ms: float = Field(10.0, ge=0, le=10_000)
 
 
 class RankingSettings(_Section):

@@ -3,6 +3,7 @@ port, requested over HTTP with httpx, stopped with SIGTERM."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -126,6 +127,67 @@ def test_workers_are_forked_from_the_loaded_workspace_replaced_when_they_die_and
         assert log.count("Finished server process") >= 4 and "Traceback" not in log
     finally:
         server.stop()
+
+
+def _connections_by_worker(server: Served) -> dict[int, int]:
+    """How many established connections to the service's port each worker holds (/proc)."""
+    ours = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == server.port:
+                ours.add(f"socket:[{inode}]")
+    held = {}
+    for pid in server.workers():
+        fds = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                fds.append(os.readlink(fd))
+            except OSError:  # closed meanwhile
+                pass
+        held[pid] = sum(target in ours for target in fds)
+    return held
+
+
+def test_new_connections_take_turns_over_the_workers(ws, tmp_path):
+    """Keep-alive connections opened one after another spread evenly over the two workers:
+    the worker that took the last leaves the next to the other ([service] accept_turn_ms,
+    here 2 s so that a busy machine cannot reorder them). An event loop accepting on its own
+    gives each connection to whichever worker wakes first (all of a burst to one, at times).
+    A stopped worker only delays the other's new connections, by the turn at most."""
+    server = start_serve(ws, tmp_path / "serve.log", SHORTLIST_SERVICE_ACCEPT_TURN_MS="2000")
+    opened: list[http.client.HTTPConnection] = []
+
+    def connect() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read() == b'{"status":"ok"}'
+        opened.append(conn)
+
+    try:
+        server.wait_ready()
+        _until(lambda: len(server.workers()) == 2, "two workers", server)
+        for _ in range(16):
+            connect()
+        held = _connections_by_worker(server)
+        assert sorted(held.values()) == [8, 8], held
+
+        # a stopped worker: the other answers new connections (one given to the stopped
+        # worker would never be answered: `connect` would time out), after its turn at most
+        stopped = min(server.workers())
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                connect()
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    finally:
+        for conn in opened:
+            conn.close()
+        assert server.stop() == 0
+    assert "Traceback" not in server.logs()
 
 
 def test_workers_that_keep_failing_to_start_stop_the_service(ws, tmp_path):

@@ -184,6 +184,7 @@ class ServiceState:
         self.concurrency = service.concurrency
         self.prefetch_share = service.prefetch
         self.lock = service.lock
+        self.accept_turn = service.accept_turn_ms / 1000  # between forked workers (server.py)
         # requests read the online store with short timeouts and no retries: the breaker and
         # the budget decide, not the client library's patience
         self.online = settings.online.model_copy(

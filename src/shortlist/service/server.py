@@ -7,17 +7,23 @@ pages that a worker only reads stay the parent's), so each worker adds little me
 starts at once. The parent serves nothing; it restarts a worker that dies, and runs the watch:
 when a build replaces the workspace (or a worker was told to reload), it loads the new version
 and forks new workers before it stops the old ones (each finishes its requests in flight).
-The Prometheus metrics of several workers are kept in files of a temporary folder
-(`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so any worker
-answers for all of them.
+The workers take turns accepting from the port's one socket (`_taking_turns`), so that a burst
+of new connections spreads over them (an event loop of its own would take every connection
+waiting at once: all of a client's keep-alive connections could land on one worker, and stay
+there). The Prometheus metrics of several workers are kept in files of a
+temporary folder (`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so any
+worker answers for all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import ctypes
 import gc
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -35,6 +41,7 @@ log = logging.getLogger("shortlist.service")
 APP = "shortlist.service.app:app_from_env"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GRACEFUL_SECONDS = 10  # a stopping worker's requests in flight, at most
+ACCEPT_PAUSE = 0.1  # seconds before accepting again after accept failed (no descriptor free)
 RESTART_PAUSE = 1.0  # seconds between restarts of dying workers (a crash loop stays slow)
 STARTUP_FAILURE = 3  # exit status of a worker that never served, and of the service then
 #: workers failing to start this many times in a row (none ending otherwise between them) stop
@@ -104,6 +111,8 @@ class Prefork:
         self.stopping: int | None = None  # the signal that asked to stop
         self.startup_failures = 0  # workers in a row that ended before they served
         self._last_restart = 0.0
+        # shared by the workers: (pid, monotonic time) of the last connection accepted
+        self.turn = multiprocessing.RawArray(ctypes.c_double, 2)
 
     def run(self) -> int:
         sock = self.config.bind_socket()  # bound before the load: the port is taken at once
@@ -174,8 +183,6 @@ class Prefork:
             self.children[pid] = self.generation
 
     def _worker(self, sock: socket.socket, parent: int) -> None:
-        import uvicorn
-
         server = None
         code = STARTUP_FAILURE
         try:
@@ -183,8 +190,8 @@ class Prefork:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _die_with_parent(parent)
             self.state.after_fork()
-            server = uvicorn.Server(self.config)
-            server.run(sockets=[sock])
+            server = _taking_turns(self.config, sock, self.turn, self.state.accept_turn)
+            server.run()
             code = 0 if server.started else STARTUP_FAILURE  # the app's startup failed
         except SystemExit as exc:  # uvicorn's own: its status 3 when the app cannot start
             if server is None or not server.started:
@@ -250,6 +257,80 @@ class Prefork:
         self._signal(list(self.children), signal.SIGKILL)
         while self.children:
             self._collect(block=True)
+
+
+def _taking_turns(config: Any, sock: socket.socket, turn: Any, seconds: float) -> Any:
+    """A uvicorn server accepting from the shared `sock` in turns with the other workers.
+
+    An event loop given the listening socket (uvloop's, as asyncio's) accepts every connection
+    waiting each time it wakes: with 2 workers, 4 of 24 runs of `wrk -c8` put all 8 new
+    connections on one worker, which served them alone (half the throughput) for as long as
+    they stayed open. Here a worker accepts one connection at a time, and one that took the
+    last (`turn`: its pid and when, shared by the workers) leaves the next to the others for
+    up to `seconds` (`[service] accept_turn_ms`): a worker busy with requests (its loop
+    waiting for the GIL) still gets its share a few milliseconds later, and a dead or stuck
+    one delays the others' new connections by `seconds` at most. The socket stays the one all
+    workers share, so a stopping worker leaves the connections still waiting to the others
+    (per-worker SO_REUSEPORT sockets would spread them by a hash, but reset those a stopping
+    worker held queued)."""
+    import uvicorn
+
+    class TakingTurns(uvicorn.Server):
+        acceptor: asyncio.Task[None] | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=[])  # the app's startup; no listener of the loop's
+            sock.listen(self.config.backlog)
+            sock.setblocking(False)
+            self.acceptor = asyncio.get_running_loop().create_task(self._accept())
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if self.acceptor is not None:  # no new connection from now on
+                self.acceptor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.acceptor
+            await super().shutdown(sockets=[])
+
+        async def _accept(self) -> None:
+            loop = asyncio.get_running_loop()
+            config, me = self.config, float(os.getpid())
+
+            def protocol() -> asyncio.Protocol:  # as uvicorn's own startup makes them
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                )
+
+            while True:
+                await _readable(loop, sock)
+                while turn[0] == me and (wait := turn[1] + seconds - time.monotonic()) > 0:
+                    await asyncio.sleep(min(wait, 0.001))  # the others' turn, unless they are late
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:  # another worker took it
+                    continue
+                except OSError as exc:  # out of descriptors, a connection reset while queued
+                    log.warning("shortlist: accepting a connection failed: %s", exc)
+                    await asyncio.sleep(ACCEPT_PAUSE)
+                    continue
+                turn[0], turn[1] = me, time.monotonic()
+                try:
+                    conn.setblocking(False)
+                    await loop.connect_accepted_socket(protocol, conn, ssl=config.ssl)
+                except Exception:  # noqa: BLE001 - this connection only; the worker serves on
+                    log.exception("shortlist: setting up an accepted connection failed")
+                    conn.close()
+
+    return TakingTurns(config)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Returns once `sock` has a connection waiting (or had: another worker may take it)."""
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def _die_with_parent(parent: int) -> None:
