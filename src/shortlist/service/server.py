@@ -10,9 +10,9 @@ and forks new workers before it stops the old ones (each finishes its requests i
 The workers take turns accepting from the port's one socket (`_taking_turns`), so that a burst
 of new connections spreads over them (an event loop of its own would take every connection
 waiting at once: all of a client's keep-alive connections could land on one worker, and stay
-there). The Prometheus metrics of several workers are kept in files of a
-temporary folder (`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so any
-worker answers for all of them.
+there). The Prometheus metrics of several workers are kept in files of a temporary folder
+(`PROMETHEUS_MULTIPROC_DIR`, unless already set) that /metrics adds up, so any worker answers
+for all of them.
 """
 
 from __future__ import annotations
