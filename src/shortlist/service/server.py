@@ -263,16 +263,15 @@ def _taking_turns(config: Any, sock: socket.socket, turn: Any, seconds: float) -
     """A uvicorn server accepting from the shared `sock` in turns with the other workers.
 
     An event loop given the listening socket (uvloop's, as asyncio's) accepts every connection
-    waiting each time it wakes: with 2 workers, 4 of 24 runs of `wrk -c8` put all 8 new
-    connections on one worker, which served them alone (half the throughput) for as long as
-    they stayed open. Here a worker accepts one connection at a time, and one that took the
-    last (`turn`: its pid and when, shared by the workers) leaves the next to the others for
-    up to `seconds` (`[service] accept_turn_ms`): a worker busy with requests (its loop
-    waiting for the GIL) still gets its share a few milliseconds later, and a dead or stuck
-    one delays the others' new connections by `seconds` at most. The socket stays the one all
-    workers share, so a stopping worker leaves the connections still waiting to the others
-    (per-worker SO_REUSEPORT sockets would spread them by a hash, but reset those a stopping
-    worker held queued)."""
+    waiting each time it wakes: with 2 workers, 4 of 24 runs of `wrk -c8` ran at one worker's
+    throughput, all 8 new connections on one worker for as long as they stayed open. Here a
+    worker accepts one connection at a time, and one that took the last (`turn`: its pid and
+    when, shared by the workers) leaves the next to the others for up to `seconds` (`[service]
+    accept_turn_ms`): a worker busy with requests (its loop waiting for the GIL) still gets its
+    share a few milliseconds later, and a dead or stuck one delays the others' new connections
+    by `seconds` at most. The socket stays the one all workers share, so a stopping worker
+    leaves the connections still waiting to the others (per-worker SO_REUSEPORT sockets would
+    spread them by a hash, but reset those a stopping worker held queued)."""
     import uvicorn
 
     class TakingTurns(uvicorn.Server):
