@@ -144,6 +144,8 @@ class OfflineTables:
     items: ir.Table
     users: ir.Table
     interactions: ir.Table  # all of them, without the partition column
+    # the user_regions business-rule table (user_idx, region code), when the source has one
+    user_regions: ir.Table | None = None
     # answers that depend on the tables but not on a cutoff (the channel values, the eligible
     # attributes), computed once per tables object: a ranking set asks for many cutoffs
     memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -166,6 +168,7 @@ class OfflineTables:
         items: pd.DataFrame | pa.Table,
         users: pd.DataFrame | pa.Table,
         interactions: pd.DataFrame | pa.Table,
+        user_regions: pd.DataFrame | pa.Table | None = None,
     ) -> OfflineTables:
         """In-memory tables (a subset of users, a test set) in place of the offline store's files.
 
@@ -176,6 +179,7 @@ class OfflineTables:
         them have the same schema as from the files. Registered with ibis.memtable (nothing is
         written; `con.create_table` from pandas fails on DuckDB 2 under Ibis 12). Every group
         sees only these rows: item popularity from a subset of users is that subset's.
+        `user_regions` (user_idx, region code): the business-rule table, if any.
         """
         inter = _store_types(_arrow(interactions), _INTERACTION_TYPES)
         if C.MONTH in inter.column_names:
@@ -192,6 +196,15 @@ class OfflineTables:
             items=ibis.memtable(_store_types(_arrow(items), {C.ITEM_IDX: pa.int32()})),
             users=ibis.memtable(_store_types(_arrow(users), {C.USER_IDX: pa.int32()})),
             interactions=ibis.memtable(inter),
+            user_regions=(
+                None
+                if user_regions is None
+                else ibis.memtable(
+                    _store_types(
+                        _arrow(user_regions), {C.USER_IDX: pa.int32(), C.REGION: pa.int32()}
+                    )
+                )
+            ),
         )
 
     @classmethod
@@ -216,8 +229,17 @@ class OfflineTables:
         }
         items = _indexed(data.items, C.ITEM_IDX, data.n_items)
         users = _indexed(data.users, C.USER_IDX, data.n_users)
+        regions = None
+        if data.rules is not None and data.rules.user_region is not None:
+            known = np.flatnonzero(data.rules.user_region >= 0)
+            regions = pa.table(
+                {
+                    C.USER_IDX: pa.array(known, pa.int32()),
+                    C.REGION: pa.array(data.rules.user_region[known], pa.int32()),
+                }
+            )
         return cls.from_frames(
-            con, data.manifest or memory_manifest(data), items, users, pa.table(columns)
+            con, data.manifest or memory_manifest(data), items, users, pa.table(columns), regions
         )
 
     def interactions_before(self, cutoff: datetime) -> ir.Table:
@@ -284,6 +306,11 @@ def load_tables(workspace: Workspace, con: BaseBackend) -> OfflineTables:
         items=con.read_parquet(str(folder / "items.parquet")),
         users=con.read_parquet(str(folder / "users.parquet")),
         interactions=inter,
+        user_regions=(
+            con.read_parquet(str(folder / "user_regions.parquet"))
+            if "user_regions" in manifest.rules
+            else None
+        ),
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from shortlist.errors import ConfigError
-from shortlist.features import affinity, history, items, user_items, users
+from shortlist.features import affinity, history, items, segments, user_items, users
 from shortlist.features.base import FeatureOptions, GroupFrame
 from shortlist.features.engine import OfflineTables
 
@@ -15,6 +15,7 @@ Builder = Callable[[OfflineTables, datetime, FeatureOptions], GroupFrame]
 # Materialization order; the names are the store's folder names.
 GROUPS: dict[str, Builder] = {
     items.NAME: items.build,
+    segments.NAME: segments.build,
     users.NAME: users.build,
     affinity.NAME: affinity.build,
     user_items.NAME: user_items.build,
@@ -22,6 +23,7 @@ GROUPS: dict[str, Builder] = {
 }
 KEYS: dict[str, tuple[str, ...]] = {
     items.NAME: items.KEYS,
+    segments.NAME: segments.KEYS,
     users.NAME: users.KEYS,
     affinity.NAME: affinity.KEYS,
     user_items.NAME: user_items.KEYS,

@@ -197,7 +197,8 @@ def choose_ranking(
     the ranker ordering the rest) scores higher by more than `switch` standard errors of the
     paired per-buyer difference (0: higher at all); then the best-scoring such order.
 
-    `ranker_scores(X) -> scores` is the ranker that learnt from the older periods only.
+    `ranker_scores(X, users) -> scores` is the ranker judged (pipeline/training.py,
+    `cross_fitted`), `users` each row's user.
     """
     orders = source_orders(sources, ranker=blends)
     with track(
@@ -207,7 +208,7 @@ def choose_ranking(
         for cs, X, rows, cols, _ in validation.parts:
             scores = np.full(cs.items.shape, -np.inf)
             if len(X):
-                scores[rows, cols] = ranker_scores(X)
+                scores[rows, cols] = ranker_scores(X, cs.users[rows].astype(np.int64))
             ranked.append(scores)
         ranker = validation.aps(lambda i, *_: ranked[i])
         advance(1)

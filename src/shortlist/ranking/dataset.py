@@ -30,10 +30,14 @@ class RankingSet:
     period: np.ndarray  # (groups,) 0 = the latest period before the cutoff, 1 = the one before
     names: list[str]
     categorical: list[str]
+    user: np.ndarray | None = None  # (groups,) each request's user, where known
 
     def periods(self, keep: np.ndarray) -> RankingSet:
         """The groups whose period is in `keep`."""
-        mask = np.isin(self.period, keep)
+        return self.groups(np.isin(self.period, keep))
+
+    def groups(self, mask: np.ndarray) -> RankingSet:
+        """The groups where `mask` (one bool per group) holds."""
         row_mask = np.repeat(mask, self.group)
         return RankingSet(
             self.X[row_mask],
@@ -42,6 +46,7 @@ class RankingSet:
             self.period[mask],
             self.names,
             self.categorical,
+            self.user[mask] if self.user is not None else None,
         )
 
     def thin(self, max_rows: int, rng: np.random.Generator) -> RankingSet:
@@ -55,7 +60,8 @@ class RankingSet:
         negatives = max(MIN_NEGATIVES, (max_rows - self.positives) // max(1, len(self.group)))
         rows = np.repeat(np.arange(len(self.group)), self.group)
         X, y, group = sample_negatives(self.X, self.y, rows, negatives, rng)
-        return RankingSet(X, y, group, self.period, self.names, self.categorical)
+        assert len(group) == len(self.group), "every request holds a positive"
+        return RankingSet(X, y, group, self.period, self.names, self.categorical, self.user)
 
     def split(self, latest: int = 1) -> tuple[RankingSet, RankingSet]:
         """(older periods, the `latest` periods): what the ranker trains and validates on."""
@@ -71,6 +77,11 @@ class RankingSet:
             np.concatenate([p.period for p in parts]),
             parts[0].names,
             parts[0].categorical,
+            (
+                np.concatenate([p.user for p in parts])  # type: ignore[misc]
+                if all(p.user is not None for p in parts)
+                else None
+            ),
         )
 
     @property

@@ -29,6 +29,7 @@ from shortlist.data.candidates import CandidateSet
 from shortlist.data.memo import per_table
 from shortlist.features.affinity import eligible_attributes
 from shortlist.features.base import FeatureOptions
+from shortlist.features.buckets import age_bucket
 from shortlist.features.engine import OfflineTables
 from shortlist.features.materialize import compute_groups
 
@@ -198,6 +199,9 @@ class RankingFeatures:
                 },
             )
             self.affinity_[name] = (codes, n_values, table)
+        self.segments_, self.segment_share_ = segment_lifts(
+            groups.get("item_segments"), user_segments(dataset), n_items
+        )
         self.n_items_, self.n_users_ = n_items, n_users
         self.blocks_ = self._blocks()
         self._name_columns()
@@ -243,6 +247,8 @@ class RankingFeatures:
             + [f"{k}_{n}" for n in self.affinity_ for k in ("share", "recent")]
             + (["price_ratio"] if "item_price" in self.item_numeric_ else [])
             + (["age_gap"] if "item_buyer_age" in self.item_numeric_ else [])
+            + [f"segment_{kind}_lift" for kind in self.segments_]
+            + (["segment_share"] if self.segments_ else [])
             + ["day_of_year"]
         )
         self.categorical_ = [f"item_{n}" for n in self.item_cats_] + [
@@ -302,6 +308,15 @@ class RankingFeatures:
         if "item_buyer_age" in self.item_numeric_:
             buyer_age = np.where(inside, self.item_numeric_["item_buyer_age"][safe], np.nan)
             out.append(self.user_numeric_["user_age"][users] - buyer_age)
+        if self.segments_:
+            at_item = np.where(inside, items, -1)  # the last column: items unknown at the fit
+            share = self.segment_share_[at_item]
+            for codes, lift in self.segments_.values():
+                value = codes[users]  # -1 (unknown): the last row, all ones
+                got = lift[value, at_item]
+                out.append(got)
+                share = share * got
+            out.append(share)
         day = (self.cutoff_ // US_PER_DAY) % 365.2425
         out.append(np.full(len(rows), day, np.float32))
         assert at + len(out) == X.shape[1], "columns out of step with names_"
@@ -364,7 +379,79 @@ def _by_key(table: pa.Table, key: str, n: int) -> Callable[[str, float], np.ndar
     return column
 
 
-RANKING_GROUPS = ("items", "users", "user_category", "user_items")
+# Prior weight, in units, of an item's share over everyone in its share within a segment: a
+# segment's figure for an item it bought little of leans on the overall one.
+SEGMENT_PRIOR_UNITS = 20.0
+
+
+def user_segments(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Each user's value (int32, -1 unknown) of each segment kind the data has, as the
+    `item_segments` group defines them: the age bucket, the user_regions table's region."""
+    out: dict[str, np.ndarray] = {}
+    if dataset.user_age is not None:
+        out["age"] = age_bucket(dataset.user_age).astype(np.int32)
+    rules = dataset.rules
+    if rules is not None and rules.user_region is not None:
+        out["region"] = np.asarray(rules.user_region, np.int32)
+    return out
+
+
+def segment_lifts(
+    table: pa.Table | None, users: Mapping[str, np.ndarray], n_items: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """From the `item_segments` group: per segment kind, (each user's value, lift matrix), and
+    each item's share of the window's units.
+
+    The lift of item i for value v is p(i | v) / p(i), with p(i | v) = (units of i by v + A
+    p(i)) / (units by v + A), A = SEGMENT_PRIOR_UNITS: above 1 where the segment buys the item
+    more than everyone does. The matrix has a last row of ones (users of unknown value) and a
+    last column of NaN (items unknown at the fit); an item nobody bought has lift 1. A kind
+    with more than MAX_SEGMENT_VALUES values is left out. A pair's
+    `segment_share` is p(i) times its lifts: the item's share of the user's segments' units
+    were the kinds independent (naive Bayes).
+    """
+    share = np.full(n_items + 1, np.nan, np.float32)
+    share[:n_items] = 0.0
+    rows = {} if table is None else _segment_rows(table, n_items)
+    out, shares = {}, []
+    for kind, codes in users.items():
+        n_values = int(codes.max()) + 1 if len(codes) else 0
+        if n_values > MAX_SEGMENT_VALUES:  # more values than a segment has (ids, postcodes)
+            continue
+        counts = np.zeros((n_values, n_items))
+        got = rows.get(kind, counts)[:n_values]
+        counts[: len(got)] = got
+        p = counts.sum(axis=0) / max(counts.sum(), 1.0)  # over the users of known value
+        by_value = counts.sum(axis=1, keepdims=True)
+        given = (counts + SEGMENT_PRIOR_UNITS * p) / (by_value + SEGMENT_PRIOR_UNITS)
+        lift = np.ones((n_values + 1, n_items + 1), np.float32)
+        lift[:n_values, :n_items] = np.where(p > 0, given / np.where(p > 0, p, 1.0), 1.0)
+        lift[:, n_items] = np.nan
+        out[kind] = (codes, lift)
+        shares.append(p)
+    if shares:
+        share[:n_items] = np.mean(shares, axis=0)
+    return out, share
+
+
+def _segment_rows(table: pa.Table, n_items: int) -> dict[str, np.ndarray]:
+    """(values, items) unit counts per segment kind of an `item_segments` table."""
+    kinds = np.asarray(table.column("segment").to_numpy(zero_copy_only=False), dtype=object)
+    value = _col(table, "value", np.int64)
+    item = _col(table, C.ITEM_IDX, np.int64)
+    units = _col(table, "units_7d", np.float64)
+    out = {}
+    for kind in np.unique(kinds) if len(kinds) else []:
+        m = (kinds == kind) & (value >= 0) & (value <= MAX_SEGMENT_VALUES) & (item < n_items)
+        counts = np.zeros((int(value[m].max()) + 1 if m.any() else 0, n_items))
+        np.add.at(counts, (value[m], item[m]), units[m])
+        out[str(kind)] = counts
+    return out
+
+
+MAX_SEGMENT_VALUES = 256  # a segment kind with more values (ids, postcodes) is not used
+
+RANKING_GROUPS = ("items", "users", "user_category", "user_items", "item_segments")
 
 
 def group_features(

@@ -116,6 +116,7 @@ class OnlineUsers:
         out.user_numeric_ = numeric
         out.blocks_ = (item_block, block)
         out.n_users_ = len(users)
+        out.segments_ = {k: (codes[users], lift) for k, (codes, lift) in f.segments_.items()}
         owner, recs = _flatten(items.records)
         out.pairs_ = KeyTable(
             owner * f.n_items_ + recs["item_idx"].astype(np.int64) if len(recs) else owner,

@@ -185,6 +185,19 @@ class LightGBMRanker:
         booster, rounds = self.held_out_
         return booster.predict(X, raw_score=True, num_iteration=rounds, num_threads=thread_count())
 
+    def refit_held_out(self, rs: RankingSet) -> Callable[[np.ndarray], np.ndarray]:
+        """The held-out winner's objective and rounds trained anew on `rs` (no early
+        stopping), as raw scores of X: the guard's cross-fitted judge (pipeline/training.py)."""
+        if self.held_out_ is None:
+            raise WorkspaceError("the ranker was not trained in this process")
+        rounds = self.held_out_[1]
+        booster = lgb.train(
+            self._params(self.report_["objective"], self.threads or thread_count()),
+            self._dataset(rs),
+            num_boost_round=rounds,
+        )
+        return lambda X: booster.predict(X, raw_score=True, num_threads=thread_count())
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows, features + 1) each feature's share of the raw score (last column: bias)."""
         if self.booster_ is None:
