@@ -116,9 +116,14 @@ def random_source(folder: Path, rows: list[dict[str, object]] | None = None) -> 
     inter = [header] + [
         ",".join(str(r[c]) for c in header.split(",")) for r in rows or random_rows()
     ]
+    # the regions business-rule table: every user but u3 and u7, in 3 regions
+    regions = ["user_id,region"] + [
+        f"u{u},{['north', 'south', 'east'][u % 3]}" for u in range(16) if u not in (3, 7)
+    ]
     write(folder, "items.csv", "\n".join(items))
     write(folder, "users.csv", "\n".join(users))
     write(folder, "interactions.csv", "\n".join(inter))
+    write(folder, "user_regions.csv", "\n".join(regions))
     return folder
 
 
@@ -142,7 +147,9 @@ def frames(ws: Workspace) -> tuple[Manifest, pd.DataFrame, pd.DataFrame, pa.Tabl
 def in_memory(con, ws: Workspace, interactions: Any = None) -> OfflineTables:
     manifest, items, users, inter = frames(ws)
     chosen = inter if interactions is None else interactions
-    return OfflineTables.from_frames(con, manifest, items, users, chosen)
+    regions = OfflineStore(ws).rule_table("user_regions")
+    regions = regions.to_arrow_table() if regions is not None else None
+    return OfflineTables.from_frames(con, manifest, items, users, chosen, regions)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,8 @@ class Data:
         self.items = _rows(store.items())
         self.users = _rows(store.users())
         self.inter = _rows(store.interactions())
+        regions = store.rule_table("user_regions")
+        self.user_regions = _rows(regions) if regions is not None else []
 
 
 def _days(ts: datetime, cutoff: datetime) -> float:
@@ -211,7 +213,30 @@ def ref_history(d: Data, cutoff: datetime, length: int = 50) -> dict[tuple, Row]
     return out
 
 
+def ref_item_segments(d: Data, cutoff: datetime, days: int = 7) -> dict[tuple, Row]:
+    """Units per (item, segment, value) in the window: age buckets, user_regions' regions."""
+    age_col = d.manifest.roles.user_age
+    value_of: dict[str, dict[int, int]] = {"age": {}, "region": {}}
+    for u in d.users:
+        bucket = _bucket(u[age_col]) if age_col else -1
+        if bucket >= 0:
+            value_of["age"][u[C.USER_IDX]] = bucket
+    for r in d.user_regions:
+        value_of["region"][r[C.USER_IDX]] = r[C.REGION]
+    start = cutoff - timedelta(days=days)
+    out: dict[tuple, Row] = defaultdict(lambda: {f"units_{days}d": 0})
+    for r in d.inter:
+        if not start <= r[C.TIMESTAMP] < cutoff:
+            continue
+        for segment, values in value_of.items():
+            if r[C.USER_IDX] in values:
+                key = (r[C.ITEM_IDX], segment, values[r[C.USER_IDX]])
+                out[key][f"units_{days}d"] += r[C.QUANTITY]
+    return dict(out)
+
+
 REFERENCES = {
+    "item_segments": ref_item_segments,
     "items": ref_items,
     "users": ref_users,
     "user_category": ref_user_category,

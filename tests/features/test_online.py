@@ -672,6 +672,7 @@ def test_materialize_end_to_end(tmp_path: Path, redis_server: RedisServer):
     with open_online_store("lmdb", ws) as lmdb_store:
         assert {g: lmdb_store.layout(g).kind for g in lmdb_store.groups()} == {
             "items": "row",
+            "item_segments": "records",
             "users": "row",
             "user_category": "records",
             "user_items": "records",
@@ -696,9 +697,10 @@ def test_materialize_end_to_end(tmp_path: Path, redis_server: RedisServer):
 def test_materialize_at_a_cutoff_computes_what_is_missing(tmp_path: Path):
     ws = ingested(tmp_path / "ws", random_source(tmp_path / "src"))
     summary = materialize_online(ws, "lmdb", cutoff="2020-02-10T00:00:00+01:00")
-    assert [v.cutoff for v in summary.computed] == [datetime(2020, 2, 9, 23)] * 5
+    assert [v.cutoff for v in summary.computed] == [datetime(2020, 2, 9, 23)] * 6
     assert {g.group for g in summary.groups} == {
         "items",
+        "item_segments",
         "users",
         "user_category",
         "user_items",

@@ -4,7 +4,7 @@ reference, and groups computed from in-memory frames (from_frames + compute_grou
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,6 +110,7 @@ class Frames:
     items: list[Row]
     users: list[Row]
     inter: list[Row]
+    user_regions: list[Row] = field(default_factory=list)  # tiny has no regions table
 
 
 def edge_rows(ix: dict[str, int], ux: dict[str, int]) -> list[Row]:

@@ -88,13 +88,15 @@ def validation_where(bought: list[int]) -> ValidationRequests:
 
 
 def perfect(bought: list[int]):
-    return lambda X: np.isin(X[:, 0], bought).astype(float)
+    return lambda X, users: np.isin(X[:, 0], bought).astype(float)
 
 
 def test_a_ranker_worse_than_a_source_order_is_bypassed():
     v = validation_where([13, 21])  # the repurchase source's #1 for both users
     # this "ranker" puts the lowest item id first: the bought items come late
-    choice = choose_ranking(v, lambda X: -X[:, 0], ["repurchase", "trending"], 2, blends=False)
+    choice = choose_ranking(
+        v, lambda X, users: -X[:, 0], ["repurchase", "trending"], 2, blends=False
+    )
     assert choice.bypassed
     assert choice.order == SourceOrder(("repurchase",))  # the simplest of the perfect orders
     assert choice.order_map == pytest.approx(1.0)
@@ -119,7 +121,7 @@ def test_an_order_ahead_by_less_than_the_switch_leaves_the_ranker_serving():
     v = validation_where([13, 21])  # repurchase's #1 for both: that order scores 1
     # the ranker puts 13 first for the first user, 21 second for the second: AP 1 and 1/2
     score = {10: 1, 11: 1, 12: 1, 13: 5, 20: 5, 21: 4, 22: 1}
-    ranker = lambda X: np.array([score[int(i)] for i in X[:, 0]], float)  # noqa: E731
+    ranker = lambda X, users: np.array([score[int(i)] for i in X[:, 0]], float)  # noqa: E731
     # ahead by 1/4, its standard error 1/4: one standard error
     within = choose_ranking(v, ranker, ["repurchase"], switch=2, blends=False)
     assert within.order is None
@@ -159,7 +161,7 @@ def test_a_blend_serves_where_a_source_first_and_the_ranker_after_beat_both():
     v = ValidationRequests()
     assert v.takes(0, 4)
     v.add(cs, X, rows, cols, y, tg, np.random.default_rng(0))
-    choice = choose_ranking(v, lambda X: X[:, 0], ["repurchase", "trending"], switch=0)
+    choice = choose_ranking(v, lambda X, users: X[:, 0], ["repurchase", "trending"], switch=0)
     assert choice.order == SourceOrder(("repurchase",), "ranker")
     assert not choice.bypassed  # the ranker is scored, after the repurchase candidates
     assert choice.ranker_map == pytest.approx(0.75)  # the ranker alone: 12 first, 13 last

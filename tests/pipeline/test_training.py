@@ -12,7 +12,13 @@ from shortlist.data.arrays import US_PER_DAY, TrainData, load_dataset, targets
 from shortlist.data.generator import generate
 from shortlist.data.ingest import ingest
 from shortlist.data.offline import OfflineStore
-from shortlist.pipeline.training import Plan, build_ranking_set, ranking_features
+from shortlist.pipeline.training import (
+    FOLDS,
+    Plan,
+    build_ranking_set,
+    cross_fitted,
+    ranking_features,
+)
 from shortlist.ranking.dataset import RankingSet
 from shortlist.ranking.ranker import LightGBMRanker, group_map
 from shortlist.retrieval.sources import (
@@ -215,3 +221,47 @@ def test_feature_groups_computed_ahead_in_a_thread_give_the_same_set(data, cutof
             got, want = getattr(sets[depth], name), getattr(sets[0], name)
             assert np.array_equal(got, want, equal_nan=True), (depth, name)
         assert sets[depth].names == sets[0].names
+
+
+def test_each_request_carries_its_user(ranking_set, data, cutoff):
+    rs = ranking_set
+    assert rs.user is not None and len(rs.user) == len(rs.group)
+    for p in range(5):
+        users = rs.user[rs.period == p]
+        start = cutoff - (p + 1) * WEEK
+        bought = targets(data.interactions.between(start, start + WEEK))
+        assert len(users) and np.isin(users, bought.users).all()  # that period's buyers
+        assert (np.diff(users) > 0).all()  # each once
+
+
+class RecordingRanker(LightGBMRanker):
+    """The real ranker, keeping what each cross-fitted judge learnt from and the judge."""
+
+    def refit_held_out(self, rs):
+        judge = super().refit_held_out(rs)
+        self.refits = [*getattr(self, "refits", []), (rs, judge)]
+        return judge
+
+
+def test_the_guards_judge_never_scores_a_user_with_a_model_that_saw_them(ranking_set):
+    rs = ranking_set
+    train, valid = rs.split(1)
+    ranker = RecordingRanker(objective="binary").fit(train, valid)
+    judge = cross_fitted(ranker, rs, 1, Settings())
+    assert len(ranker.refits) == FOLDS
+    older = np.sort(rs.user[rs.period > 0])
+    for k, (seen, _) in enumerate(ranker.refits):
+        latest = seen.user[seen.period == 0]
+        # every older period, and the latest period's other users only
+        assert (np.sort(seen.user[seen.period > 0]) == older).all()
+        assert not (latest % FOLDS == k).any()
+        assert set(latest.tolist()) == {u for u in valid.user.tolist() if u % FOLDS != k}
+    # each user is scored by the judge of their part
+    users = valid.user[np.repeat(np.arange(len(valid.group)), valid.group)]
+    scores = judge(valid.X, users)
+    for k, (_, fold_judge) in enumerate(ranker.refits):
+        mine = users % FOLDS == k
+        assert mine.any()
+        assert np.array_equal(scores[mine], fold_judge(valid.X[mine]))
+    # the judges learnt from more than the held-out ranker: their scores differ from it
+    assert not np.allclose(scores, ranker.predict_held_out(valid.X))

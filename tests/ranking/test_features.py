@@ -11,6 +11,7 @@ import pytest
 from shortlist.config import AttributeKind, SchemaSettings
 from shortlist.data.arrays import US_PER_DAY, Dataset, Interactions
 from shortlist.data.candidates import CandidateSet
+from shortlist.data.rules import Rules
 from shortlist.features.engine import OfflineTables, connect, memory_manifest
 from shortlist.ranking.features import KeyTable, RankingFeatures, choose_attributes, group_features
 
@@ -163,3 +164,35 @@ def test_key_table_lookup_finds_present_keys_and_nan_for_absent_ones():
         present = np.isin(needles, keys)
         assert np.array_equal(~np.isnan(got), present)
         assert np.array_equal(got[present], needles[present].astype(np.float32))
+
+
+def test_segment_lifts_by_hand(fitted):
+    # the last 7 days: user 0 (30-40) bought item 0 x2 and item 3, user 1 (20-25) item 1,
+    # user 2 (age unknown: no segment) item 1, user 3 (50-60) item 4: 5 units of known age,
+    # p = (0.4, 0.2, 0, 0.2, 0.2); no user_regions table, so no region lift
+    assert [n for n in fitted.names_ if n.startswith("segment_")] == [
+        "segment_age_lift",
+        "segment_share",
+    ]
+    X, _, _ = fitted.transform(candidates([0, 2], [[0, 1, 2], [0, 1, 2]]))
+    # user 0's bucket: p(0 | v) = (2 + 20 x 0.4) / (3 + 20), over p(0) = 0.4: 25/23
+    assert column(fitted, X, "segment_age_lift") == pytest.approx(
+        [25 / 23, (4 / 23) / 0.2, 1.0, 1.0, 1.0, 1.0]  # item 2 unsold; user 2's age unknown
+    )
+    assert column(fitted, X, "segment_share") == pytest.approx([10 / 23, 4 / 23, 0, 0.4, 0.2, 0])
+
+
+def test_segment_lifts_with_regions_multiply():
+    data = dataset()
+    rules = Rules(None, None, np.array([0, 1, 0, -1], np.int32), ["north", "south"], None)
+    f = features(replace(data, rules=rules), CUTOFF, affinity_attributes=2)
+    X, _, _ = f.transform(candidates([0, 3], [[0, 1], [0, 1]]))
+    # region 0 (users 0 and 2) bought item 0 x2, item 3, item 1: 4 units; region 1 item 1;
+    # p over known regions = (0.4, 0.4, 0, 0.2, 0)
+    region = column(f, X, "segment_region_lift")
+    assert region[:2] == pytest.approx([(10 / 24) / 0.4, ((1 + 8) / 24) / 0.4])
+    assert region[2:].tolist() == [1.0, 1.0]  # user 3's region is unknown
+    age = column(f, X, "segment_age_lift")
+    share = column(f, X, "segment_share")
+    mean_p = np.array([0.4, 0.3])  # the two kinds' shares of items 0 and 1, averaged
+    assert share[:2] == pytest.approx(mean_p * age[:2] * region[:2])

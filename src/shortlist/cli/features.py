@@ -10,7 +10,7 @@ from shortlist.cli.common import out, workspace, workspace_option
 # Spelled out so that `shortlist --help` does not import Ibis; a test keeps them in step with
 # shortlist.features.engine.ENGINES and shortlist.features.groups.GROUPS.
 ENGINE_CHOICES = ("duckdb", "pyspark")
-GROUP_CHOICES = ("items", "users", "user_category", "user_items", "history")
+GROUP_CHOICES = ("items", "item_segments", "users", "user_category", "user_items", "history")
 
 
 @click.command()

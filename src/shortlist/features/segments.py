@@ -17,6 +17,7 @@ from datetime import datetime
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 
 from shortlist import columns as C
 from shortlist.features.base import (
@@ -29,8 +30,12 @@ from shortlist.features.base import (
 from shortlist.features.engine import OfflineTables
 from shortlist.features.users import age_bucket
 
+# Prior weight, in units, of an item's share over everyone in its share within a segment: a
+# segment's figure for an item it bought little of leans on the overall one.
+PRIOR_UNITS = 20.0
+
 NAME = "item_segments"
-KEYS = ("segment", "value", C.ITEM_IDX)
+KEYS = (C.ITEM_IDX, "segment", "value")  # by item: an item's records in the online store
 WINDOW = 7  # days before the cutoff
 SEGMENTS = ("age", "region")
 
@@ -56,7 +61,7 @@ def _segment_of(src: OfflineTables, segment: str) -> ir.Table | None:
 
 
 def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> GroupFrame:
-    """One row per (segment, value, item) with a purchase in the window."""
+    """One row per (item, segment, value) with a purchase in the window."""
     del options  # no knobs here; the signature is shared by every group
     inter = src.interactions_before(cutoff)
     recent = inter.filter(inter[C.TIMESTAMP] >= window_start(cutoff, WINDOW))
@@ -81,11 +86,26 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
                 f"units_{WINDOW}d": recent[C.QUANTITY].cast("int64"),
             },
         ).limit(0)
-    t = t.select("segment", t["value"].cast("int32").name("value"), C.ITEM_IDX, *FEATURES)
+    t = t.select(C.ITEM_IDX, "segment", t["value"].cast("int32").name("value"), *FEATURES)
     return GroupFrame(
         name=NAME,
         keys=KEYS,
         table=with_feature_time(t, KEYS, cutoff),
         features=dict(FEATURES),
-        description="one row per (segment, value, item) bought recently: units by segment",
+        description="one row per (item, segment, value) bought recently: units by segment",
     )
+
+
+def lifts(counts: np.ndarray, prior_units: float = PRIOR_UNITS) -> tuple[np.ndarray, np.ndarray]:
+    """From the units of each item bought by each value of a segment kind, `(values, items)`:
+    the lift of each (value, item), p(i | v) / p(i), and each item's share p(i) overall.
+
+    p(i | v) = (units of i by v + A p(i)) / (units by v + A), A = `prior_units`: a lift above 1
+    where the value's customers buy the item more than everyone does; 1 for items nobody
+    bought. What the ranker reads (`RankingFeatures`) and the `trending` source's
+    age-and-region lists rank by (p(i | age) times the region's lift).
+    """
+    p = counts.sum(axis=0) / max(float(counts.sum()), 1.0)
+    by_value = counts.sum(axis=1, keepdims=True)
+    given = (counts + prior_units * p) / (by_value + prior_units)
+    return np.where(p > 0, given / np.where(p > 0, p, 1.0), 1.0), p

@@ -32,6 +32,7 @@ from shortlist.features.base import FeatureOptions
 from shortlist.features.buckets import age_bucket
 from shortlist.features.engine import OfflineTables
 from shortlist.features.materialize import compute_groups
+from shortlist.features.segments import lifts
 
 
 class KeyTable:
@@ -379,11 +380,6 @@ def _by_key(table: pa.Table, key: str, n: int) -> Callable[[str, float], np.ndar
     return column
 
 
-# Prior weight, in units, of an item's share over everyone in its share within a segment: a
-# segment's figure for an item it bought little of leans on the overall one.
-SEGMENT_PRIOR_UNITS = 20.0
-
-
 def user_segments(dataset: Dataset) -> dict[str, np.ndarray]:
     """Each user's value (int32, -1 unknown) of each segment kind the data has, as the
     `item_segments` group defines them: the age bucket, the user_regions table's region."""
@@ -402,10 +398,9 @@ def segment_lifts(
     """From the `item_segments` group: per segment kind, (each user's value, lift matrix), and
     each item's share of the window's units.
 
-    The lift of item i for value v is p(i | v) / p(i), with p(i | v) = (units of i by v + A
-    p(i)) / (units by v + A), A = SEGMENT_PRIOR_UNITS: above 1 where the segment buys the item
-    more than everyone does. The matrix has a last row of ones (users of unknown value) and a
-    last column of NaN (items unknown at the fit); an item nobody bought has lift 1. A kind
+    The lifts are features.segments.lifts' (p(i | v) / p(i), smoothed). The matrix has a
+    last row of ones (users of unknown value) and a last column of NaN (items unknown at
+    the fit). A kind
     with more than MAX_SEGMENT_VALUES values is left out. A pair's
     `segment_share` is p(i) times its lifts: the item's share of the user's segments' units
     were the kinds independent (naive Bayes).
@@ -421,11 +416,8 @@ def segment_lifts(
         counts = np.zeros((n_values, n_items))
         got = rows.get(kind, counts)[:n_values]
         counts[: len(got)] = got
-        p = counts.sum(axis=0) / max(counts.sum(), 1.0)  # over the users of known value
-        by_value = counts.sum(axis=1, keepdims=True)
-        given = (counts + SEGMENT_PRIOR_UNITS * p) / (by_value + SEGMENT_PRIOR_UNITS)
         lift = np.ones((n_values + 1, n_items + 1), np.float32)
-        lift[:n_values, :n_items] = np.where(p > 0, given / np.where(p > 0, p, 1.0), 1.0)
+        lift[:n_values, :n_items], p = lifts(counts)  # p over the users of known value
         lift[:, n_items] = np.nan
         out[kind] = (codes, lift)
         shares.append(p)
