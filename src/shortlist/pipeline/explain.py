@@ -66,6 +66,9 @@ def feature_phrase(name: str, value: float, decoded: str | None = None) -> str:
         "user_age": f"customer age {v:.0f}",
         "item_buyer_age": f"typical buyer age {v:.0f}",
         "day_of_year": "the time of year",
+        "segment_age_lift": f"bought {v:.2f}x as much by customers of their age",
+        "segment_region_lift": f"bought {v:.2f}x as much in their region",
+        "segment_share": f"{v:.2%} of what customers like them buy",
     }
     if name in fixed:
         return fixed[name]

@@ -6,15 +6,17 @@ candidates worse than "the customer's own purchases, most recent first". The pip
 never serve that. So, at fit time, the latest period before the cutoff (the ranker's
 validation period, or the latest few together when one holds fewer than 300 buyers) is
 scored as the evaluation scores a window: MAP@12 of every candidate's order. The ranker
-(which learnt from the older periods only) is set against the simple source orders
-(ranking/heuristics.py) and the blends (one source's candidates first, the ranker after).
+(cross-fitted: each half of those periods' users scored by a ranker that learnt from the
+older periods and the other half, see pipeline/training.py `cross_fitted`) is set against the
+simple source orders (ranking/heuristics.py) and the blends (one source's candidates first,
+the ranker after).
 The ranker serves (refitted on every period) unless the best of those orders beats it by
 more than `[ranking] guard_switch` standard errors of the paired per-buyer difference; then
 that order serves. `build`'s output, the saved manifest and every trace say which and why.
 
 Why a margin on the ranker's side: the best of some forty orders, picked on the same
 buyers, scores above its true worth (the winner's curse), and the ranker judged here learnt
-from fewer periods than the one that serves. With no margin (whichever scored highest
+from less than the one that serves. With no margin (whichever scored highest
 served), the served order did worse than the ranker alone on the scored week in 14 of the 18
 measured windows where the two differed (README, Evaluation). The ranker's number of
 rounds was chosen on the same periods (early stopping), which favours it slightly.
@@ -52,7 +54,7 @@ class ValidationRequests:
     buyers: int = 0
     hits: int = 0  # buyers with a purchase among their candidates (`kept` of them are kept)
     kept: int = 0
-    periods: int = 0  # the latest periods taken: the ranker judged here learnt from the others
+    periods: int = 0  # the latest periods taken (the judge learnt from the others, cross-fitted)
     min_buyers: int = MIN_BUYERS
 
     def takes(self, period: int, periods: int) -> bool:

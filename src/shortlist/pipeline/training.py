@@ -401,16 +401,17 @@ def cross_fitted(
     train, valid = rs.split(valid_periods)
     if valid.user is None or not len(valid.group):
         return lambda X, users: ranker.predict_held_out(X)
-    thin = settings.ranking.max_rows
-    rng = np.random.default_rng(settings.ranking.seed)
+    r = settings.ranking
+    # the older periods as the held-out ranker learnt from them (train_ranker's thinning)
+    older = train.thin(r.max_rows - len(valid.y), np.random.default_rng(r.seed))
     judges = []
     with track(
-        f"Guard: the ranker cross-fitted over {FOLDS} parts of the users", total=FOLDS
+        f"Guard: the ranker cross-fitted on {FOLDS} parts of the users", total=FOLDS
     ) as advance:
         for k in range(FOLDS):
             others = valid.groups(valid.user % FOLDS != k)
-            part = RankingSet.concat([train, others]) if len(train.group) else others
-            judges.append(ranker.refit_held_out(part.thin(thin, rng)) if others.positives else None)
+            part = RankingSet.concat([older, others]) if len(older.group) else others
+            judges.append(ranker.refit_held_out(part) if others.positives else None)
             advance(1)
 
     def scores(X: np.ndarray, users: np.ndarray) -> np.ndarray:
