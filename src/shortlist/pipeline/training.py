@@ -404,15 +404,24 @@ def cross_fitted(
     r = settings.ranking
     # the older periods as the held-out ranker learnt from them (train_ranker's thinning)
     older = train.thin(r.max_rows - len(valid.y), np.random.default_rng(r.seed))
-    judges = []
+    # small sets (the ranker trained single-threaded): the parts side by side, one per core
+    threads = 1 if ranker.threads_ == 1 and thread_count() > 1 else None
     with track(
         f"Guard: the ranker cross-fitted on {FOLDS} parts of the users", total=FOLDS
     ) as advance:
-        for k in range(FOLDS):
+
+        def judge_of(k: int) -> Callable[[np.ndarray], np.ndarray] | None:
             others = valid.groups(valid.user % FOLDS != k)
             part = RankingSet.concat([older, others]) if len(older.group) else others
-            judges.append(ranker.refit_held_out(part) if others.positives else None)
+            judge = ranker.refit_held_out(part, threads) if others.positives else None
             advance(1)
+            return judge
+
+        if threads == 1:
+            with ThreadPoolExecutor(min(FOLDS, thread_count())) as pool:
+                judges = list(pool.map(judge_of, range(FOLDS)))
+        else:
+            judges = [judge_of(k) for k in range(FOLDS)]
 
     def scores(X: np.ndarray, users: np.ndarray) -> np.ndarray:
         out = ranker.predict_held_out(X) if any(j is None for j in judges) else np.empty(len(X))

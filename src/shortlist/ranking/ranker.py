@@ -185,14 +185,17 @@ class LightGBMRanker:
         booster, rounds = self.held_out_
         return booster.predict(X, raw_score=True, num_iteration=rounds, num_threads=thread_count())
 
-    def refit_held_out(self, rs: RankingSet) -> Callable[[np.ndarray], np.ndarray]:
+    def refit_held_out(
+        self, rs: RankingSet, threads: int | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """The held-out winner's objective and rounds trained anew on `rs` (no early
-        stopping), as raw scores of X: the guard's cross-fitted judge (pipeline/training.py)."""
+        stopping), as raw scores of X: the guard's cross-fitted judge (pipeline/training.py).
+        threads: LightGBM's (default: the ranker's setting, else every core)."""
         if self.held_out_ is None:
             raise WorkspaceError("the ranker was not trained in this process")
         rounds = self.held_out_[1]
         booster = lgb.train(
-            self._params(self.report_["objective"], self.threads or thread_count()),
+            self._params(self.report_["objective"], threads or self.threads or thread_count()),
             self._dataset(rs),
             num_boost_round=rounds,
         )
