@@ -237,9 +237,11 @@ def test_each_request_carries_its_user(ranking_set, data, cutoff):
 class RecordingRanker(LightGBMRanker):
     """The real ranker, keeping what each cross-fitted judge learnt from and the judge."""
 
-    def refit_held_out(self, rs):
-        judge = super().refit_held_out(rs)
-        self.refits = [*getattr(self, "refits", []), (rs, judge)]
+    def refit_held_out(self, rs, threads=None):
+        judge = super().refit_held_out(rs, threads)
+        latest = set((rs.user[rs.period == 0] % FOLDS).tolist())
+        (k,) = set(range(FOLDS)) - latest  # the part this judge scores: none of it seen
+        self.refits.append((k, rs, judge))  # list.append: safe from the judges' threads
         return judge
 
 
@@ -247,10 +249,12 @@ def test_the_guards_judge_never_scores_a_user_with_a_model_that_saw_them(ranking
     rs = ranking_set
     train, valid = rs.split(1)
     ranker = RecordingRanker(objective="binary").fit(train, valid)
+    ranker.refits = []
     judge = cross_fitted(ranker, rs, 1, Settings())
     assert len(ranker.refits) == FOLDS
     older = np.sort(rs.user[rs.period > 0])
-    for k, (seen, _) in enumerate(ranker.refits):
+    assert sorted(k for k, _, _ in ranker.refits) == list(range(FOLDS))
+    for k, seen, _ in ranker.refits:
         latest = seen.user[seen.period == 0]
         # every older period, and the latest period's other users only
         assert (np.sort(seen.user[seen.period > 0]) == older).all()
@@ -259,7 +263,7 @@ def test_the_guards_judge_never_scores_a_user_with_a_model_that_saw_them(ranking
     # each user is scored by the judge of their part
     users = valid.user[np.repeat(np.arange(len(valid.group)), valid.group)]
     scores = judge(valid.X, users)
-    for k, (_, fold_judge) in enumerate(ranker.refits):
+    for k, _, fold_judge in ranker.refits:
         mine = users % FOLDS == k
         assert mine.any()
         assert np.array_equal(scores[mine], fold_judge(valid.X[mine]))
