@@ -175,11 +175,12 @@ def test_segment_lifts_by_hand(fitted):
         "segment_share",
     ]
     X, _, _ = fitted.transform(candidates([0, 2], [[0, 1, 2], [0, 1, 2]]))
-    # user 0's bucket: p(0 | v) = (2 + 20 x 0.4) / (3 + 20), over p(0) = 0.4: 25/23
+    # user 0's bucket bought 3 units: (units + 5) / (3 x p + 5) pseudo-units each side
     assert column(fitted, X, "segment_age_lift") == pytest.approx(
-        [25 / 23, (4 / 23) / 0.2, 1.0, 1.0, 1.0, 1.0]  # item 2 unsold; user 2's age unknown
+        [7 / 6.2, 5 / 5.6, 1.0, 1.0, 1.0, 1.0]  # item 2 unsold; user 2's age unknown
     )
-    assert column(fitted, X, "segment_share") == pytest.approx([10 / 23, 4 / 23, 0, 0.4, 0.2, 0])
+    share = [0.4 * 7 / 6.2, 0.2 * 5 / 5.6, 0, 0.4, 0.2, 0]
+    assert column(fitted, X, "segment_share") == pytest.approx(share)
 
 
 def test_segment_lifts_with_regions_multiply():
@@ -190,7 +191,7 @@ def test_segment_lifts_with_regions_multiply():
     # region 0 (users 0 and 2) bought item 0 x2, item 3, item 1: 4 units; region 1 item 1;
     # p over known regions = (0.4, 0.4, 0, 0.2, 0)
     region = column(f, X, "segment_region_lift")
-    assert region[:2] == pytest.approx([(10 / 24) / 0.4, ((1 + 8) / 24) / 0.4])
+    assert region[:2] == pytest.approx([(2 + 5) / (4 * 0.4 + 5), (1 + 5) / (4 * 0.4 + 5)])
     assert region[2:].tolist() == [1.0, 1.0]  # user 3's region is unknown
     age = column(f, X, "segment_age_lift")
     share = column(f, X, "segment_share")

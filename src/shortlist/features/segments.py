@@ -30,9 +30,10 @@ from shortlist.features.base import (
 from shortlist.features.engine import OfflineTables
 from shortlist.features.users import age_bucket
 
-# Prior weight, in units, of an item's share over everyone in its share within a segment: a
-# segment's figure for an item it bought little of leans on the overall one.
-PRIOR_UNITS = 20.0
+# Pseudo-units added to what a segment bought of an item and to what it was expected to buy:
+# an item a segment bought once, where everyone's shares expected a tenth of a unit, gets a
+# lift of (1 + 5) / (0.1 + 5) = 1.18, not 10.
+PRIOR_UNITS = 5.0
 
 NAME = "item_segments"
 KEYS = (C.ITEM_IDX, "segment", "value")  # by item: an item's records in the online store
@@ -98,14 +99,14 @@ def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> Grou
 
 def lifts(counts: np.ndarray, prior_units: float = PRIOR_UNITS) -> tuple[np.ndarray, np.ndarray]:
     """From the units of each item bought by each value of a segment kind, `(values, items)`:
-    the lift of each (value, item), p(i | v) / p(i), and each item's share p(i) overall.
+    the lift of each (value, item) and each item's share p(i) of all the units.
 
-    p(i | v) = (units of i by v + A p(i)) / (units by v + A), A = `prior_units`: a lift above 1
-    where the value's customers buy the item more than everyone does; 1 for items nobody
-    bought. What the ranker reads (`RankingFeatures`) and the `trending` source's
-    age-and-region lists rank by (p(i | age) times the region's lift).
+    The lift is what the value's customers bought of the item over what they would have had
+    they bought like everyone, each with A = `prior_units` pseudo-units: (units of i by v + A)
+    / (units by v x p(i) + A). Above 1 where the value's customers buy the item more than
+    everyone does, towards 1 where the counts are few; 1 for items nobody bought.
     """
-    p = counts.sum(axis=0) / max(float(counts.sum()), 1.0)
-    by_value = counts.sum(axis=1, keepdims=True)
-    given = (counts + prior_units * p) / (by_value + prior_units)
-    return np.where(p > 0, given / np.where(p > 0, p, 1.0), 1.0), p
+    total = float(counts.sum())
+    p = counts.sum(axis=0) / max(total, 1.0)
+    expected = counts.sum(axis=1, keepdims=True) * p
+    return (counts + prior_units) / (expected + prior_units), p
