@@ -432,7 +432,13 @@ def test_a_loaded_pipeline_reads_its_features_from_the_feature_store(ws_copy):
 
     saved = json.loads((ws_copy.root / "models" / "pipeline.json").read_text())["features"]
     store = FeatureStore(ws_copy)
-    assert set(saved["versions"]) >= {"items", "users", "user_items", "user_category"}
+    assert set(saved["versions"]) >= {
+        "items",
+        "item_segments",
+        "users",
+        "user_items",
+        "user_category",
+    }
     cutoff = json.loads((ws_copy.root / "models" / "pipeline.json").read_text())["cutoff"]
     for group, version in saved["versions"].items():
         assert store.get(group, version).cutoff.isoformat() == cutoff
@@ -447,6 +453,15 @@ def test_a_loaded_pipeline_reads_its_features_from_the_feature_store(ws_copy):
     ]
     store._save(manifest)
     with pytest.raises(WorkspaceError, match="no longer has version .* 'user_items' group"):
+        Pipeline.from_config(ws_copy).load()
+    # a pipeline saved before a group existed (the item_segments of stop 32): retrain
+    path = ws_copy.root / "models" / "pipeline.json"
+    manifest_json = json.loads(path.read_text())
+    del manifest_json["features"]["versions"]["item_segments"]
+    path.write_text(json.dumps(manifest_json))
+    with pytest.raises(
+        WorkspaceError, match="saved without the 'item_segments' feature group.* train pipeline"
+    ):
         Pipeline.from_config(ws_copy).load()
 
 

@@ -211,6 +211,12 @@ def _load_features(
     saved = m.get("features")
     if not saved:
         raise WorkspaceError(f"the pipeline was saved without its feature groups: {RETRAIN}")
+    lacking = [name for name in RANKING_GROUPS if name not in saved["versions"]]
+    if lacking:
+        raise WorkspaceError(
+            f"the pipeline was saved without the {', '.join(map(repr, lacking))} feature "
+            f"group(s), which this version of shortlist ranks with: {RETRAIN}"
+        )
     store = FeatureStore(workspace)
     groups = {}
     for name in RANKING_GROUPS:
