@@ -265,3 +265,12 @@ def test_the_guard_serves_the_better_order_end_to_end(rebuying):
         rank = next(s for s in b.trace if s["stage"] == "rank")
         assert rank["scorer"].startswith("blend: repurchase > ranker")
         assert b.items[0].sources.get("repurchase") == 1
+
+
+def test_map_of_scores_an_order_over_every_buyer():
+    v = validation_where([13, 21])
+    assert v.map_of(lambda X: np.isin(X[:, 0], [13, 21]).astype(float)) == pytest.approx(1.0)
+    # lowest item id first: 13 is user 0's 4th (AP 1/4), 21 user 1's 2nd (AP 1/2)
+    assert v.map_of(lambda X: -X[:, 0]) == pytest.approx((1 / 4 + 1 / 2) / 2)
+    choice = choose_ranking(v, lambda X, users: -X[:, 0], ["repurchase"], 2, blends=False)
+    assert choice.ranker_map == pytest.approx(v.map_of(lambda X: -X[:, 0]))

@@ -269,3 +269,28 @@ def test_the_guards_judge_never_scores_a_user_with_a_model_that_saw_them(ranking
         assert np.array_equal(scores[mine], fold_judge(valid.X[mine]))
     # the judges learnt from more than the held-out ranker: their scores differ from it
     assert not np.allclose(scores, ranker.predict_held_out(valid.X))
+
+
+@pytest.mark.parametrize("favoured", ["lambdarank", "binary"])
+def test_the_held_out_requests_choose_the_objective(ranking_set, favoured):
+    train, valid = ranking_set.split(1)
+    seen = []
+
+    def held_out(score):
+        # each objective's booster scores the latest period: the favoured one is told best
+        scores = score(valid.X)
+        seen.append(scores)
+        return 0.9 if len(seen) == 1 + ("lambdarank", "binary").index(favoured) else 0.1
+
+    ranker = LightGBMRanker(objective="auto", max_rounds=50).fit(train, valid, held_out)
+    assert ranker.report_["objective"] == favoured
+    assert len(seen) == 2 and not np.allclose(seen[0], seen[1])  # two different boosters
+    figures = ranker.report_["candidates"]
+    assert {o: figures[o]["held_out_map@12"] for o in figures} == {
+        "lambdarank": 0.9 if favoured == "lambdarank" else 0.1,
+        "binary": 0.9 if favoured == "binary" else 0.1,
+    }
+    # one objective asked for: nothing to choose, the held-out requests are not scored
+    seen.clear()
+    LightGBMRanker(objective="binary", max_rounds=20).fit(train, valid, held_out)
+    assert seen == []

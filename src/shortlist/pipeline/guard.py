@@ -117,6 +117,17 @@ class ValidationRequests:
                 out.append(average_precision(ranked, rel.tolist(), K))
         return np.asarray(out)
 
+    def map_of(self, score: Any) -> float:
+        """MAP@12 over every buyer of the candidates ordered by `score(X) -> scores`."""
+
+        def order(part: int, cs: CandidateSet, X: np.ndarray, rows: Any, cols: Any) -> np.ndarray:
+            scores = np.full(cs.items.shape, -np.inf)
+            if len(X):
+                scores[rows, cols] = score(X)
+            return scores
+
+        return self.mean(self.aps(order)) if self.parts else 0.0
+
     def mean(self, per_user: np.ndarray) -> float:
         """The mean over every buyer of a per-kept-user figure (0 for buyers without a hit;
         the kept users stand for all those with one)."""

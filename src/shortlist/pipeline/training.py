@@ -370,7 +370,9 @@ def fit_ranker(
         seed=r.seed,
         validation=validation,
     )
-    ranker = train_ranker(rs, settings, max(1, validation.periods))
+    ranker = train_ranker(
+        rs, settings, max(1, validation.periods), validation.map_of if validation.parts else None
+    )
     ranker.report_["period_days"] = plan.days
     judge = cross_fitted(ranker, rs, max(1, validation.periods), settings)
     choice = choose_ranking(validation, judge, retrieval.names, r.guard_switch, r.guard_blends)
@@ -435,13 +437,19 @@ def cross_fitted(
     return scores
 
 
-def train_ranker(rs: RankingSet, settings: Settings, valid_periods: int = 1) -> LightGBMRanker:
+def train_ranker(
+    rs: RankingSet,
+    settings: Settings,
+    valid_periods: int = 1,
+    held_out: Callable[[Callable[[np.ndarray], np.ndarray]], float] | None = None,
+) -> LightGBMRanker:
     """The ranker on a ranking set: the latest `valid_periods` validate as they are, the older
-    ones train, thinned to the `[ranking] max_rows` budget."""
+    ones train, thinned to the `[ranking] max_rows` budget. `held_out` (the guard's
+    validation requests, `ValidationRequests.map_of`) chooses between the objectives."""
     r = settings.ranking
     train, valid = rs.split(valid_periods)
     train = train.thin(r.max_rows - len(valid.y), np.random.default_rng(r.seed))
-    ranker = make_ranker(settings).fit(train, valid)
+    ranker = make_ranker(settings).fit(train, valid, held_out)
     ranker.report_["periods"] = len(np.unique(rs.period))
     ranker.report_["valid_periods"] = valid_periods
     return ranker

@@ -102,7 +102,16 @@ class LightGBMRanker:
             free_raw_data=False,
         )
 
-    def fit(self, train: RankingSet, valid: RankingSet) -> Self:
+    def fit(
+        self,
+        train: RankingSet,
+        valid: RankingSet,
+        held_out: Callable[[Callable[[np.ndarray], np.ndarray]], float] | None = None,
+    ) -> Self:
+        """Train on `train` with early stopping on `valid`, choose the objective, refit the
+        winner on both. `held_out(score) -> MAP@12`, when given, scores an objective's
+        booster on the validation requests with all their candidates (pipeline/guard.py), and
+        that decides between the objectives instead of `valid`'s sampled negatives."""
         if self.objective not in (*OBJECTIVES, "auto"):
             raise ConfigError(
                 f"ranking objective '{self.objective}' is not one of auto, "
@@ -149,7 +158,17 @@ class LightGBMRanker:
                     results = dict(pool.map(one, choices))
             else:
                 results = dict(map(one, choices))
-        best = max(results, key=lambda o: results[o]["valid_map@12"])
+        decides = "valid_map@12"
+        if held_out is not None and len(choices) > 1:
+            decides = "held_out_map@12"
+            for objective, result in results.items():
+                booster, rounds = boosters[objective], result["rounds"]
+                result[decides] = held_out(
+                    lambda X, b=booster, n=rounds: b.predict(
+                        X, raw_score=True, num_iteration=n, num_threads=thread_count()
+                    )
+                )
+        best = max(results, key=lambda o: results[o][decides])
         full = RankingSet.concat([train, valid])
         rounds = results[best]["rounds"]
         self.held_out_ = (boosters[best], rounds)
