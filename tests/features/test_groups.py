@@ -154,6 +154,10 @@ def test_without_age_role(tmp_path, duck):
     assert set(items.column("buyer_age_mean").to_pylist()) == {None}
     _, users = compute(duck, ws, "users", CUTOFF)
     assert set(users.column("age_bucket").to_pylist()) == {-1}
+    # no age and no user_regions table: no segment, an empty table with the group's columns
+    frame, segments = compute(duck, ws, "item_segments", CUTOFF)
+    assert segments.num_rows == 0
+    assert segments.column_names == [*frame.keys, FEATURE_TIME, *frame.features]
 
 
 def test_age_bucket_expression_matches_numpy(duck):

@@ -2,8 +2,8 @@
 
 A customer who has not bought yet is known only by attributes: their age and where they live.
 Best sellers within their age bucket (`popular_by_age`) use one of those; the ranker combines
-both through these counts (`RankingFeatures`: each segment's smoothed share of an item against
-the item's share overall). Segments:
+both through these counts (`RankingFeatures`: the item's lift in each of the user's segments,
+`lifts` below). Segments:
 
 - `age`: the age bucket of `roles.user_age` (features.buckets.AGE_EDGES), when the data has it;
 - `region`: the region of the `user_regions` business-rule table, when the source has one.

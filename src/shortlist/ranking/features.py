@@ -398,12 +398,11 @@ def segment_lifts(
     """From the `item_segments` group: per segment kind, (each user's value, lift matrix), and
     each item's share of the window's units.
 
-    The lifts are features.segments.lifts' (p(i | v) / p(i), smoothed). The matrix has a
-    last row of ones (users of unknown value) and a last column of NaN (items unknown at
-    the fit). A kind
-    with more than MAX_SEGMENT_VALUES values is left out. A pair's
-    `segment_share` is p(i) times its lifts: the item's share of the user's segments' units
-    were the kinds independent (naive Bayes).
+    The lifts are features.segments.lifts' (units bought over units expected, with
+    pseudo-units). The matrix has a last row of ones (users of unknown value) and a last
+    column of NaN (items unknown at the fit). A kind with more than MAX_SEGMENT_VALUES values
+    is left out. A pair's `segment_share` is p(i) (averaged over the kinds) times its lifts:
+    the item's share of what the user's segments buy, were the kinds independent.
     """
     share = np.full(n_items + 1, np.nan, np.float32)
     share[:n_items] = 0.0
