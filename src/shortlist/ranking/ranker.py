@@ -2,8 +2,10 @@
 
 Both objectives are tried when asked ("auto"): lambdarank optimises the order within a
 request directly, binary learns calibrated purchase odds; which ranks better depends on the
-data, so the latest period decides (MAP@12 over its requests). The winner is then refitted on
-every period, latest included, for the number of rounds early stopping found.
+data, so the latest period decides: MAP@12 over its buyers with all their candidates (the
+guard's validation requests, when the pipeline passes them), else over its sampled requests.
+The winner is then refitted on every period, latest included, for the number of rounds early
+stopping found.
 """
 
 from __future__ import annotations
