@@ -124,17 +124,21 @@ def print_training(s) -> None:  # type: ignore[no-untyped-def]
     out.print(f"Pipeline fitted on the data before {s.cutoff}: {describe(s)}")
     r = s.ranker
     if r is not None:
+        held_out = all("held_out_map@12" in v for v in r["candidates"].values())
+        figure = "held_out_map@12" if held_out else "valid_map@12"
         choices = ", ".join(
-            f"{name} {v['valid_map@12']:.4f} ({v['rounds']} rounds)"
-            for name, v in r["candidates"].items()
+            f"{name} {v[figure]:.4f} ({v['rounds']} rounds)" for name, v in r["candidates"].items()
         )
         out.print(
             f"Ranking set: {r['train_groups']:,} requests with a purchase among their "
             f"candidates, {r['train_rows']:,} rows, {r['positives']:,} purchases"
         )
-        out.print(
-            f"Validation MAP@12 on the latest period: {choices}; chose [bold]{r['objective']}[/]"
+        where = (
+            "over the latest period's buyers, all their candidates"
+            if held_out
+            else "on the latest period"
         )
+        out.print(f"Validation MAP@12 {where}: {choices}; chose [bold]{r['objective']}[/]")
         table = Table(title="Feature importance (share of split gain)", title_justify="left")
         table.add_column("feature")
         table.add_column("gain", justify="right")
