@@ -20,6 +20,7 @@ import ibis.expr.types as ir
 import numpy as np
 
 from shortlist import columns as C
+from shortlist.data.arrays import Dataset
 from shortlist.features.base import (
     FeatureOptions,
     GroupFrame,
@@ -27,6 +28,7 @@ from shortlist.features.base import (
     window_start,
     with_feature_time,
 )
+from shortlist.features.buckets import age_bucket as age_buckets
 from shortlist.features.engine import OfflineTables
 from shortlist.features.users import age_bucket
 
@@ -59,6 +61,18 @@ def _segment_of(src: OfflineTables, segment: str) -> ir.Table | None:
     if regions is None:
         return None
     return regions.select(C.USER_IDX, value=regions[C.REGION].cast("int32"))
+
+
+def user_segments(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Each user's value (int32, -1 unknown) of each segment kind the data has, as `build`
+    defines them (`_segment_of`, in Ibis): the age bucket, the user_regions table's region."""
+    out: dict[str, np.ndarray] = {}
+    if dataset.user_age is not None:
+        out["age"] = age_buckets(dataset.user_age).astype(np.int32)
+    rules = dataset.rules
+    if rules is not None and rules.user_region is not None:
+        out["region"] = np.asarray(rules.user_region, np.int32)
+    return out
 
 
 def build(src: OfflineTables, cutoff: datetime, options: FeatureOptions) -> GroupFrame:

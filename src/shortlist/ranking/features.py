@@ -29,10 +29,9 @@ from shortlist.data.candidates import CandidateSet
 from shortlist.data.memo import per_table
 from shortlist.features.affinity import eligible_attributes
 from shortlist.features.base import FeatureOptions
-from shortlist.features.buckets import age_bucket
 from shortlist.features.engine import OfflineTables
 from shortlist.features.materialize import compute_groups
-from shortlist.features.segments import lifts
+from shortlist.features.segments import lifts, user_segments
 
 
 class KeyTable:
@@ -380,16 +379,7 @@ def _by_key(table: pa.Table, key: str, n: int) -> Callable[[str, float], np.ndar
     return column
 
 
-def user_segments(dataset: Dataset) -> dict[str, np.ndarray]:
-    """Each user's value (int32, -1 unknown) of each segment kind the data has, as the
-    `item_segments` group defines them: the age bucket, the user_regions table's region."""
-    out: dict[str, np.ndarray] = {}
-    if dataset.user_age is not None:
-        out["age"] = age_bucket(dataset.user_age).astype(np.int32)
-    rules = dataset.rules
-    if rules is not None and rules.user_region is not None:
-        out["region"] = np.asarray(rules.user_region, np.int32)
-    return out
+MAX_SEGMENT_VALUES = 256  # a segment kind with more values (ids, postcodes) is not used
 
 
 def segment_lifts(
@@ -433,14 +423,12 @@ def _segment_rows(table: pa.Table, n_items: int) -> dict[str, np.ndarray]:
     units = _col(table, "units_7d", np.float64)
     out = {}
     for kind in np.unique(kinds) if len(kinds) else []:
-        m = (kinds == kind) & (value >= 0) & (value <= MAX_SEGMENT_VALUES) & (item < n_items)
+        m = (kinds == kind) & (value >= 0) & (value < MAX_SEGMENT_VALUES) & (item < n_items)
         counts = np.zeros((int(value[m].max()) + 1 if m.any() else 0, n_items))
         np.add.at(counts, (value[m], item[m]), units[m])
         out[str(kind)] = counts
     return out
 
-
-MAX_SEGMENT_VALUES = 256  # a segment kind with more values (ids, postcodes) is not used
 
 RANKING_GROUPS = ("items", "users", "user_category", "user_items", "item_segments")
 
