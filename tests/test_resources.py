@@ -1,4 +1,5 @@
-"""The page-cache read a serving load makes (`resources.prefetch`), and its lock."""
+"""The page-cache read a serving load makes (`resources.prefetch`), and its lock; the spawned
+processes of `resources.spawned_pool`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -152,3 +157,48 @@ def test_locked_pages_stay_in_memory_when_the_kernel_is_told_to_drop_them(tmp_pa
     locked.release()
     drop(path)
     assert resident(path) < 0.5
+
+
+# A parent that starts one worker through `spawned_pool`, has it run os.getpid's task and then
+# a task that would sleep an hour, prints the worker's pid and waits.
+PARENT = """
+import os, sys, time
+from shortlist import resources
+if __name__ == "__main__":
+    pool = resources.spawned_pool(1, initializer=resources.set_threads, initargs=(1,))
+    pid = pool.submit(os.getpid).result()
+    pool.submit(time.sleep, 3600)
+    print(pid, flush=True)
+    time.sleep(3600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_spawned_worker_ends_when_its_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    try:
+        assert _running(worker)
+        time.sleep(1.0)  # the worker is inside its hour-long task now
+        assert _running(worker)
+        parent.send_signal(signal.SIGKILL)  # no clean-up of any kind in the parent
+        parent.wait()
+        # it ends at once; this bound is not a speed limit, only how long a failure waits
+        deadline = time.monotonic() + 120
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the worker outlived its parent"
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)

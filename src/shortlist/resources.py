@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,47 @@ def side_by_side(interactions: int) -> bool:
     return interactions <= SIDE_BY_SIDE_ROWS and available_cores() > 1
 
 
-def spawned_pool(workers: int, **kwargs: Any) -> Any:
+def spawned_pool(
+    workers: int,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Any:
     """A `ProcessPoolExecutor` of `workers` fresh processes (spawned: none of this process's
-    thread pools, connections or locks are inherited), for the work `side_by_side` allows."""
+    thread pools, connections or locks are inherited), for the work `side_by_side` allows.
+
+    Each process ends as soon as this one does, however it ends: a killed `evaluate` or
+    `build` leaves no process behind computing for nobody (each holds its own copy of the
+    data, a GB or more)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), **kwargs)
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(initializer, initargs),
+    )
+
+
+def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
+    """In a spawned process, first: a thread that ends the process when its parent ends. The
+    parent's end of the pipe the process was started through closes only then (the parent
+    holds it open while it runs; the kernel closes it however the parent dies, SIGKILL
+    included), which `parent_process().sentinel` waits for."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+
+        def watch() -> None:
+            wait([parent.sentinel])
+            os._exit(1)  # no clean-up: the results have no one to go to
+
+        threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def process_died(what: str, instead: str) -> ShortlistError:
