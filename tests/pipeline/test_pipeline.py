@@ -259,6 +259,24 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     assert got["pipeline_div_max_per_value"][key] > 1
 
 
+def test_an_ablation_keeps_the_pipelines_objective(ws):
+    """`pipeline_no_<source>` retrains the ranker with the objective the pipeline's ranker was
+    trained with (chosen on the guard's held-out requests), not choosing again on sampled
+    negatives: the ablation differs from the pipeline by its source only."""
+    from shortlist.data.arrays import US_PER_DAY, TrainData
+    from shortlist.eval.pipeline_methods import PipelineFamily
+
+    data = load_dataset(OfflineStore(ws))
+    train = TrainData.before(data, end_of_data(data) - 7 * US_PER_DAY)
+    family = PipelineFamily(ws.settings())
+    ranker = family.fitted(train).funnel_.ranker
+    assert sorted(ranker.report_["candidates"]) == ["binary", "lambdarank"]  # "auto": both
+    ablated = family.variant(train, "pipeline_no_trending")
+    assert "trending" not in ablated.retrieval.names
+    assert list(ablated.ranker.report_["candidates"]) == [ranker.report_["objective"]]
+    assert ablated.ranker.report_["objective"] == ranker.report_["objective"]
+
+
 def test_build_compiles_the_served_rankers_trees_so_loading_does_not(ws, pipeline):
     """The first process loading a built pipeline finds the ranker's trees compiled in the
     workspace's cache (build did it) and compiles nothing itself."""

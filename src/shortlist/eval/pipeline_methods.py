@@ -4,6 +4,7 @@
     pipeline_no_ranker        the same candidates and filters, in the sources' interleaved order
     pipeline_no_guard         the ranker served even where the guard chose a source order
     pipeline_no_<source>      without one source (its candidates and features), ranker retrained
+                              (with the pipeline's ranker's objective)
     pipeline_div_<method>     with a diversity step (round_robin, max_per_value, mmr, revenue)
     pipeline_with_<filter>    with one more filter, e.g. pipeline_with_not_bought_before
 
@@ -107,7 +108,11 @@ class PipelineFamily:
         rs = without_source(
             pipeline.ranking_set_, dropped, base.retrieval.names, base.retrieval.columns_of(dropped)
         )
-        ranker = train_ranker(rs, self.settings, base.ranker.report_.get("valid_periods", 1))
+        ranker = train_ranker(
+            rs,
+            same_objective(self.settings, base.ranker),
+            base.ranker.report_.get("valid_periods", 1),
+        )
         return replace(
             base, retrieval=retrieval, ranker=ranker, scorer=ranker, order=None, ranking_note=""
         )
@@ -149,6 +154,18 @@ class PipelineVariant:
         if vectors is not None:
             out[f"ild@{k}"] = intra_list_diversity(recs, vectors=vectors, k=k)
         return out
+
+
+def same_objective(settings: Settings, ranker: Any) -> Settings:
+    """`settings` with the objective the pipeline's ranker was trained with: an ablation's
+    ranker differs from it by the source only. (The pipeline chose its objective on the guard's
+    held-out requests with every candidate, which an ablation does not have; left to "auto",
+    it would choose on sampled negatives, which chose worse on the 13-day data.)"""
+    chosen = ranker.report_.get("objective")
+    if not chosen:
+        return settings
+    ranking = settings.ranking.model_copy(update={"objective": chosen})
+    return settings.model_copy(update={"ranking": ranking})
 
 
 def without_source(
