@@ -20,7 +20,12 @@ from shortlist.data.candidates import CandidateSet
 from shortlist.data.generator import generate
 from shortlist.data.offline import OfflineStore
 from shortlist.pipeline import Pipeline
-from shortlist.pipeline.guard import ValidationRequests, choose_ranking
+from shortlist.pipeline.guard import (
+    NewCustomerOrder,
+    RankingChoice,
+    ValidationRequests,
+    choose_ranking,
+)
 from shortlist.ranking.heuristics import SourceOrder, source_orders
 from shortlist.workspace import open_workspace
 from tests.conftest import write
@@ -274,3 +279,70 @@ def test_map_of_scores_an_order_over_every_buyer():
     assert v.map_of(lambda X: -X[:, 0]) == pytest.approx((1 / 4 + 1 / 2) / 2)
     choice = choose_ranking(v, lambda X, users: -X[:, 0], ["repurchase"], 2, blends=False)
     assert choice.ranker_map == pytest.approx(v.map_of(lambda X: -X[:, 0]))
+
+
+NAMES = ["item", "user_purchases_all", "segment_share"]
+
+
+def three_users(
+    share_of_item, bought: tuple[int, ...] = (13, 23, 33)
+) -> tuple[ValidationRequests, CandidateSet, tuple]:
+    """Users 0 and 1 never bought, user 2 bought 5 items; each bought their candidate ending
+    in 3 (13, 23, 33), which "the ranker" (lowest item first) puts last. Columns: NAMES."""
+    items = np.array([[10, 11, 12, 13], [20, 21, 22, 23], [30, 31, 32, 33]], np.int32)
+    ranks = np.tile(np.arange(1, 5, dtype=np.int16), (3, 1))
+    cs = CandidateSet(np.array([0, 1, 2]), items, {"trending": ranks},
+                      {"trending": np.full(items.shape, np.nan, np.float32)})  # fmt: skip
+    rows, cols = np.nonzero(items >= 0)
+    item = items[rows, cols]
+    history = np.array([0.0, 0.0, 5.0])[rows]
+    X = np.stack([item, history, share_of_item(item)], axis=1).astype(np.float32)
+    y = np.isin(item, bought).astype(np.float32)
+    tg = Targets(np.arange(3, dtype=np.int32), np.arange(4), np.array(bought, np.int32))
+    v = ValidationRequests()
+    assert v.takes(0, 4)
+    v.add(cs, X, rows, cols, y, tg, np.random.default_rng(0))
+    return v, cs, (X, rows, cols)
+
+
+def lowest_first(X, users):
+    return -X[:, 0]
+
+
+def test_customers_who_never_bought_get_the_segment_order_where_it_wins_for_them():
+    v, cs, (X, rows, cols) = three_users(lambda item: item % 10)  # x3 has the largest share
+    choice = choose_ranking(v, lowest_first, ["trending"], 2, blends=False, names=NAMES)
+    assert choice.order is None  # the ranker serves...
+    assert choice.ranker_map == pytest.approx(0.25)  # ...each bought item 4th
+    assert choice.new_customers == NewCustomerOrder()  # ...and new customers get their own
+    assert "; customers who never bought: segment_share alone (1.0000 vs 0.2500, MAP@12 " in (
+        choice.note
+    )
+    ranked = np.full(cs.items.shape, -np.inf)
+    ranked[rows, cols] = lowest_first(X, None)
+    scores = choice.new_customers.scores(NAMES, X, rows, cols, ranked)
+    top = np.take_along_axis(cs.items, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    assert top[:, 0].tolist() == [13, 23, 30]  # user 2 bought before: the ranker's order
+    assert RankingChoice.from_dict(choice.to_dict()) == choice  # saved and loaded
+    # without the columns (or judged on another feature set) nothing changes
+    plain = choose_ranking(v, lowest_first, ["trending"], 2, blends=False)
+    assert plain.new_customers is None and "never bought" not in plain.note
+
+
+def test_customers_who_never_bought_keep_the_ranker_where_the_segment_order_does_not_win():
+    v, _, _ = three_users(lambda item: -(item % 10))  # x3 has the smallest share: last again
+    choice = choose_ranking(v, lowest_first, ["trending"], 0, blends=False, names=NAMES)
+    assert choice.order is None and choice.new_customers is None
+    assert "; customers who never bought: as the others (segment_share alone 0.2500 vs " in (
+        choice.note
+    )
+    assert RankingChoice.from_dict(choice.to_dict()).new_customers is None
+
+
+def test_a_bypassed_ranker_leaves_new_customers_to_the_source_order():
+    # each bought trending's first (x0), which "the ranker" (highest first) puts last; the
+    # segment order would get it first for the new customers, but the source order serves all
+    v, _, _ = three_users(lambda item: -(item % 10), bought=(10, 20, 30))
+    choice = choose_ranking(v, lambda X, users: X[:, 0], ["trending"], 0, blends=False, names=NAMES)
+    assert choice.bypassed and choice.new_customers is None
+    assert "never bought" not in choice.note

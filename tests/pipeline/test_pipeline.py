@@ -259,22 +259,74 @@ def test_evaluate_scores_the_pipeline_and_its_ablations(ws):
     assert got["pipeline_div_max_per_value"][key] > 1
 
 
-def test_an_ablation_keeps_the_pipelines_objective(ws):
-    """`pipeline_no_<source>` retrains the ranker with the objective the pipeline's ranker was
-    trained with (chosen on the guard's held-out requests), not choosing again on sampled
-    negatives: the ablation differs from the pipeline by its source only."""
+@pytest.fixture(scope="module")
+def week_ago(ws):
+    """The pipeline family of `evaluate`, fitted a week before the end of the data (customers
+    who first bought in that week are new there), and its training data."""
     from shortlist.data.arrays import US_PER_DAY, TrainData
     from shortlist.eval.pipeline_methods import PipelineFamily
 
     data = load_dataset(OfflineStore(ws))
     train = TrainData.before(data, end_of_data(data) - 7 * US_PER_DAY)
     family = PipelineFamily(ws.settings())
+    family.fitted(train)
+    return family, train
+
+
+def test_an_ablation_keeps_the_pipelines_objective(week_ago):
+    """`pipeline_no_<source>` retrains the ranker with the objective the pipeline's ranker was
+    trained with (chosen on the guard's held-out requests), not choosing again on sampled
+    negatives: the ablation differs from the pipeline by its source only."""
+    family, train = week_ago
     ranker = family.fitted(train).funnel_.ranker
     assert sorted(ranker.report_["candidates"]) == ["binary", "lambdarank"]  # "auto": both
     ablated = family.variant(train, "pipeline_no_trending")
     assert "trending" not in ablated.retrieval.names
     assert list(ablated.ranker.report_["candidates"]) == [ranker.report_["objective"]]
     assert ablated.ranker.report_["objective"] == ranker.report_["objective"]
+
+
+def test_customers_who_never_bought_get_the_guards_order_for_them(week_ago):
+    """Where the guard chose an order for customers who never bought (pipeline/guard.py,
+    NewCustomerOrder), theirs are ranked by `segment_share`, and a customer who bought gets
+    the ranker's order unchanged."""
+    from dataclasses import replace
+
+    from shortlist.pipeline.explain import explain_row
+    from shortlist.pipeline.guard import NewCustomerOrder
+
+    family, train = week_ago
+    funnel = family.fitted(train).funnel_
+    assert funnel.scorer is not None and funnel.order is None  # the ranker serves here
+    bought = np.zeros(train.n_users, bool)
+    bought[train.interactions.user] = True
+    new, old = np.flatnonzero(~bought)[:5], np.flatnonzero(bought)[-5:]
+    assert len(new) == 5
+    cold = replace(funnel, new_customers=NewCustomerOrder())
+    out = cold.run(new, keep_features=True)
+    names = funnel.features.feature_names(
+        list(out.candidates.sources), list(out.candidates.columns)
+    )
+    ranked = out.candidates.items  # every candidate, in the order served
+    np.testing.assert_array_equal(out.items, ranked[:, : funnel.k])
+    assert (out.features[:, :, names.index("user_purchases_all")][ranked >= 0] == 0).all()
+    share = np.nan_to_num(out.features[:, :, names.index("segment_share")], nan=-1.0)
+    for row, items in zip(share, ranked, strict=True):
+        got = row[items >= 0]
+        assert len(got) > funnel.k and (np.diff(got) <= 0).all()  # by share, largest first
+    as_ranked = funnel.run(new, keep_features=True)  # the ranker alone: another order
+    assert not np.array_equal(as_ranked.items, out.items)
+    rank = next(s for s in out.trace if s["stage"] == "rank")
+    assert rank["scorer"].endswith("; segment_share for customers who never bought")
+    np.testing.assert_array_equal(cold.run(old).items, funnel.run(old).items)
+    # the reasons say so, not the ranker's contributions
+    top = out.candidates
+    sources = {n: int(r[0, 0]) for n, r in top.ranks.items() if r[0, 0] > 0}
+    reasons = explain_row(cold, sources, out.features[0, 0])
+    assert reasons[-1].startswith("ordered for a customer who never bought: ")
+    assert reasons[-1].endswith(" of what customers like them buy")
+    assert not any("the score by" in r for r in reasons)
+    assert any("the score by" in r for r in explain_row(funnel, sources, out.features[0, 0]))
 
 
 def test_build_compiles_the_served_rankers_trees_so_loading_does_not(ws, pipeline):

@@ -90,7 +90,7 @@ class PipelineFamily:
         if variant == "no_ranker":
             return replace(base, features=None, ranker=None, scorer=None, order=None)
         if variant == "no_guard":
-            return replace(base, order=None, ranking_note="")
+            return replace(base, order=None, ranking_note="", new_customers=None)
         if variant.startswith("div_"):
             method = variant[4:]
             spec = DiversifySettings(method=method, by=self.diversity_attribute(base))
@@ -114,7 +114,13 @@ class PipelineFamily:
             base.ranker.report_.get("valid_periods", 1),
         )
         return replace(
-            base, retrieval=retrieval, ranker=ranker, scorer=ranker, order=None, ranking_note=""
+            base,
+            retrieval=retrieval,
+            ranker=ranker,
+            scorer=ranker,
+            order=None,
+            ranking_note="",
+            new_customers=None,
         )
 
 

@@ -408,6 +408,7 @@ class Pipeline:
             self.spec.k,
             ranking.order if ranking is not None else None,
             ranking.note if ranking is not None else "",
+            ranking.new_customers if ranking is not None else None,
         )
 
     # -- running ------------------------------------------------------------------------

@@ -95,6 +95,15 @@ def explain_row(funnel: Any, sources: dict[str, int], x: np.ndarray | None) -> l
     ranker = funnel.ranker
     if ranker is None or x is None:
         return out
+    cold = funnel.new_customers
+    if (
+        cold is not None
+        and cold.applies(ranker.names_)
+        and cold.new_rows(ranker.names_, x[None])[0]
+    ):
+        value = x[ranker.names_.index(cold.by)]
+        out.append(f"ordered for a customer who never bought: {feature_phrase(cold.by, value)}")
+        return out
     contrib = ranker.contributions(x[None, :])[0, :-1]
     for j in np.argsort(-np.abs(contrib))[:TOP_CONTRIBUTIONS]:
         name = ranker.names_[j]

@@ -29,6 +29,7 @@ from shortlist.filtering import (
     NotBoughtBeforeFilter,
 )
 from shortlist.pipeline.catalog import Catalog
+from shortlist.pipeline.guard import NewCustomerOrder
 from shortlist.ranking.diversity import MMR, ExpectedRevenue, MaxPerValue, RoundRobin
 from shortlist.ranking.features import RankingFeatures
 from shortlist.ranking.heuristics import SourceOrder
@@ -138,6 +139,8 @@ class Funnel:
     k: int = 12
     order: SourceOrder | None = None  # served instead of the ranker (the guard's choice)
     ranking_note: str = ""  # why the ranker or the order serves (pipeline/guard.py)
+    # customers who never bought, ordered apart where the guard found it better for them
+    new_customers: NewCustomerOrder | None = None
     # what real-time events recorded since the cutoff, read per request (pipeline/live.py);
     # None (a fitted funnel: evaluation): nothing is read
     live: Any = None
@@ -173,6 +176,16 @@ class Funnel:
         return {
             b.name: "ran" if b.filter is not None else f"skipped: {b.skipped}" for b in self.filters
         }
+
+    def new_customers_scores(
+        self, cs: CandidateSet, X: np.ndarray, rows: np.ndarray, cols: np.ndarray, scores: Any
+    ) -> np.ndarray:
+        """The ranker's `scores` of `cs`, the new customers' replaced by their own order when
+        the guard chose one (pipeline/guard.py, NewCustomerOrder)."""
+        if self.new_customers is None or self.features is None:
+            return scores
+        names = self.features.feature_names(list(cs.sources), list(cs.columns))
+        return self.new_customers.scores(names, X, rows, cols, scores)
 
     # -- live state ---------------------------------------------------------------------
     def signals(self, users: np.ndarray) -> LiveSignals | None:
@@ -278,6 +291,7 @@ class Funnel:
             scoring = time.perf_counter()
             scores[rows, cols] = self.scorer.predict(X)
             score_ms = _ms(scoring)
+            scores = self.new_customers_scores(cs, X, rows, cols, scores)
             order = np.argsort(-scores, axis=1, kind="stable")
             cs = cs.reorder(order)
             scores = np.take_along_axis(scores, order, axis=1)
@@ -296,6 +310,8 @@ class Funnel:
                 if self.order is None
                 else f"{self.order.name} ({self.scorer.name})"
             )
+            if self.new_customers is not None:
+                name = f"{name}; {self.new_customers.name}"
         else:
             score_ms = 0.0
             # no ranker: the union's interleaved order, scored by position

@@ -14,6 +14,14 @@ The ranker serves (refitted on every period) unless the best of those orders bea
 more than `[ranking] guard_switch` standard errors of the paired per-buyer difference; then
 that order serves. `build`'s output, the saved manifest and every trace say which and why.
 
+Customers who never bought are judged apart as well: where the ranker (or blend) serves, the
+held-out buyers with no purchase before their period are scored under the `segment_share`
+order alone (the item's share of what the customer's segments buy, ranking/features.py),
+which is all a segment can say of them; if it beats what serves for them by more than the
+same margin, those customers get it (`NewCustomerOrder`), the others what serves. The ranker
+learns segment features from periods with less history than the cutoff has (on 3 days of
+data, from 1 and 2 days), and can weigh them below what they are worth when it serves.
+
 Why a margin on the ranker's side: the best of some forty orders, picked on the same
 buyers, scores above its true worth (the winner's curse), and the ranker judged here learnt
 from less than the one that serves. With no margin (whichever scored highest
@@ -24,7 +32,8 @@ rounds was chosen on the same periods (early stopping), which favours it slightl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +155,51 @@ class ValidationRequests:
 
 
 @dataclass(frozen=True)
+class NewCustomerOrder:
+    """Customers with no purchase known (the `history` feature 0 or missing) ordered by the
+    `by` feature alone, the others as before. Per user: every row of a request has the same
+    user features. Items the feature does not know (NaN) come after the others."""
+
+    by: str = "segment_share"
+    history: str = "user_purchases_all"
+
+    @property
+    def name(self) -> str:
+        return f"{self.by} for customers who never bought"
+
+    def applies(self, names: Sequence[str]) -> bool:
+        return self.by in names and self.history in names
+
+    def new_rows(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
+        """Whether each row's user has no purchase known."""
+        return ~(X[:, list(names).index(self.history)] > 0)
+
+    def scores(
+        self,
+        names: Sequence[str],
+        X: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        scores: np.ndarray,
+    ) -> np.ndarray:
+        """`scores` (n, m) with the new customers' candidates scored by the feature."""
+        new = self.new_rows(names, X)
+        if not new.any():
+            return scores
+        out = scores.copy()
+        by = X[new, list(names).index(self.by)]
+        out[rows[new], cols[new]] = np.where(np.isnan(by), -1.0, by)
+        return out
+
+    def to_dict(self) -> dict[str, str]:
+        return {"by": self.by, "history": self.history}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> NewCustomerOrder:
+        return cls(d["by"], d["history"])
+
+
+@dataclass(frozen=True)
 class RankingChoice:
     """What orders the candidates: the ranker, a blend, or a simple source order."""
 
@@ -157,6 +211,7 @@ class RankingChoice:
     note: str
     periods: int = 1  # the latest periods that validated
     learnt: str = "ranker"  # what `ranker_map` scores (manifests of before stop 25: a blend)
+    new_customers: NewCustomerOrder | None = None  # their own order, when it won for them
 
     @property
     def bypassed(self) -> bool:
@@ -173,6 +228,7 @@ class RankingChoice:
             "validation_buyers": self.buyers,
             "validation_periods": self.periods,
             "note": self.note,
+            "new_customers": self.new_customers.to_dict() if self.new_customers else None,
         }
 
     @classmethod
@@ -186,6 +242,7 @@ class RankingChoice:
         learnt = d.get("learnt", "ranker")
         ranker_map = float(scores.pop(learnt))
         best, order_map = next(iter(scores.items())) if scores else ("-", 0.0)
+        new = d.get("new_customers")
         return cls(
             order,
             ranker_map,
@@ -195,6 +252,7 @@ class RankingChoice:
             d["note"],
             int(d.get("validation_periods", 1)),
             learnt,
+            NewCustomerOrder.from_dict(new) if new else None,
         )
 
 
@@ -204,6 +262,7 @@ def choose_ranking(
     sources: list[str],
     switch: float,
     blends: bool = True,
+    names: Sequence[str] = (),
 ) -> RankingChoice:
     """What serves after the ranker, judged on the validation requests: the ranker, unless
     another order (a simple source order or, with `blends`, a source's candidates first and
@@ -211,7 +270,8 @@ def choose_ranking(
     paired per-buyer difference (0: higher at all); then the best-scoring such order.
 
     `ranker_scores(X, users) -> scores` is the ranker judged (pipeline/training.py,
-    `cross_fitted`), `users` each row's user.
+    `cross_fitted`), `users` each row's user. `names`: the columns of X; with the ones
+    `NewCustomerOrder` reads, customers who never bought are judged apart too (see above).
     """
     orders = source_orders(sources, ranker=blends)
     with track(
@@ -246,7 +306,8 @@ def choose_ranking(
             f"{beat} by more than {switch:g} standard error(s) on {where} "
             f"({best_map:.4f} vs {ranker_map:.4f}, {figures})"
         )
-        return RankingChoice(best, ranker_map, best_map, best.name, validation.buyers, note, n)
+        choice = RankingChoice(best, ranker_map, best_map, best.name, validation.buyers, note, n)
+        return _with_new_customers(choice, validation, ranked, names, switch)
     if lead > 0:
         note = (
             f"ranker: {best.name} scored higher on {where}, but by no more than {switch:g} "
@@ -258,4 +319,50 @@ def choose_ranking(
             f"ranker: scored {than} every other order on {where}, the best of them "
             f"{best.name} ({ranker_map:.4f} vs {best_map:.4f}, {figures})"
         )
-    return RankingChoice(None, ranker_map, best_map, best.name, validation.buyers, note, n)
+    choice = RankingChoice(None, ranker_map, best_map, best.name, validation.buyers, note, n)
+    return _with_new_customers(choice, validation, ranked, names, switch)
+
+
+def _with_new_customers(
+    choice: RankingChoice,
+    validation: ValidationRequests,
+    ranked: list[np.ndarray],
+    names: Sequence[str],
+    switch: float,
+) -> RankingChoice:
+    """`choice` with the new customers' own order when, for the held-out buyers who never
+    bought (those with a purchase among their candidates), it beats what `choice` serves them
+    by more than `switch` standard errors of the paired difference (and by anything at 0)."""
+    cold = NewCustomerOrder()
+    if choice.bypassed or not cold.applies(names) or not validation.parts:
+        return choice
+    order = choice.order
+
+    def served(i: int, cs: CandidateSet, scores: np.ndarray) -> np.ndarray:
+        return scores if order is None else order.scores(cs, scores)
+
+    new_users = []
+    for cs, X, rows, _cols, _ in validation.parts:
+        flag = np.zeros(len(cs), bool)
+        flag[rows] = cold.new_rows(names, X)
+        new_users.append(flag)
+    new = np.concatenate(new_users)
+    if new.sum() < 2:
+        return choice
+    now = validation.aps(lambda i, cs, *_: served(i, cs, ranked[i]))[new]
+    alone = validation.aps(
+        lambda i, cs, X, rows, cols: served(i, cs, cold.scores(names, X, rows, cols, ranked[i]))
+    )[new]
+    d = alone - now
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    lead = float(d.mean())
+    figures = (
+        f"{alone.mean():.4f} vs {now.mean():.4f}, MAP@12 over the {len(d)} held-out buyers who "
+        f"never bought and have a purchase among their candidates, standard error of the "
+        f"difference {se:.4f}"
+    )
+    if lead > switch * se and lead > 0:
+        note = f"{choice.note}; customers who never bought: {cold.by} alone ({figures})"
+        return replace(choice, new_customers=cold, note=note)
+    note = f"{choice.note}; customers who never bought: as the others ({cold.by} alone {figures})"
+    return replace(choice, note=note)

@@ -455,9 +455,10 @@ def personal_scores(
         assert funnel.order is not None
         return funnel.order.scores(cs)[0].astype(np.float64), funnel.order.name
     assert funnel.features is not None and funnel.scorer is not None
-    X, _, cols = funnel.features.transform(cs)
+    X, rows, cols = funnel.features.transform(cs)
     scores = np.full(row.shape, -np.inf)
     scores[0, cols] = funnel.scorer.predict(X)
+    scores = funnel.new_customers_scores(cs, X, rows, cols, scores)
     name = f"ranker ({funnel.scorer.name})"
     if funnel.order is not None:  # a blend: its sources first, the ranker after
         scores = funnel.order.scores(cs, scores)

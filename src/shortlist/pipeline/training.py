@@ -375,7 +375,9 @@ def fit_ranker(
     )
     ranker.report_["period_days"] = plan.days
     judge = cross_fitted(ranker, rs, max(1, validation.periods), settings)
-    choice = choose_ranking(validation, judge, retrieval.names, r.guard_switch, r.guard_blends)
+    choice = choose_ranking(
+        validation, judge, retrieval.names, r.guard_switch, r.guard_blends, rs.names
+    )
     if not r.guard and choice.order is not None:
         choice = replace(
             choice, order=None, note=f"ranker: the guard is off ([ranking] guard); {choice.note}"
