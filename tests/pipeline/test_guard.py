@@ -324,6 +324,9 @@ def test_customers_who_never_bought_get_the_segment_order_where_it_wins_for_them
     top = np.take_along_axis(cs.items, np.argsort(-scores, axis=1, kind="stable"), axis=1)
     assert top[:, 0].tolist() == [13, 23, 30]  # user 2 bought before: the ranker's order
     assert RankingChoice.from_dict(choice.to_dict()) == choice  # saved and loaded
+    off = choice.without_guard()  # [ranking] guard = false: the ranker for everyone
+    assert off.order is None and off.new_customers is None
+    assert off.note.startswith("ranker: the guard is off ([ranking] guard); ranker: ")
     # without the columns (or judged on another feature set) nothing changes
     plain = choose_ranking(v, lowest_first, ["trending"], 2, blends=False)
     assert plain.new_customers is None and "never bought" not in plain.note

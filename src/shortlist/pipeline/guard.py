@@ -213,6 +213,14 @@ class RankingChoice:
     learnt: str = "ranker"  # what `ranker_map` scores (manifests of before stop 25: a blend)
     new_customers: NewCustomerOrder | None = None  # their own order, when it won for them
 
+    def without_guard(self) -> RankingChoice:
+        """The ranker for everyone (`[ranking] guard = false`), what the guard found kept in
+        the note."""
+        if self.order is None and self.new_customers is None:
+            return self
+        note = f"ranker: the guard is off ([ranking] guard); {self.note}"
+        return replace(self, order=None, new_customers=None, note=note)
+
     @property
     def bypassed(self) -> bool:
         """Whether the ranker is not scored at all (a source order serves alone)."""
@@ -338,7 +346,7 @@ def _with_new_customers(
         return choice
     order = choice.order
 
-    def served(i: int, cs: CandidateSet, scores: np.ndarray) -> np.ndarray:
+    def served(cs: CandidateSet, scores: np.ndarray) -> np.ndarray:
         return scores if order is None else order.scores(cs, scores)
 
     new_users = []
@@ -349,9 +357,9 @@ def _with_new_customers(
     new = np.concatenate(new_users)
     if new.sum() < 2:
         return choice
-    now = validation.aps(lambda i, cs, *_: served(i, cs, ranked[i]))[new]
+    now = validation.aps(lambda i, cs, *_: served(cs, ranked[i]))[new]
     alone = validation.aps(
-        lambda i, cs, X, rows, cols: served(i, cs, cold.scores(names, X, rows, cols, ranked[i]))
+        lambda i, cs, X, rows, cols: served(cs, cold.scores(names, X, rows, cols, ranked[i]))
     )[new]
     d = alone - now
     se = float(d.std(ddof=1) / np.sqrt(len(d)))

@@ -378,10 +378,8 @@ def fit_ranker(
     choice = choose_ranking(
         validation, judge, retrieval.names, r.guard_switch, r.guard_blends, rs.names
     )
-    if not r.guard and choice.order is not None:
-        choice = replace(
-            choice, order=None, note=f"ranker: the guard is off ([ranking] guard); {choice.note}"
-        )
+    if not r.guard:
+        choice = choice.without_guard()
     ranker.held_out_ = None  # judged; the refit on every period is what serves
     return ranker, rs, choice
 
